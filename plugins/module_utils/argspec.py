@@ -1,0 +1,89 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs shared by the netbsd.pf modules.
+
+The option names and types here are documented once, in the doc fragments
+``netbsd.pf.transforms`` and ``netbsd.pf.lock_lease``; a module that merges one
+of these specs must also extend the matching fragment.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import MAX_IFNAME_LEN, protocol_number
+
+DEFAULT_LEASE_SECONDS = 300
+DEFAULT_LEASE_FILE = "/var/run/netbsd_pf_lock.lease"
+
+FILTERS_SUBOPTIONS = dict(
+    interfaces=dict(type="list", elements="str"),
+    protocols=dict(type="list", elements="str"),
+    address_family=dict(type="str", choices=["inet", "inet6"]),
+    networks=dict(type="list", elements="str"),
+    ports=dict(type="list", elements="int"),
+    direction=dict(type="str", choices=["in", "out"]),
+)
+
+TRANSFORM_ARGSPEC = dict(
+    filters=dict(type="dict", options=FILTERS_SUBOPTIONS),
+    rename=dict(type="dict"),
+)
+
+LOCK_LEASE_ARGSPEC = dict(
+    lease=dict(type="int", default=DEFAULT_LEASE_SECONDS),
+    lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
+)
+
+
+class TransformOptionError(ValueError):
+    """A filters/rename option that passed the argspec but makes no sense (the message says why)."""
+
+
+def transforms_from_params(params):
+    """Normalised filters and rename from module params.
+
+    Returns a dict with keys ``filters`` (dict of the criteria that were given,
+    protocols as numbers, or None when nothing is filtered) and ``rename``
+    (dict old -> new interface name, or None), which is what
+    ``operations`` hands to ``module_utils.transforms``.
+    Raises TransformOptionError with a message meant for fail_json.
+    """
+    return {
+        "filters": _normalise_filters(params.get("filters")),
+        "rename": _normalise_rename(params.get("rename")),
+    }
+
+
+def _normalise_filters(filters):
+    if not filters:
+        return None
+    given = dict((key, value) for key, value in filters.items() if value not in (None, []))
+    if "protocols" in given:
+        given["protocols"] = [_protocol_number(value) for value in given["protocols"]]
+    for port in given.get("ports", ()):
+        if not 0 <= port <= 65535:
+            raise TransformOptionError("filters.ports: %d is not a port number (0..65535)" % port)
+    return given or None
+
+
+def _protocol_number(value):
+    try:
+        return protocol_number(str(value).strip())
+    except ValueError as exc:
+        raise TransformOptionError("filters.protocols: %s; use a NetBSD protocol name such as tcp, udp, icmp, ipv6-icmp or a number 0..255" % exc)
+
+
+def _normalise_rename(rename):
+    if not rename:
+        return None
+    result = {}
+    for old, new in rename.items():
+        if not isinstance(new, str) or not new or not old:
+            raise TransformOptionError("rename: %r -> %r: both interface names must be non-empty strings" % (old, new))
+        for name in (old, new):
+            if len(name.encode("utf-8")) > MAX_IFNAME_LEN:
+                raise TransformOptionError("rename: interface name %r is longer than %d bytes (IFNAMSIZ - 1)" % (name, MAX_IFNAME_LEN))
+        result[str(old)] = new
+    return result
