@@ -9,8 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # Platform of every module that talks to /dev/pf.
-    PLATFORM_NETBSD = r"""
+    # netbsd.pf.attributes.platform: every module that talks to /dev/pf runs on NetBSD only.
+    PLATFORM = r"""
 attributes:
   platform:
     description: Target OS/families that can be operated against.
