@@ -1,0 +1,460 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ASCII format of NetBSD's pfs(8): a byte-identical writer and a tolerant reader.
+
+Writer: reference section 7.3, including pfs's double spaces and its unspaced
+``scrub flags Fttl Tmod M``.  Reader: everything pfs prints and everything its
+grammar (section 7.4) accepts, layout-free, each state parsed from scratch
+(pfs leaks fields between lines; we do not).  Lines in the printed form go
+through one compiled regular expression; anything else falls back to a
+tokenizer.  ``id`` and ``cid`` are host-order numbers, so both directions take
+the byte order of the host the text belongs to.
+
+Text is handled as Latin-1 so that any byte of an interface name survives.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import struct
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
+    AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFNAME_LEN,
+    OTHER_STATE_NAMES, PF_IN, PF_OUT, PF_TCPS_PROXY_SRC, TCP_STATE_NAMES, UDP_STATE_NAMES,
+    peer_state_names, protocol_name, protocol_number,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.records import (
+    StateCodec, inet_ntop, inet_pton, prefix_for, record_count,
+)
+
+ENCODING = "latin-1"
+U32_MAX = 0xffffffff
+U64_MAX = 0xffffffffffffffff
+
+# Field indices of StateCodec tuples used below.
+_SRC, _DST = 8, 19
+_STATE_NAMES_BY_PROTO = {IPPROTO_TCP: TCP_STATE_NAMES, IPPROTO_UDP: UDP_STATE_NAMES}
+_NUMERIC_STATE_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
+
+
+class TextFormatError(ValueError):
+    """A pfs text file that cannot be read; the message starts with `line N:`."""
+
+
+# --- writer ---------------------------------------------------------------------
+
+def _peer_text(proto, peer):
+    flags, ttl, scrub_flag, ts_mod, seqlo, seqhi, seqdiff, max_win, mss, state, wscale = peer
+    if proto == IPPROTO_TCP:
+        text = "state " + TCP_STATE_NAMES[state] if state < len(TCP_STATE_NAMES) else ""
+        if seqdiff:
+            text += " seq [%d:%d,%d]" % (seqlo, seqhi, seqdiff)
+        else:
+            text += " seq [%d:%d]" % (seqlo, seqhi)
+        if mss:
+            text += " max_win %d mss %d wscale %d" % (max_win, mss, wscale)
+        else:
+            text += " max_win %d wscale %d" % (max_win, wscale)
+    elif proto == IPPROTO_UDP:
+        text = "state " + UDP_STATE_NAMES[state] if state < len(UDP_STATE_NAMES) else ""
+    elif proto in _NUMERIC_STATE_PROTOS:
+        text = " state %d" % state
+    else:
+        text = " state " + OTHER_STATE_NAMES[state] if state < len(OTHER_STATE_NAMES) else ""
+    if scrub_flag == 1:
+        return text + " scrub flags %dttl %dmod %d" % (flags, ttl, ts_mod)
+    return text + " no-scrub"
+
+
+def _host_text(af, addr, port):
+    return "%s:[%d]" % (inet_ntop(af, addr) or "?", (port[0] << 8) | port[1])
+
+
+def format_record(values, id_number):
+    """One pfs line (with its newline) for a StateCodec tuple; `id_number` is the host-order id."""
+    af, proto, direction = values[45], values[46], values[47]
+    lan = _host_text(af, values[2], values[3])
+    if values[4] != values[2] or values[5] != values[3]:
+        using = " using " + _host_text(af, values[4], values[5])
+    else:
+        using = ""
+    if direction == PF_OUT:
+        first, second = values[_SRC:_SRC + 11], values[_DST:_DST + 11]
+    else:
+        first, second = values[_DST:_DST + 11], values[_SRC:_SRC + 11]
+    return "state %s on %s proto %s from %s to %s%s id %d cid %d expire %d timeout %d src %s dst %s\n" % (
+        "out" if direction == PF_OUT else "in",
+        values[1].split(b"\0", 1)[0].decode(ENCODING),
+        protocol_name(proto), lan, _host_text(af, values[6], values[7]), using,
+        id_number, values[44], values[35], values[50],
+        _peer_text(proto, first), _peer_text(proto, second))
+
+
+def format_block(block, byte_order):
+    """pfs text (str) of every record of a block."""
+    record_count(block)
+    codec = StateCodec(byte_order)
+    id_unpack = struct.Struct(prefix_for(byte_order) + "Q").unpack
+    return "".join([format_record(values, id_unpack(values[0])[0]) for values in codec.iter_unpack(block)])
+
+
+class PfsTextWriter:
+    """Streams blocks to a binary file object as pfs would print them."""
+
+    def __init__(self, fileobj, byte_order):
+        self.fileobj = fileobj
+        self.byte_order = byte_order
+        self.count = 0
+
+    def write_block(self, block):
+        self.fileobj.write(format_block(block, self.byte_order).encode(ENCODING))
+        self.count += record_count(block)
+
+
+# --- reader ---------------------------------------------------------------------
+
+# Lexer (token.l) STRING class, plus '/', '+' (protocol names pfs prints, such
+# as "a/n" and "tp++") and ',' (pfs prints "[LO:HI,DIFF]").  Any other
+# character separates tokens, as flex's default rule makes it do in pfs.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9:\[][A-Za-z0-9\[\]_:%.\-/+,]*")
+_NUMBER_RE = re.compile(r"[0-9]+\Z")
+_GLUED_RE = re.compile(r"([0-9]+)(ttl|mod|mode)\Z")
+_SEQ_RE = re.compile(r"\[([0-9]+):([0-9]+)(?:,([0-9]+))?\]\Z")
+_HOST_RE = re.compile(r"(.*):\[([0-9]{1,6})\]\Z")
+
+_PEER_FAST = (r"(?: ?state (\S+))?(?: seq \[(\d+):(\d+)(?:,(\d+))?\] max_win (\d+)(?: mss (\d+))? wscale (\d+))?"
+              r" (?:no-scrub|scrub flags (\d+)ttl (\d+)mod (\d+))")
+_FAST_RE = re.compile(
+    r"state (in|out) on (\S+) proto (\S+) from (\S+?):\[(\d{1,6})\] to (\S+?):\[(\d{1,6})\]"
+    r"(?: using (\S+?):\[(\d{1,6})\])? id (\d+) cid (\d+) expire (\d+) timeout (\d+)"
+    r" src " + _PEER_FAST + " dst " + _PEER_FAST + r"[\r\n]*\Z")
+
+
+class _Peer:
+    __slots__ = ("state", "seqlo", "seqhi", "seqdiff", "max_win", "mss", "wscale", "scrub")
+
+    def __init__(self):
+        self.state = None
+        self.seqlo = self.seqhi = self.seqdiff = self.max_win = self.mss = self.wscale = 0
+        self.scrub = None           # (pfss_flags, ttl, ts_mod) or None
+
+
+class _Tokens:
+    """Tokens of a line iterator, with line/column for messages; refills line by line."""
+
+    def __init__(self, lines):
+        self.lines = lines
+        self.lineno = 0
+        self.pending = []           # reversed list of (token, lineno, column)
+        self.last = ("", 0, 0)
+
+    def next_line(self):
+        for raw in self.lines:
+            self.lineno += 1
+            return raw.decode(ENCODING) if isinstance(raw, bytes) else raw
+        return None
+
+    def load(self, text):
+        self.pending = [(m.group(), self.lineno, m.start() + 1) for m in _TOKEN_RE.finditer(text)]
+        self.pending.reverse()
+
+    def take(self, what):
+        while not self.pending:
+            text = self.next_line()
+            if text is None:
+                raise TextFormatError("line %d: unexpected end of file, expected %s" % (self.last[1] or self.lineno, what))
+            self.load(text)
+        self.last = self.pending.pop()
+        return self.last[0]
+
+    def peek(self):
+        while not self.pending:
+            text = self.next_line()
+            if text is None:
+                return None
+            self.load(text)
+        return self.pending[-1][0]
+
+    def fail(self, message):
+        token, lineno, column = self.last
+        raise TextFormatError("line %d, column %d (at %r): %s" % (lineno, column, token, message))
+
+    def expect(self, keyword):
+        token = self.take("'%s'" % keyword)
+        if token != keyword:
+            self.fail("expected '%s'" % keyword)
+
+    def number(self, what, maximum):
+        token = self.take(what)
+        if not _NUMBER_RE.match(token):
+            self.fail("expected a number for %s" % what)
+        value = int(token)
+        if value > maximum:
+            self.fail("%s %d out of range (maximum %d)" % (what, value, maximum))
+        return value
+
+
+def _parse_peer(tokens, name):
+    peer = _Peer()
+    keyword = tokens.take("peer of '%s'" % name)
+    if keyword == "state":
+        peer.state = tokens.take("peer state")
+        keyword = tokens.take("'seq', 'no-scrub' or 'scrub'")
+    if keyword == "seq":
+        match = _SEQ_RE.match(tokens.take("sequence numbers"))
+        if not match:
+            tokens.fail("invalid seq number (want [LO:HI] or [LO:HI,DIFF])")
+        peer.seqlo, peer.seqhi, peer.seqdiff = (int(v) if v else 0 for v in match.groups())
+        if max(peer.seqlo, peer.seqhi, peer.seqdiff) > U32_MAX:
+            tokens.fail("seq number out of range (maximum %d)" % U32_MAX)
+        tokens.expect("max_win")
+        peer.max_win = tokens.number("max_win", 0xffff)
+        keyword = tokens.take("'mss' or 'wscale'")
+        if keyword == "mss":
+            peer.mss = tokens.number("mss", 0xffff)
+            keyword = tokens.take("'wscale'")
+        if keyword != "wscale":
+            tokens.fail("expected 'wscale'")
+        peer.wscale = tokens.number("wscale", 0xff)
+        keyword = tokens.take("'mss', 'no-scrub' or 'scrub'")
+        if keyword == "mss":
+            peer.mss = tokens.number("mss", 0xffff)
+            keyword = tokens.take("'no-scrub' or 'scrub'")
+    if keyword == "no-scrub":
+        return peer
+    if keyword != "scrub":
+        tokens.fail("expected 'no-scrub' or 'scrub'")
+    tokens.expect("flags")
+    peer.scrub = _parse_scrub(tokens)
+    return peer
+
+
+def _parse_scrub(tokens):
+    """`flags` value then ttl and mod(e) in any order, spaced or glued as pfs prints them."""
+    limits = {"flags": 0xffff, "ttl": 0xff, "mod": U32_MAX}
+    values = {}
+    name = "flags"
+    while True:
+        token = tokens.take("scrub %s value" % name)
+        glued = _GLUED_RE.match(token)
+        text, following = (glued.group(1), glued.group(2)) if glued else (token, None)
+        if not _NUMBER_RE.match(text):
+            tokens.fail("expected a number for scrub %s" % name)
+        value = int(text)
+        if value > limits[name]:
+            tokens.fail("scrub %s %d out of range (maximum %d)" % (name, value, limits[name]))
+        values[name] = value
+        if len(values) == 3:
+            return values["flags"], values["ttl"], values["mod"]
+        if following is None:
+            following = tokens.take("'ttl' or 'mode'")
+        name = "mod" if following in ("mod", "mode") else following
+        if name not in limits or name in values:
+            tokens.fail("expected 'ttl' or 'mode' in scrub")
+
+
+def _split_host(text):
+    match = _HOST_RE.match(text)
+    if not match:
+        raise ValueError("expected ADDRESS:[PORT], got %r" % text)
+    address, port = match.group(1), int(match.group(2))
+    if port > 0xffff:
+        raise ValueError("port %d out of range (maximum 65535)" % port)
+    return address, port
+
+
+def _parse_general(tokens):
+    """One state from the token stream; returns the tuple _assemble() takes."""
+    tokens.expect("state")
+    direction = tokens.take("'in' or 'out'")
+    if direction not in ("in", "out"):
+        tokens.fail("expected 'in' or 'out'")
+    tokens.expect("on")
+    ifname = tokens.take("interface name")    # any token: the position makes keywords unambiguous
+    ifname_pos = tokens.last
+    tokens.expect("proto")
+    proto = tokens.take("protocol")
+    proto_pos = tokens.last
+    hosts = []
+    for keyword in ("from", "to"):
+        tokens.expect(keyword)
+        hosts.append((tokens.take("host"), tokens.last))
+    if tokens.peek() == "using":
+        tokens.take("'using'")
+        hosts.append((tokens.take("host"), tokens.last))
+    numbers = []
+    for keyword, maximum in (("id", U64_MAX), ("cid", U32_MAX), ("expire", U32_MAX), ("timeout", 0xff)):
+        tokens.expect(keyword)
+        numbers.append(tokens.number(keyword, maximum))
+    tokens.expect("src")
+    first = _parse_peer(tokens, "src")
+    tokens.expect("dst")
+    second = _parse_peer(tokens, "dst")
+    return direction, (ifname, ifname_pos), (proto, proto_pos), hosts, numbers, first, second
+
+
+def _pack_peer(peer, proto, tokens_fail):
+    state = peer.state
+    if state is None:
+        # pfs omits the names it has not got: TCP synproxy states, UDP/other >= 3.
+        value = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
+    elif state.isdigit():
+        value = int(state)
+        if value > 0xff:
+            tokens_fail("peer state %d out of range (maximum 255)" % value)
+    else:
+        names = peer_state_names(proto)
+        if state not in names:
+            tokens_fail("invalid peer state %r for protocol %s (one of %s)" % (state, protocol_name(proto), ", ".join(names)))
+        value = names.index(state)
+    flags, ttl, ts_mod = peer.scrub or (0, 0, 0)
+    return (flags, ttl, 1 if peer.scrub else 0, ts_mod, peer.seqlo, peer.seqhi, peer.seqdiff,
+            peer.max_win, peer.mss, value, peer.wscale)
+
+
+class PfsTextReader:
+    """Iterates over blocks of records parsed from a pfs text file object (binary mode).
+
+    `byte_order` is the order the id/cid numbers (and the produced records) are in.
+    """
+
+    def __init__(self, fileobj, byte_order, block_records=4096):
+        self.fileobj = fileobj
+        self.byte_order = byte_order
+        self.block_records = block_records
+        self.codec = StateCodec(byte_order)
+        self._id_pack = struct.Struct(prefix_for(byte_order) + "Q").pack
+        self.count = 0
+
+    def __iter__(self):
+        return self.blocks()
+
+    def blocks(self):
+        batch = []
+        for record in self.records():
+            batch.append(record)
+            if len(batch) >= self.block_records:
+                yield b"".join(batch)
+                batch = []
+        if batch:
+            yield b"".join(batch)
+
+    def records(self):
+        tokens = _Tokens(iter(self.fileobj))
+        fast = _FAST_RE.match
+        while True:
+            if not tokens.pending:
+                text = tokens.next_line()
+                if text is None:
+                    return
+                match = fast(text)
+                if match:
+                    try:
+                        record = self._fast_record(match.groups(), tokens.lineno)
+                    except TextFormatError:
+                        record = None       # re-parsed below for a message with a column
+                    if record is not None:
+                        self.count += 1
+                        yield record
+                        continue
+                tokens.load(text)
+                if not tokens.pending:
+                    continue
+            yield self._general_record(tokens)
+            self.count += 1
+
+    def _fast_record(self, g, lineno):
+        def fail(message):
+            raise TextFormatError("line %d: %s" % (lineno, message))
+        peers = []
+        for base in (13, 23):
+            peer = _Peer()
+            peer.state = g[base]
+            if g[base + 1] is not None:
+                peer.seqlo, peer.seqhi = int(g[base + 1]), int(g[base + 2])
+                peer.seqdiff = int(g[base + 3]) if g[base + 3] else 0
+                peer.max_win = int(g[base + 4])
+                peer.mss = int(g[base + 5]) if g[base + 5] else 0
+                peer.wscale = int(g[base + 6])
+                if max(peer.seqlo, peer.seqhi, peer.seqdiff) > U32_MAX or max(peer.max_win, peer.mss) > 0xffff \
+                        or peer.wscale > 0xff:
+                    fail("peer value out of range")
+            if g[base + 7] is not None:
+                peer.scrub = (int(g[base + 7]), int(g[base + 8]), int(g[base + 9]))
+                if peer.scrub[0] > 0xffff or peer.scrub[1] > 0xff or peer.scrub[2] > U32_MAX:
+                    fail("scrub value out of range")
+            peers.append(peer)
+        hosts = [(g[3], int(g[4])), (g[5], int(g[6]))]
+        if g[7] is not None:
+            hosts.append((g[7], int(g[8])))
+        numbers = (int(g[9]), int(g[10]), int(g[11]), int(g[12]))
+        return self._assemble(g[0], g[1], g[2], hosts, numbers, peers[0], peers[1], fail)
+
+    def _general_record(self, tokens):
+        direction, (ifname, ifname_pos), (proto, proto_pos), host_tokens, numbers, first, second = _parse_general(tokens)
+        end = tokens.last
+
+        def fail_at(position):
+            def fail(message):
+                tokens.last = position
+                tokens.fail(message)
+            return fail
+        hosts = []
+        for text, position in host_tokens:
+            try:
+                hosts.append(_split_host(text))
+            except ValueError as exc:
+                fail_at(position)(str(exc))
+        if len(ifname) > MAX_IFNAME_LEN:
+            fail_at(ifname_pos)("interface name longer than %d characters" % MAX_IFNAME_LEN)
+        del proto_pos
+        return self._assemble(direction, ifname, proto, hosts, numbers, first, second, fail_at(end))
+
+    def _assemble(self, direction, ifname, proto_text, hosts, numbers, first, second, fail):
+        try:
+            proto = protocol_number(proto_text)
+        except ValueError as exc:
+            fail(str(exc))
+        if len(ifname) > MAX_IFNAME_LEN:
+            fail("interface name %r longer than %d characters" % (ifname, MAX_IFNAME_LEN))
+        raw_hosts = []
+        af = None
+        for address, port in hosts:
+            if port > 0xffff:
+                fail("port %d out of range (maximum 65535)" % port)
+            host_af = AF_INET6 if address.count(":") > 1 or address == "::" else AF_INET
+            if af is not None and host_af != af:
+                fail("address %s is not of the same family as the state's other addresses" % address)
+            af = host_af
+            try:
+                raw_hosts.append((inet_pton(af, address), struct.pack(">H", port)))
+            except ValueError as exc:
+                fail(str(exc))
+        if len(raw_hosts) == 2:
+            raw_hosts.append(raw_hosts[0])   # no 'using': gwy is lan
+        (lan_addr, lan_port), (ext_addr, ext_port), (gwy_addr, gwy_port) = raw_hosts
+        state_id, cid, expire, timeout = numbers
+        if state_id > U64_MAX or cid > U32_MAX or expire > U32_MAX or timeout > 0xff:
+            fail("id, cid, expire or timeout out of range")
+        first_values = _pack_peer(first, proto, fail)
+        second_values = _pack_peer(second, proto, fail)
+        if direction == "out":
+            src, dst, direction_value = first_values, second_values, PF_OUT
+        else:
+            src, dst, direction_value = second_values, first_values, PF_IN
+        values = ((self._id_pack(state_id), ifname.encode(ENCODING), lan_addr, lan_port, gwy_addr, gwy_port,
+                   ext_addr, ext_port) + src + dst
+                  + (b"", 0, 0, 0, 0, expire, 0, 0, 0, 0, 0, 0, 0, 0, cid, af, proto, direction_value, 0, 0,
+                     timeout, 0, 0))
+        return self.codec.pack(values)
+
+
+def parse_text(data, byte_order):
+    """All records of a pfs text (bytes or str) as one block."""
+    if isinstance(data, str):
+        data = data.encode(ENCODING)
+    reader = PfsTextReader(data.splitlines(True), byte_order)
+    return b"".join(reader.records())
