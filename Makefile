@@ -1,0 +1,161 @@
+# Developer and CI entry points of the netbsd.pf collection.
+#
+#   make demo   show the collection at work on an emulated firewall fleet
+#   make test   every test tier that exists (what CI runs through .ci/run)
+#
+# Everything runs from .venv (Python 3.11, requirements-dev.txt), created on
+# first use and refreshed when requirements-dev.txt changes.  ansible-test
+# needs the collection under ansible_collections/netbsd/pf/, so the tiers work
+# on a copy in build/ansible_collections/netbsd/pf/ (tools/sync-collection.py).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(CURDIR)
+VENV := $(ROOT)/.venv
+VENV_STAMP := $(VENV)/.requirements-dev.stamp
+BUILD := $(ROOT)/build
+COPY := $(BUILD)/ansible_collections/netbsd/pf
+PYTHONS_DIR := $(ROOT)/tools/bin
+
+# tools/bin first: ansible-test finds the Pythons 3.8-3.13 there.
+export PATH := $(PYTHONS_DIR):$(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# ansible-test units on these Pythons ("all": every one in tools/bin), e.g.
+# `make units UNITS_PYTHONS="3.8 3.11"`.
+UNITS_PYTHONS ?= all
+ANSIBLE_TEST_OPTIONS ?= --color no
+
+TIERS := sanity units integration molecule lint docs-lint changelog-lint package
+
+.PHONY: help test demo bench fuzz docs clean distclean venv pythons copy ansible-test-setup system-packages $(TIERS)
+
+help:
+	@echo "make demo            run the demo (tests/demo/run-demo.sh)"
+	@echo "make test            run every test tier: $(TIERS)"
+	@echo "make <tier>          run one tier"
+	@echo "make bench | fuzz | docs | clean | distclean"
+
+test: venv
+	@tools/run-tiers.sh $(TIERS)
+
+# --- environment --------------------------------------------------------------
+
+pythons:
+	@tools/link-pythons.sh
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-dev.txt | pythons
+	@if ! $(VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+		python=$(PYTHONS_DIR)/python3.11; [ -x "$$python" ] || python=python3.11; \
+		echo "Creating $(VENV) with $$python"; \
+		rm -rf $(VENV); "$$python" -m venv $(VENV); \
+	fi
+	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+copy: venv
+	@$(VENV)/bin/python tools/sync-collection.py $(COPY)
+
+ansible-test-setup: copy
+	@$(VENV)/bin/python tools/install-get-pip-bootstrap.py
+
+system-packages:
+	@tools/ensure-system-packages.sh sshd=openssh-server nc=netcat-openbsd ip=iproute2
+
+# --- test tiers -----------------------------------------------------------------
+
+# shellcheck is optional: without it ansible-test skips its shellcheck test.
+sanity: ansible-test-setup
+	@tools/ensure-system-packages.sh shellcheck=shellcheck \
+		|| echo "shellcheck not installed: ansible-test will skip its shellcheck test"
+	cd $(COPY) && ansible-test sanity --venv $(ANSIBLE_TEST_OPTIONS)
+
+units: ansible-test-setup
+	@if [ ! -d tests/unit ]; then echo "SKIP units: no tests/unit/ yet"; exit 0; fi; \
+	if [ "$(UNITS_PYTHONS)" = all ]; then \
+		cd $(COPY) && ansible-test units --venv $(ANSIBLE_TEST_OPTIONS); \
+	else \
+		for version in $(UNITS_PYTHONS); do \
+			(cd $(COPY) && ansible-test units --venv --python "$$version" $(ANSIBLE_TEST_OPTIONS)); \
+		done; \
+	fi
+
+# The scripts build an emulated fleet (network namespaces, sshd): root only.
+integration: copy
+	@scripts=$$(ls tests/integration/run-*.sh 2>/dev/null || true); \
+	if [ -z "$$scripts" ]; then echo "SKIP integration: no tests/integration/run-*.sh yet"; exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then echo "integration needs root (network namespaces, sshd)" >&2; exit 1; fi; \
+	tools/ensure-system-packages.sh sshd=openssh-server nc=netcat-openbsd ip=iproute2; \
+	for script in $$scripts; do \
+		echo "--- $$script"; \
+		ANSIBLE_COLLECTIONS_PATH=$(BUILD) bash "$$script"; \
+	done
+
+molecule: copy
+	@if [ ! -d extensions/molecule ]; then echo "SKIP molecule: no extensions/molecule/ yet"; exit 0; fi; \
+	tools/ensure-system-packages.sh sshd=openssh-server nc=netcat-openbsd ip=iproute2; \
+	cd $(COPY) && ANSIBLE_COLLECTIONS_PATH=$(BUILD) molecule test --all
+
+# ansible-lint reads what Ansible content there is: roles, playbooks, scenarios.
+LINTED_DIRS := roles playbooks extensions
+
+lint: copy
+	@if [ -z "$$(find $(LINTED_DIRS) -name '*.yml' 2>/dev/null | head -n 1)" ]; then \
+		echo "SKIP lint: no roles, playbooks or molecule scenarios yet"; exit 0; fi; \
+	cd $(COPY) && ANSIBLE_COLLECTIONS_PATH=$(BUILD) ansible-lint --nocolor
+
+docs-lint: copy
+	cd $(COPY) && antsibull-docs lint-collection-docs --plugin-docs .
+
+changelog-lint: venv
+	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
+
+# Build the release tarball, install it into an empty collections path and
+# render every module's documentation from that installed copy.
+package: copy
+	@rm -rf $(BUILD)/dist $(BUILD)/installed
+	ansible-galaxy collection build --output-path $(BUILD)/dist $(COPY)
+	ansible-galaxy collection install --offline -p $(BUILD)/installed $(BUILD)/dist/netbsd-pf-*.tar.gz
+	@modules=$$(cd $(BUILD)/installed/ansible_collections/netbsd/pf/plugins/modules 2>/dev/null \
+		&& ls *.py 2>/dev/null | grep -v '^__init__' | sed 's/\.py$$//' || true); \
+	if [ -z "$$modules" ]; then echo "no modules yet: nothing for ansible-doc"; exit 0; fi; \
+	for module in $$modules; do \
+		ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-doc -t module "netbsd.pf.$$module" > /dev/null; \
+		echo "ansible-doc netbsd.pf.$$module: ok"; \
+	done
+
+# --- other entry points -----------------------------------------------------------
+
+demo: copy
+	@if [ ! -f tests/demo/run-demo.sh ]; then \
+		echo "The demo (tests/demo/run-demo.sh, not written yet) will start an emulated fleet of"; \
+		echo "NetBSD firewalls, fill their state tables, dump and restore them with the"; \
+		echo "netbsd.pf modules and show that the connections survived."; \
+		exit 0; fi; \
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD) bash tests/demo/run-demo.sh
+
+bench: copy
+	@if [ ! -f bench/run.sh ]; then echo "SKIP bench: no bench/run.sh yet"; exit 0; fi; \
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD) bash bench/run.sh
+
+# Property-based fuzzing of the file readers and the emulator (pytest +
+# hypothesis), run in the copy so ansible_collections.netbsd.pf imports.
+fuzz: copy
+	@if [ ! -d tests/fuzz ]; then echo "SKIP fuzz: no tests/fuzz/ yet"; exit 0; fi; \
+	cd $(COPY) && PYTHONPATH=$(BUILD) python -m pytest tests/fuzz
+
+docs:
+	@echo "make docs will build the HTML documentation (antsibull-docs sphinx-init over"
+	@echo "the module docs plus docs/*.md) into build/docs once the modules exist."
+
+clean:
+	rm -rf $(BUILD) $(PYTHONS_DIR) tests/output .pytest_cache .hypothesis
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
