@@ -1,0 +1,160 @@
+"""Command line of the pf emulator: ``python -m tests.pfemu ...`` from the repository root.
+
+    fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--dir D]
+    fleet down [--dir D]
+    fleet status [--dir D]
+    reboot HOST [--delay SECONDS] [--wait]
+    fill HOST --states K [--seed S]
+    ctl HOST status | lock on|off | securelevel N | limit N | running on|off
+             | fault REQUEST [--nth N] [--errno E] | advance SECONDS | grow N | purge
+    daemon --host-dir DIR ...        (started by ``fleet up``)
+"""
+
+import argparse
+import errno
+import json
+import sys
+import time
+
+from . import daemon
+from .fleet import DEFAULT_FLEET_DIR, Fleet, FleetError
+
+
+def _errno_value(text):
+    """An errno given as a number or a name (ENOMEM)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return getattr(errno, text.upper())
+    except AttributeError:
+        raise argparse.ArgumentTypeError("unknown errno %r" % text)
+
+
+def _on_off(text):
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError("expected on or off")
+    return 1 if text == "on" else 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m tests.pfemu", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=DEFAULT_FLEET_DIR, help="fleet directory (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    fleet = commands.add_parser("fleet", help="create, inspect or remove a fleet of emulated hosts")
+    fleet_commands = fleet.add_subparsers(dest="fleet_command", required=True)
+    up = fleet_commands.add_parser("up", help="create N hosts (replacing any previous fleet in --dir)", parents=[common])
+    up.add_argument("count", type=int)
+    up.add_argument("--flavour", choices=("local", "ssh"), default="local")
+    up.add_argument("--states", type=int, default=0, help="states to generate on every host")
+    up.add_argument("--seed", type=int, default=0)
+    up.add_argument("--paramiko-hosts", type=int, default=0, help="ssh flavour: the last M hosts use paramiko_ssh")
+    up.add_argument("--abi", default="lp64-le")
+    up.add_argument("--limit", type=int, help="state limit (default: max(10000, --states))")
+    fleet_commands.add_parser("down", help="stop everything the fleet started (idempotent)", parents=[common])
+    fleet_commands.add_parser("status", help="print every host's status as JSON", parents=[common])
+
+    reboot = commands.add_parser("reboot", help="reboot one emulated host", parents=[common])
+    reboot.add_argument("host")
+    reboot.add_argument("--delay", type=float, default=0.0)
+    reboot.add_argument("--wait", action="store_true", help="return once the host is up again")
+
+    fill = commands.add_parser("fill", help="add generated states to one host", parents=[common])
+    fill.add_argument("host")
+    fill.add_argument("--states", type=int, required=True)
+    fill.add_argument("--seed", type=int, default=0)
+
+    ctl = commands.add_parser("ctl", help="inspect or change one host's kernel", parents=[common])
+    ctl.add_argument("host")
+    knobs = ctl.add_subparsers(dest="knob", required=True)
+    knobs.add_parser("status")
+    knobs.add_parser("purge", help="run the purge thread once")
+    knobs.add_parser("lock", help="set the DIOCSETLCK state lock").add_argument("value", type=_on_off)
+    knobs.add_parser("running", help="pf enabled or not").add_argument("value", type=_on_off)
+    knobs.add_parser("securelevel").add_argument("level", type=int)
+    knobs.add_parser("limit", help="state limit").add_argument("states", type=int)
+    knobs.add_parser("advance", help="advance the kernel clock").add_argument("seconds", type=float)
+    knobs.add_parser("grow", help="add states right before the next DIOCGETSTATES").add_argument("count", type=int)
+    fault = knobs.add_parser("fault", help="make the nth next REQUEST fail with ERRNO")
+    fault.add_argument("request", help="request name, e.g. DIOCADDSTATES")
+    fault.add_argument("--nth", type=int, default=1)
+    fault.add_argument("--errno", type=_errno_value, default=errno.EIO)
+
+    daemon_command = commands.add_parser("daemon", help="run one host's daemon (used by fleet up)", add_help=False)
+    daemon_command.add_argument("daemon_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _ctl_command(options):
+    knob = options.knob
+    if knob in ("status", "purge"):
+        return {"command": knob}
+    if knob in ("lock", "running"):
+        return {"command": knob, "value": options.value}
+    if knob == "securelevel":
+        return {"command": knob, "level": options.level}
+    if knob == "limit":
+        return {"command": knob, "states": options.states}
+    if knob == "advance":
+        return {"command": knob, "seconds": options.seconds}
+    if knob == "grow":
+        return {"command": knob, "count": options.count}
+    return {"command": "fault", "request": options.request, "nth": options.nth, "errno": options.errno}
+
+
+def _reboot(fleet, options):
+    before = fleet.control(options.host, {"command": "status"})["boot_time"]
+    answer = fleet.control(options.host, {"command": "reboot", "delay": options.delay})
+    if options.wait:
+        while True:
+            time.sleep(0.2)
+            status = fleet.control(options.host, {"command": "status"})
+            if not status["rebooting"] and status["boot_time"] != before:
+                return status
+    return answer
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["daemon"]:
+        return daemon.main(argv[1:])
+    options = build_parser().parse_args(argv)
+    fleet = Fleet(options.dir)
+    try:
+        if options.command == "fleet" and options.fleet_command == "up":
+            started = time.monotonic()
+            state = fleet.up(options.count, flavour=options.flavour, states=options.states, seed=options.seed,
+                             paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit)
+            print("fleet of %d %s hosts up in %.1f s; inventory: %s" % (
+                len(state["hosts"]), options.flavour, time.monotonic() - started, fleet.inventory_path()))
+            return 0
+        if options.command == "fleet" and options.fleet_command == "down":
+            started = time.monotonic()
+            fleet.down()
+            print("fleet in %s down in %.1f s" % (fleet.dir, time.monotonic() - started))
+            return 0
+        if options.command == "fleet":
+            report = fleet.status()
+            if report is None:
+                print("no fleet in %s" % fleet.dir, file=sys.stderr)
+                return 1
+            answer = report
+        elif options.command == "reboot":
+            answer = _reboot(fleet, options)
+        elif options.command == "fill":
+            answer = fleet.control(options.host, {"command": "fill", "count": options.states, "seed": options.seed})
+        else:
+            answer = fleet.control(options.host, _ctl_command(options))
+    except FleetError as error:
+        print("pfemu: %s" % error, file=sys.stderr)
+        return 1
+    except OSError as error:
+        print("pfemu: %s" % error, file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

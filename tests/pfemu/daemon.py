@@ -1,0 +1,449 @@
+"""The pfemu daemon: one process per emulated host, holding its kernel model.
+
+Each Ansible task is a new process on the target, so the pf state of an emulated
+host has to outlive them: it lives here.  The daemon serves a Unix socket in the
+host's ``run/`` directory.  A connection is either
+
+* a device session (the host's shim opened ``/dev/pf``): the connection is the
+  descriptor; each ioctl runs in the kernel model, and whatever the model reads
+  from or writes to user addresses is fetched from / stored into the calling
+  process over the same connection (see ``ClientMemory``), or
+* one control command (JSON), from the fleet CLI or the host's ``bin/reboot``.
+
+Like NetBSD's purge thread it expires states about once a second, and it
+emulates a reboot: kernel reset, the host's ``etc/rc.d`` scripts, and only then
+a new ``kern.boottime``.
+"""
+
+import argparse
+import bisect
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+from .kernel import Kernel
+from .shim.pfemu_shim import (
+    COUNT, HEADER, MSG_CONTROL, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_OPEN, MSG_RESULT,
+    REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
+)
+
+LOG = logging.getLogger("pfemu.daemon")
+SOCKET_NAME = "pf.sock"
+PID_NAME = "daemon.pid"
+BOOTTIME_NAME = "boottime"
+PURGE_INTERVAL = 1.0
+RC_SCRIPT_TIMEOUT = 300
+READAHEAD_START = 64 * 1024
+READAHEAD_MAX = 16 * 1024 * 1024
+
+DIOCGETSTATUS = 0xC1A84415
+PF_STATUS_SIZE = 424
+PF_STATUS_TAIL = struct.Struct("=IIIIII")   # running, states, src_nodes, since, debug, hostid at offset 368
+
+
+class ClientGone(Exception):
+    """The process that issued the ioctl went away in the middle of it."""
+
+
+class ClientMemory(object):
+    """The user address space of the process blocked in an ioctl, as the kernel model sees it.
+
+    copyin/copyout are checked against the memory map the client sent with the
+    ioctl (EFAULT instead of a crashed client), copyouts are streamed without
+    waiting for an answer, and copyins read ahead with a doubling window so that
+    a kernel loop copying one 240-byte record at a time does not cost a round
+    trip per record.
+    """
+
+    def __init__(self, sock, regions):
+        self.sock = sock
+        self.spans = {access: _spans(regions, access) for access in (REGION_READ, REGION_WRITE)}
+        self.cache_start = 0
+        self.cache = bytearray()
+        self.readahead = READAHEAD_START
+
+    def _span_end(self, address, size, access):
+        """End of the accessible span holding [address, address + size), or raise EFAULT."""
+        starts, ends = self.spans[access]
+        index = bisect.bisect_right(starts, address) - 1
+        if index < 0 or address + size > ends[index]:
+            raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
+        return ends[index]
+
+    def copyin(self, address, size):
+        if size == 0:
+            return b""
+        offset = address - self.cache_start
+        if 0 <= offset and offset + size <= len(self.cache):
+            return bytes(self.cache[offset:offset + size])
+        window = min(max(size, self.readahead), self._span_end(address, size, REGION_READ) - address)
+        self.readahead = min(self.readahead * 2, READAHEAD_MAX)
+        try:
+            send_message(self.sock, MSG_COPYIN, address, window)
+            kind, _, length = recv_header(self.sock)
+            if kind != MSG_DATA or length != window:
+                raise ClientGone("protocol error during copyin")
+            self.cache_start, self.cache = address, recv_exact(self.sock, window)
+        except OSError as error:
+            raise ClientGone(str(error)) from error
+        return bytes(self.cache[:size])
+
+    def copyout(self, address, data):
+        data = memoryview(data).cast("B")
+        if not len(data):
+            return
+        self._span_end(address, len(data), REGION_WRITE)
+        try:
+            send_message(self.sock, MSG_COPYOUT, address, len(data), data)
+        except OSError as error:
+            raise ClientGone(str(error)) from error
+        # Keep the read-ahead cache coherent with what the kernel just wrote.
+        low = max(address, self.cache_start)
+        high = min(address + len(data), self.cache_start + len(self.cache))
+        if low < high:
+            self.cache[low - self.cache_start:high - self.cache_start] = data[low - address:high - address]
+
+
+def _spans(regions, access):
+    """Start and end lists of the maximal address ranges with ``access``, sorted."""
+    starts, ends = [], []
+    for start, end, flags in sorted(regions):
+        if not flags & access:
+            continue
+        if ends and ends[-1] == start:
+            ends[-1] = end
+        else:
+            starts.append(start)
+            ends.append(end)
+    return starts, ends
+
+
+def decode_memory_map(payload):
+    (count,) = COUNT.unpack_from(payload, 0)
+    return [REGION.unpack_from(payload, COUNT.size + index * REGION.size) for index in range(count)]
+
+
+class EmulatedHost(object):
+    """One emulated NetBSD host: its kernel, boot time, reboot and rc scripts."""
+
+    def __init__(self, host_dir, kernel, netns=None):
+        self.host_dir = os.path.abspath(host_dir)
+        self.run_dir = os.path.join(self.host_dir, "run")
+        self.rc_dir = os.path.join(self.host_dir, "etc", "rc.d")
+        self.kernel = kernel
+        self.netns = netns
+        # Serialises the kernel model like pf_consistency_lock plus the big kernel lock.
+        self.kernel_lock = threading.Lock()
+        self.generation = 0
+        self.rebooting = False
+        self.sessions = {}
+        self.sessions_lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    # boot time -------------------------------------------------------------
+    def boottime_path(self):
+        return os.path.join(self.run_dir, BOOTTIME_NAME)
+
+    def publish_boot_time(self):
+        """Write kern.boottime where the host's sysctl reads it (atomically)."""
+        text = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(self.kernel.boot_time)) + "\n"
+        temporary = self.boottime_path() + ".tmp"
+        with open(temporary, "w") as boottime_file:
+            boottime_file.write(text)
+        os.rename(temporary, self.boottime_path())
+
+    # sessions ----------------------------------------------------------------
+    def register(self, session):
+        with self.sessions_lock:
+            self.sessions[id(session)] = session
+
+    def unregister(self, session):
+        with self.sessions_lock:
+            self.sessions.pop(id(session), None)
+
+    # purge thread ------------------------------------------------------------
+    def purge_forever(self):
+        while not self.stopping.wait(PURGE_INTERVAL):
+            with self.kernel_lock:
+                self.kernel.purge()
+
+    # status ------------------------------------------------------------------
+    def status(self):
+        """What the kernel would answer to DIOCGETSTATUS, plus emulator knobs."""
+        status = bytearray(PF_STATUS_SIZE)
+        with self.kernel_lock:
+            handle = self.kernel.open(os.O_RDONLY)
+            try:
+                self.kernel.ioctl(handle, DIOCGETSTATUS, status, None)
+            finally:
+                self.kernel.close(handle)
+            running, states, src_nodes, since, debug, hostid = PF_STATUS_TAIL.unpack_from(status, 368)
+            answer = {
+                "running": bool(running), "states": states, "src_nodes": src_nodes, "since": since,
+                "debug": debug, "hostid": hostid, "state_limit": self.kernel.state_limit,
+                "lock": bool(self.kernel.lock), "securelevel": getattr(self.kernel, "securelevel", None),
+                "boot_time": self.kernel.boot_time, "now": self.kernel.clock.now(),
+            }
+        answer.update(generation=self.generation, rebooting=self.rebooting, sessions=len(self.sessions),
+                      pid=os.getpid(), socket=os.path.join(self.run_dir, SOCKET_NAME))
+        return answer
+
+    # reboot ------------------------------------------------------------------
+    def schedule_reboot(self, delay):
+        if self.rebooting:
+            return False
+        self.rebooting = True
+        worker = threading.Thread(target=self._reboot, args=(delay,), name="reboot", daemon=True)
+        worker.start()
+        return True
+
+    def _reboot(self, delay):
+        time.sleep(delay)
+        LOG.info("rebooting")
+        try:
+            os.unlink(self.boottime_path())
+        except FileNotFoundError:
+            pass
+        self._set_link("down")
+        with self.kernel_lock:
+            self.kernel.reboot()
+            self.generation += 1
+        self._kill_session_holders()
+        self.run_rc_scripts()
+        self.publish_boot_time()
+        self._set_link("up")
+        self.rebooting = False
+        LOG.info("up again, boot time %s", self.kernel.boot_time)
+
+    def _set_link(self, state):
+        """Cut the host's network namespace off while it reboots (ssh flavour)."""
+        if self.netns:
+            subprocess.run(["ip", "-n", self.netns, "link", "set", "lo", state], check=False)
+
+    def _kill_session_holders(self):
+        """A reboot ends every process; those that still hold /dev/pf open are killed."""
+        with self.sessions_lock:
+            pids = {session.peer_pid for session in self.sessions.values() if session.peer_pid}
+        for pid in pids - {os.getpid()}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def run_rc_scripts(self):
+        """Run every executable in etc/rc.d with ``start``, in sorted order, like rc(8)."""
+        if not os.path.isdir(self.rc_dir):
+            return
+        environment = dict(os.environ)
+        environment["PATH"] = os.pathsep.join([
+            os.path.join(self.host_dir, "bin"), os.path.join(self.host_dir, "venv", "bin"),
+            "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+        ])
+        environment.pop("PYTHONPATH", None)
+        environment.pop("VIRTUAL_ENV", None)
+        with open(os.path.join(self.run_dir, "rc.log"), "ab") as log:
+            for name in sorted(os.listdir(self.rc_dir)):
+                script = os.path.join(self.rc_dir, name)
+                if not (os.path.isfile(script) and os.access(script, os.X_OK)):
+                    continue
+                log.write(("=== %s start (%s)\n" % (name, time.ctime())).encode())
+                log.flush()
+                try:
+                    result = subprocess.run([script, "start"], stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                                            env=environment, timeout=RC_SCRIPT_TIMEOUT, check=False)
+                    log.write(("=== %s exit %d\n" % (name, result.returncode)).encode())
+                except (OSError, subprocess.TimeoutExpired) as error:
+                    log.write(("=== %s failed: %s\n" % (name, error)).encode())
+
+    # control commands --------------------------------------------------------
+    def control(self, command):
+        name = command.get("command")
+        if name == "status":
+            return self.status()
+        if name == "reboot":
+            return {"scheduled": self.schedule_reboot(float(command.get("delay", 1.0)))}
+        with self.kernel_lock:
+            if name == "fill":
+                self.kernel.fill(int(command["count"]), seed=int(command.get("seed", 0)))
+            elif name == "securelevel":
+                self.kernel.set_securelevel(int(command["level"]))
+            elif name == "limit":
+                self.kernel.state_limit = int(command["states"])
+            elif name == "lock":
+                self.kernel.lock = int(command["value"])
+            elif name == "fault":
+                self.kernel.inject_fault(command["request"], int(command.get("nth", 1)),
+                                         int(command.get("errno", errno.EIO)))
+            elif name == "advance":
+                self.kernel.clock.advance(float(command["seconds"]))
+            elif name == "grow":
+                self.kernel.grow_before_next_fetch(int(command["count"]))
+            elif name == "purge":
+                self.kernel.purge()
+            elif name == "running":
+                self.kernel.running = bool(command["value"])
+            else:
+                raise ValueError("unknown control command %r" % (name,))
+        return self.status()
+
+
+class Session(socketserver.BaseRequestHandler):
+    """One connection: a /dev/pf descriptor or a single control command."""
+
+    peer_pid = None
+    handle = None
+
+    def handle(self):  # noqa: C901 - one dispatch loop
+        host = self.server.host
+        sock = self.request
+        try:
+            kind, a, b = recv_header(sock)
+        except OSError:
+            return
+        if kind == MSG_CONTROL:
+            self._control(host, sock, recv_exact(sock, b))
+            return
+        if kind != MSG_OPEN:
+            return
+        self.peer_pid = _peer_pid(sock)
+        generation = host.generation
+        with host.kernel_lock:
+            try:
+                self.handle = host.kernel.open(int(a))
+                error = 0
+            except OSError as failure:
+                error = failure.errno or errno.ENXIO
+        send_message(sock, MSG_RESULT, error)
+        if error:
+            return
+        host.register(self)
+        try:
+            self._serve_ioctls(host, sock, generation)
+        finally:
+            host.unregister(self)
+            with host.kernel_lock:
+                if host.generation == generation:
+                    host.kernel.close(self.handle)
+
+    def _serve_ioctls(self, host, sock, generation):
+        while True:
+            try:
+                kind, request, length = recv_header(sock)
+                if kind != MSG_IOCTL:
+                    return
+                payload = recv_exact(sock, length + COUNT.size)
+                (count,) = COUNT.unpack_from(payload, length)
+                payload += recv_exact(sock, count * REGION.size)
+            except OSError:
+                return
+            arg = payload[:length]
+            memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
+            try:
+                with host.kernel_lock:
+                    if host.generation != generation:
+                        raise OSError(errno.ENXIO, "the host rebooted since /dev/pf was opened")
+                    host.kernel.ioctl(self.handle, request, arg, memory)
+                error = 0
+            except ClientGone:
+                return
+            except OSError as failure:
+                error = failure.errno or errno.EIO
+            try:
+                if error:
+                    send_message(sock, MSG_RESULT, error)
+                else:
+                    send_message(sock, MSG_RESULT, 0, len(arg), arg)
+            except OSError:
+                return
+
+    @staticmethod
+    def _control(host, sock, payload):
+        try:
+            answer, error = host.control(json.loads(bytes(payload).decode())), 0
+        except OSError as failure:
+            answer, error = {"error": str(failure)}, failure.errno or errno.EIO
+        except (KeyError, ValueError, TypeError) as failure:
+            answer, error = {"error": "bad control command: %s" % failure}, errno.EINVAL
+        body = json.dumps(answer).encode()
+        try:
+            send_message(sock, MSG_RESULT, error, len(body), body)
+        except OSError:
+            pass
+
+
+def _peer_pid(sock):
+    try:
+        credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", credentials)[0]
+    except (AttributeError, OSError):
+        return None
+
+
+class DaemonServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path, host):
+        self.host = host
+        super().__init__(path, Session)
+
+
+def serve(host_dir, kernel_options, netns=None):
+    """Run the daemon of one host until SIGTERM."""
+    host = EmulatedHost(host_dir, Kernel(**kernel_options), netns=netns)
+    os.makedirs(host.run_dir, exist_ok=True)
+    socket_path = os.path.join(host.run_dir, SOCKET_NAME)
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    server = DaemonServer(socket_path, host)
+
+    def terminate(signum, frame):
+        host.stopping.set()
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
+    host.publish_boot_time()
+    with open(os.path.join(host.run_dir, PID_NAME), "w") as pid_file:
+        pid_file.write("%d\n" % os.getpid())
+    threading.Thread(target=host.purge_forever, name="purge", daemon=True).start()
+    LOG.info("serving %s", socket_path)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        for name in (SOCKET_NAME, PID_NAME):
+            try:
+                os.unlink(os.path.join(host.run_dir, name))
+            except FileNotFoundError:
+                pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tests.pfemu daemon", description=__doc__.splitlines()[0])
+    parser.add_argument("--host-dir", required=True)
+    parser.add_argument("--abi", default="lp64-le")
+    parser.add_argument("--state-limit", type=int, default=10000)
+    parser.add_argument("--hostid", type=lambda text: int(text, 0))
+    parser.add_argument("--securelevel", type=int, default=0)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--netns")
+    options = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    serve(options.host_dir, {"abi": options.abi, "state_limit": options.state_limit, "hostid": options.hostid,
+                             "securelevel": options.securelevel, "seed": options.seed}, netns=options.netns)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""Client side of the emulated /dev/pf: runs inside an emulated host's Python.
+
+Installed (together with a two-line ``sitecustomize.py``) into the site-packages
+of each emulated host's virtualenv.  It patches ``os.open``, ``os.close`` and
+``fcntl.ioctl`` so that opening ``/dev/pf`` connects to the host's pfemu daemon
+over a Unix socket, and ioctls on that descriptor are carried out by the
+daemon's kernel model.  The daemon reads and writes the caller's memory (the
+buffers that pointer fields of the argument point to) through this process, the
+way a kernel's copyin/copyout would.  Every other call passes through untouched.
+
+Also the wire protocol shared with ``tests/pfemu/daemon.py`` and a small
+control client used by the host's ``bin/reboot``.
+
+Stdlib only, Python 3.8+: it runs in every emulated host's interpreter.
+"""
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+
+CONFIG_NAME = "pfemu_shim.json"
+
+# Wire protocol: every message is a header (kind, a, b) followed by an optional
+# payload whose length is given by the header.
+HEADER = struct.Struct("!BQQ")
+MSG_OPEN = 1       # client: a = open flags; answer MSG_RESULT (a = errno)
+MSG_IOCTL = 2      # client: a = request, b = argument length; payload argument + memory map
+MSG_COPYIN = 3     # daemon: a = address, b = length; client answers MSG_DATA
+MSG_DATA = 4       # client: b = length; payload the bytes read
+MSG_COPYOUT = 5    # daemon: a = address, b = length; payload to store (no answer)
+MSG_RESULT = 6     # daemon: a = errno (0 = success), b = payload length; payload argument / JSON
+MSG_CONTROL = 7    # client: b = length; payload a JSON command; answer MSG_RESULT with JSON
+REGION = struct.Struct("!QQB")   # start, end, REGION_READ | REGION_WRITE
+REGION_READ = 1
+REGION_WRITE = 2
+COUNT = struct.Struct("!I")
+
+
+def recv_exact_into(sock, view):
+    """Fill the writable memoryview ``view`` from ``sock`` or raise ConnectionError."""
+    received = 0
+    total = len(view)
+    while received < total:
+        got = sock.recv_into(view[received:], total - received)
+        if not got:
+            raise ConnectionError(errno.ECONNRESET, "pfemu daemon closed the connection")
+        received += got
+
+
+def recv_exact(sock, size):
+    buffer = bytearray(size)
+    if size:
+        recv_exact_into(sock, memoryview(buffer))
+    return buffer
+
+
+def send_message(sock, kind, a=0, b=0, payload=b""):
+    sock.sendall(HEADER.pack(kind, a, b))
+    if len(payload):
+        sock.sendall(payload)
+
+
+def recv_header(sock):
+    return HEADER.unpack(bytes(recv_exact(sock, HEADER.size)))
+
+
+def read_memory_map(path="/proc/self/maps"):
+    """Readable/writable address ranges of this process, adjacent ones merged.
+
+    The daemon checks copyin/copyout addresses against them and answers EFAULT
+    instead of letting a bad pointer crash the caller.  Without /proc every
+    address above the first page counts as valid.
+    """
+    try:
+        with open(path, "r") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return [(4096, 2 ** 64 - 1, REGION_READ | REGION_WRITE)]
+    regions = []
+    for line in lines:
+        fields = line.split(None, 2)
+        if len(fields) < 2:
+            continue
+        start, end = (int(part, 16) for part in fields[0].split("-"))
+        access = (REGION_READ if fields[1][0] == "r" else 0) | (REGION_WRITE if fields[1][1] == "w" else 0)
+        if not access:
+            continue
+        if regions and regions[-1][1] == start and regions[-1][2] == access:
+            regions[-1] = (regions[-1][0], end, access)
+        else:
+            regions.append((start, end, access))
+    return regions
+
+
+def encode_memory_map(regions):
+    return COUNT.pack(len(regions)) + b"".join(REGION.pack(*region) for region in regions)
+
+
+def load_config(directory=None):
+    """The shim's configuration, a JSON file next to this module."""
+    directory = directory or os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(directory, CONFIG_NAME), "r") as config_file:
+        return json.load(config_file)
+
+
+def control(socket_path, command):
+    """Send one control command (a dict) to a pfemu daemon and return its JSON answer."""
+    payload = json.dumps(command).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(socket_path)
+        send_message(sock, MSG_CONTROL, 0, len(payload), payload)
+        kind, error, length = recv_header(sock)
+        answer = json.loads(bytes(recv_exact(sock, length)).decode()) if length else {}
+    if kind != MSG_RESULT:
+        raise ConnectionError(errno.EPROTO, "unexpected answer from the pfemu daemon")
+    if error:
+        raise OSError(error, answer.get("error") or os.strerror(error))
+    return answer
+
+
+class _OpenDevice(object):
+    """One emulated /dev/pf descriptor of this process (the fd is a connected Unix socket)."""
+
+    def __init__(self, identity):
+        self.identity = identity   # (st_dev, st_ino) of the socket, to spot a recycled fd number
+        self.lock = threading.Lock()
+
+
+class PfShim(object):
+    """Patches os.open/os.close/fcntl.ioctl of this interpreter for one device path."""
+
+    def __init__(self, socket_path, device_path="/dev/pf"):
+        self.socket_path = socket_path
+        self.device_path = device_path
+        self.devices = {}
+        self.registry_lock = threading.Lock()
+        self.real_open = os.open
+        self.real_close = os.close
+        self.real_ioctl = fcntl.ioctl
+
+    def install(self):
+        os.open = self.open
+        os.close = self.close
+        fcntl.ioctl = self.ioctl
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self):
+        # Locks held by other threads at fork time would never be released in the child.
+        self.registry_lock = threading.Lock()
+        for device in self.devices.values():
+            device.lock = threading.Lock()
+
+    def _is_device(self, path):
+        try:
+            return os.path.normpath(os.fsdecode(path)) == self.device_path
+        except TypeError:
+            return False
+
+    def _lookup(self, fd):
+        """The emulated device behind ``fd``, or None (also when the fd number was recycled)."""
+        if not isinstance(fd, int) or fd not in self.devices:
+            return None
+        device = self.devices[fd]
+        try:
+            stat = os.fstat(fd)
+            identity = (stat.st_dev, stat.st_ino)
+        except OSError:
+            identity = None
+        if identity != device.identity:
+            with self.registry_lock:
+                self.devices.pop(fd, None)
+            return None
+        return device
+
+    def open(self, path, flags, mode=0o777, *args, **kwargs):
+        if not self._is_device(path) or kwargs.get("dir_fd") is not None:
+            return self.real_open(path, flags, mode, *args, **kwargs)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.socket_path)
+            send_message(sock, MSG_OPEN, flags & 0xFFFFFFFF)
+            kind, error, _ = recv_header(sock)
+        except FileNotFoundError:
+            sock.close()
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        except OSError:
+            sock.close()
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
+        if kind != MSG_RESULT or error:
+            sock.close()
+            error = error or errno.ENXIO
+            raise OSError(error, os.strerror(error), path)
+        stat = os.fstat(sock.fileno())
+        with self.registry_lock:
+            self.devices[sock.fileno()] = _OpenDevice((stat.st_dev, stat.st_ino))
+        return sock.detach()
+
+    def close(self, fd):
+        if self._lookup(fd) is not None:
+            with self.registry_lock:
+                self.devices.pop(fd, None)
+        return self.real_close(fd)
+
+    def ioctl(self, fd, request, arg=0, mutate_flag=True):
+        fd = fd if isinstance(fd, int) else _fileno(fd)
+        device = self._lookup(fd)
+        if device is None:
+            return self.real_ioctl(fd, request, arg, mutate_flag)
+        if isinstance(arg, int):
+            self._call(fd, device, request, b"")
+            return 0
+        view = memoryview(arg.encode() if isinstance(arg, str) else arg).cast("B")
+        data = view.tobytes()
+        result = self._call(fd, device, request, data)
+        size = min(len(result), len(data))
+        if mutate_flag and not view.readonly:
+            # Like fcntl.ioctl on a mutable buffer: the kernel's answer lands in the caller's buffer.
+            view[:size] = result[:size]
+            return 0
+        return bytes(result[:size]) + data[size:]
+
+    def _call(self, fd, device, request, data):
+        payload = data + encode_memory_map(read_memory_map())
+        with device.lock:
+            sock = socket.socket(fileno=fd)
+            try:
+                send_message(sock, MSG_IOCTL, request & 0xFFFFFFFFFFFFFFFF, len(data), payload)
+                return self._serve(sock)
+            except ConnectionError:
+                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+            finally:
+                sock.detach()
+
+    @staticmethod
+    def _serve(sock):
+        """Serve the daemon's copyin/copyout requests until it sends the result."""
+        while True:
+            kind, a, b = recv_header(sock)
+            if kind == MSG_COPYIN:
+                send_message(sock, MSG_DATA, 0, b)
+                if b:
+                    sock.sendall(memoryview((ctypes.c_char * b).from_address(a)).cast("B"))
+            elif kind == MSG_COPYOUT:
+                if b:
+                    recv_exact_into(sock, memoryview((ctypes.c_char * b).from_address(a)).cast("B"))
+            elif kind == MSG_RESULT:
+                result = recv_exact(sock, b)
+                if a:
+                    raise OSError(a, os.strerror(a))
+                return result
+            else:
+                raise ConnectionError(errno.EPROTO, "unexpected message from the pfemu daemon")
+
+
+def _fileno(obj):
+    try:
+        return obj.fileno()
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def install_from_config(directory=None):
+    """Install the shim as configured next to this module (called from sitecustomize)."""
+    try:
+        config = load_config(directory)
+    except (OSError, ValueError):
+        return None
+    shim = PfShim(config["socket"], config.get("device", "/dev/pf"))
+    shim.install()
+    return shim
+
+
+def reboot_main(argv=None):
+    """``bin/reboot`` of an emulated host: ask the daemon to reboot, return at once."""
+    argv = sys.argv[1:] if argv is None else argv
+    delay = float(argv[0]) if argv else 1.0
+    config = load_config()
+    try:
+        control(config["socket"], {"command": "reboot", "delay": delay})
+    except OSError as error:
+        sys.stderr.write("reboot: %s\n" % error)
+        return 1
+    return 0

@@ -1,0 +1,5 @@
+"""Installed as an emulated host's sitecustomize: route /dev/pf to the host's pfemu daemon."""
+
+import pfemu_shim
+
+pfemu_shim.install_from_config()
