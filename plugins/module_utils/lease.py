@@ -1,0 +1,371 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Lock leases: a detached watchdog that unlocks the pf state table in time.
+
+NetBSD's state lock (DIOCSETLCK) is a single global flag with no owner and no
+getter: whoever sets it must make sure it is cleared, even if the process that
+set it is SIGKILLed or loses its SSH session.  A lease is that guarantee:
+
+* ``arm_lease()`` writes the lease file (token, deadline, watchdog pid) and
+  starts a watchdog process that is fully detached (double fork + setsid, its
+  own stdio on /dev/null), so it outlives the module, the Ansible connection
+  and Ansible's async wrapper.  Arm the lease *before* locking the table.
+* At the deadline the watchdog opens the pf device itself and clears the lock,
+  unless the lease file shows the lease was released (``release_lease()``) or
+  taken over by a newer lease (another token).  An unreadable or missing lease
+  file does not stop it: when in doubt, unlock.
+* The lease file is the only record of who locked the table; ``lease_view()``
+  turns it into something a human (or states_info) can read.
+
+All writes to the lease file happen under an exclusive flock(2) on the file
+itself, so a watchdog deciding to unlock and a task arming a new lease cannot
+interleave.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import binascii
+import errno
+import fcntl
+import json
+import os
+import syslog
+import time
+
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+
+LEASE_FORMAT_VERSION = 1
+HELD = "held"
+RELEASED = "released"
+EXPIRED = "expired"
+UNLOCK_FAILED = "unlock_failed"
+
+# How often a sleeping watchdog looks at the lease file, so that it exits soon
+# after a release or takeover instead of lingering until its deadline.
+POLL_SECONDS = 2.0
+UNLOCK_ATTEMPTS = 5
+UNLOCK_RETRY_SECONDS = 2.0
+
+
+class LeaseError(Exception):
+    """The lease could not be armed, read or released (the message says why and what to do)."""
+
+
+def new_token():
+    return binascii.hexlify(os.urandom(8)).decode("ascii")
+
+
+class _LockedLeaseFile:
+    """The lease file opened and flock()ed; ``read()``/``write()`` work on its whole content."""
+
+    def __init__(self, path, exclusive, create=False):
+        flags = os.O_RDWR if exclusive else os.O_RDONLY
+        if create:
+            flags |= os.O_CREAT
+        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        os.close(self.fd)   # also drops the flock
+
+    def read(self):
+        """The lease dict, or None if the file is empty or not a lease (a crash mid-write, a stray file)."""
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
+        while True:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        try:
+            lease = json.loads(b"".join(chunks).decode("utf-8"))
+        except ValueError:
+            return None
+        return lease if isinstance(lease, dict) and "token" in lease else None
+
+    def write(self, lease):
+        data = json.dumps(lease, sort_keys=True).encode("utf-8") + b"\n"
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        os.ftruncate(self.fd, 0)
+        while data:
+            data = data[os.write(self.fd, data):]
+        os.fsync(self.fd)
+
+
+def read_lease(lease_file):
+    """The lease recorded in ``lease_file``: a dict, or None if there is no (readable) lease."""
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=False) as locked:
+            return locked.read()
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise LeaseError("cannot read lease file %s: %s" % (lease_file, os.strerror(exc.errno)))
+
+
+def _update_lease(lease_file, token, **changes):
+    """Apply ``changes`` to the lease if it still carries ``token`` (any lease if token is None).
+
+    Returns the updated lease, or None if there was no matching lease.
+    """
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=True) as locked:
+            lease = locked.read()
+            if lease is None or (token is not None and lease.get("token") != token):
+                return None
+            lease.update(changes)
+            locked.write(lease)
+            return lease
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise LeaseError("cannot update lease file %s: %s" % (lease_file, os.strerror(exc.errno)))
+
+
+def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
+    """Record a new lease and start its watchdog; returns the lease token.
+
+    Call it before locking the table.  Any previous lease is taken over (its
+    watchdog exits without unlocking).  ``seconds`` 0 records the lock with no
+    deadline and starts no watchdog: nothing will unlock the table.
+    """
+    if seconds < 0:
+        raise LeaseError("lease must be 0 (no watchdog) or a number of seconds, not %d" % seconds)
+    token = new_token()
+    now = time.time()
+    lease = {
+        "version": LEASE_FORMAT_VERSION,
+        "token": token,
+        "state": HELD,
+        "holder": holder,
+        "holder_pid": os.getpid(),
+        "device": device_path,
+        "locked_at": now,
+        "seconds": seconds,
+        "deadline": now + seconds if seconds else None,
+        "watchdog_pid": None,
+    }
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=True, create=True) as locked:
+            locked.write(lease)
+            if seconds:
+                # Started while we hold the flock: the watchdog cannot act on a
+                # half-written lease, and a concurrent arm waits for us.
+                lease["watchdog_pid"] = _spawn_watchdog(lease_file, token, lease["deadline"], device_path)
+                locked.write(lease)
+    except OSError as exc:
+        raise LeaseError("cannot write lease file %s: %s; choose a writable lease_file"
+                         % (lease_file, os.strerror(exc.errno)))
+    return token
+
+
+def release_lease(lease_file, token=None):
+    """Mark the lease released so its watchdog exits without unlocking.
+
+    With a token, only that lease is released (a lease taken over by someone
+    else is left alone).  Returns True if a held lease was released.
+    """
+    lease = read_lease(lease_file)
+    if lease is None or lease.get("state") != HELD:
+        return False
+    return _update_lease(lease_file, token if token is not None else lease["token"],
+                         state=RELEASED, released_at=time.time()) is not None
+
+
+def lease_view(lease_file, now=None):
+    """What the lease file says about the lock, for humans: never a kernel reading.
+
+    ``locked_by_lease`` is True only while a held lease is in force; after a
+    deadline passes with the watchdog gone the answer is None (unknown).
+    """
+    now = time.time() if now is None else now
+    try:
+        lease = read_lease(lease_file)
+    except LeaseError as exc:
+        return {"source": "lease_file", "lease_file": lease_file, "state": "unreadable", "locked_by_lease": None, "message": str(exc)}
+    if lease is None:
+        return {"source": "lease_file", "lease_file": lease_file, "state": "none", "locked_by_lease": False,
+                "message": "no lease recorded; a lock set by other tools (pfs -l) cannot be seen"}
+    view = {"source": "lease_file", "lease_file": lease_file}
+    view.update(lease)
+    state = lease.get("state")
+    deadline = lease.get("deadline")
+    if state != HELD:
+        view["locked_by_lease"] = False if state in (RELEASED, EXPIRED) else None
+        return view
+    if deadline is None:
+        view["locked_by_lease"] = True
+        view["message"] = "locked with lease 0: no watchdog will unlock the table"
+        return view
+    view["remaining_seconds"] = max(0.0, round(deadline - now, 3))
+    if deadline > now:
+        view["locked_by_lease"] = True
+    elif _process_alive(lease.get("watchdog_pid")):
+        view["locked_by_lease"] = True
+        view["message"] = "deadline passed; the watchdog is unlocking the table"
+    else:
+        view["locked_by_lease"] = None
+        view["message"] = "deadline passed but the watchdog is gone without recording an unlock; the table may still be locked"
+    return view
+
+
+def _process_alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def set_table_lock(device_path, locked):
+    """DIOCSETLCK on ``device_path``; read-only access is enough for it."""
+    with PfDevice(device_path, writable=False) as device:
+        device.set_lock(locked)
+
+
+class Watchdog:
+    """The decision logic of a lease watchdog, with injectable clock, sleep and unlock.
+
+    ``run()`` returns how the lease ended: ``"released"``, ``"taken_over"``,
+    ``"unlocked"`` or ``"unlock_failed"``.
+    """
+
+    def __init__(self, lease_file, token, deadline, unlock, clock=time.time, sleep=time.sleep, poll=POLL_SECONDS):
+        self.lease_file = lease_file
+        self.token = token
+        self.deadline = deadline
+        self.unlock = unlock
+        self.clock = clock
+        self.sleep = sleep
+        self.poll = poll
+
+    def _verdict(self, lease):
+        """None to go on (ours and held, or no readable lease), else how the lease ended."""
+        if lease is None:
+            return None
+        if lease.get("token") != self.token:
+            return "taken_over"
+        if lease.get("state") != HELD:
+            return "released"
+        return None
+
+    def _peek(self):
+        try:
+            return read_lease(self.lease_file)
+        except LeaseError:
+            return None
+
+    def run(self):
+        while True:
+            verdict = self._verdict(self._peek())
+            if verdict:
+                return verdict
+            remaining = self.deadline - self.clock()
+            if remaining <= 0:
+                return self._expire()
+            self.sleep(min(remaining, self.poll))
+
+    def _expire(self):
+        last_error = None
+        for attempt in range(UNLOCK_ATTEMPTS):
+            if attempt:
+                self.sleep(UNLOCK_RETRY_SECONDS)
+            try:
+                with _LockedLeaseFile(self.lease_file, exclusive=True, create=True) as locked:
+                    lease = locked.read()
+                    verdict = self._verdict(lease)
+                    if verdict:
+                        return verdict
+                    try:
+                        self.unlock()
+                    except (PfError, OSError) as exc:
+                        last_error = str(exc)
+                        continue
+                    lease = lease or {"version": LEASE_FORMAT_VERSION, "token": self.token}
+                    lease.update(state=EXPIRED, unlocked_at=self.clock(), unlocked_by="watchdog")
+                    locked.write(lease)
+                    return "unlocked"
+            except OSError as exc:
+                # The lease file itself is unusable: unlock anyway, a stuck lock is worse.
+                last_error = "lease file %s: %s" % (self.lease_file, os.strerror(exc.errno))
+                try:
+                    self.unlock()
+                    return "unlocked"
+                except (PfError, OSError) as unlock_exc:
+                    last_error = str(unlock_exc)
+        _update_lease(self.lease_file, self.token, state=UNLOCK_FAILED, error=last_error)
+        return "unlock_failed"
+
+
+def _detach(keep_fd):
+    """Double fork into a session of its own, stdio on /dev/null, every fd but ``keep_fd`` closed.
+
+    Returns the first child's pid in the caller (to be waited for) and 0 in
+    the detached grandchild, whose parent is init once the first child exits.
+    """
+    first = os.fork()
+    if first:
+        return first
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        os.chdir("/")
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.closerange(3, keep_fd)
+        os.closerange(keep_fd + 1, _max_fd())
+    except BaseException:
+        os._exit(1)
+    return 0
+
+
+def _max_fd():
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (ValueError, OSError):
+        return 1024
+
+
+def _spawn_watchdog(lease_file, token, deadline, device_path):
+    """Start the detached watchdog; returns its pid once it runs."""
+    read_end, write_end = os.pipe()
+    first_child = _detach(keep_fd=write_end)
+    if first_child == 0:
+        status = 0
+        try:
+            os.write(write_end, str(os.getpid()).encode("ascii"))
+            os.close(write_end)
+            outcome = Watchdog(lease_file, token, deadline, lambda: set_table_lock(device_path, False)).run()
+            _log_outcome(outcome, lease_file, device_path)
+        except BaseException:
+            status = 1
+        os._exit(status)
+    os.close(write_end)
+    os.waitpid(first_child, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        pid_text = pipe.read()
+    if not pid_text:
+        raise LeaseError("the lease watchdog did not start; the table was not locked")
+    return int(pid_text)
+
+
+def _log_outcome(outcome, lease_file, device_path):
+    if outcome == "unlocked":
+        syslog.syslog(syslog.LOG_WARNING, "netbsd.pf: lock lease %s ran out, pf state table unlocked on %s" % (lease_file, device_path))
+    elif outcome == "unlock_failed":
+        syslog.syslog(syslog.LOG_ERR, "netbsd.pf: lock lease %s ran out but unlocking %s failed; the pf state table may still be locked"
+                      % (lease_file, device_path))

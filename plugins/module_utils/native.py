@@ -1,0 +1,206 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The collection's own dump format, `.pfstate` (version 1); byte layout in docs/formats.md.
+
+A 72-byte big-endian prelude (magic, version, record byte order, compression,
+record size, count, payload length, SHA-256 of the records, metadata length,
+CRC-32 of prelude and metadata), JSON metadata, then the records, raw or as
+one zlib stream.  Nothing may follow.  Readers refuse unknown versions and
+verify everything before handing out a record when asked to.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import struct
+import zlib
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
+
+MAGIC = b"\x89PFSTAT\n"
+FORMAT_VERSION = 1
+PRELUDE = struct.Struct(">8sHBBHHQQ32sII")   # 72 bytes
+PRELUDE_SIZE = PRELUDE.size
+BYTE_ORDER_CODES = {"little": 1, "big": 2}
+COMPRESSION_CODES = {"none": 0, "zlib": 1}
+DEFAULT_COMPRESSION_LEVEL = 1       # measured: see docs/formats.md
+MAX_METADATA = 1 << 20
+READ_SIZE = 1 << 20
+
+
+class NativeFormatError(ValueError):
+    """A .pfstate file that is damaged, truncated or of an unknown version."""
+
+
+def _code_name(codes, code, what):
+    for name, value in codes.items():
+        if value == code:
+            return name
+    raise NativeFormatError("unknown %s code %d in .pfstate header" % (what, code))
+
+
+class NativeWriter:
+    """Streams blocks into a seekable binary file object; call close() to seal the header."""
+
+    def __init__(self, fileobj, byte_order, metadata=None, compression="zlib", level=DEFAULT_COMPRESSION_LEVEL):
+        if compression not in COMPRESSION_CODES:
+            raise ValueError("compression must be one of %s" % ", ".join(COMPRESSION_CODES))
+        self.fileobj = fileobj
+        self.byte_order = byte_order
+        self.compression = compression
+        self.metadata = dict(metadata or {})
+        if compression == "zlib":
+            self.metadata["compression_level"] = level
+        self._metadata_bytes = json.dumps(self.metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        if len(self._metadata_bytes) > MAX_METADATA:
+            raise ValueError("metadata larger than %d bytes" % MAX_METADATA)
+        self._compressor = zlib.compressobj(level) if compression == "zlib" else None
+        self._digest = hashlib.sha256()
+        self.count = 0
+        self.payload_length = 0
+        self._start = fileobj.tell()
+        fileobj.write(self._prelude())
+        fileobj.write(self._metadata_bytes)
+
+    def _prelude(self):
+        head = PRELUDE.pack(MAGIC, FORMAT_VERSION, BYTE_ORDER_CODES[self.byte_order],
+                            COMPRESSION_CODES[self.compression], RECORD_SIZE, 0, self.count,
+                            self.payload_length, self._digest.digest(), len(self._metadata_bytes), 0)
+        crc = zlib.crc32(head[:-4] + self._metadata_bytes) & 0xffffffff
+        return head[:-4] + struct.pack(">I", crc)
+
+    def _emit(self, data):
+        if data:
+            self.fileobj.write(data)
+            self.payload_length += len(data)
+
+    def write_block(self, block):
+        self.count += record_count(block)
+        self._digest.update(block)
+        self._emit(self._compressor.compress(block) if self._compressor else block)
+
+    def close(self):
+        if self._compressor:
+            self._emit(self._compressor.flush())
+            self._compressor = None
+        end = self.fileobj.tell()
+        self.fileobj.seek(self._start)
+        self.fileobj.write(self._prelude())
+        self.fileobj.seek(end)
+
+
+def parse_header(head, metadata_bytes=None):
+    """Check a prelude (72 bytes) and return a dict; with metadata bytes, check the CRC too."""
+    if len(head) < PRELUDE_SIZE:
+        raise NativeFormatError("truncated .pfstate header: %d of %d bytes" % (len(head), PRELUDE_SIZE))
+    magic, version, order, compression, size, reserved, count, payload, digest, meta_len, crc = PRELUDE.unpack(
+        head[:PRELUDE_SIZE])
+    if magic != MAGIC:
+        raise NativeFormatError("not a .pfstate file (bad magic %r)" % magic)
+    if version != FORMAT_VERSION:
+        raise NativeFormatError("unsupported .pfstate format version %d (this collection reads version %d only)"
+                                % (version, FORMAT_VERSION))
+    if size != RECORD_SIZE:
+        raise NativeFormatError("record size %d in .pfstate header; NetBSD's pfsync_state is %d bytes" % (size, RECORD_SIZE))
+    if reserved or meta_len > MAX_METADATA:
+        raise NativeFormatError("corrupt .pfstate header (reserved field or metadata length)")
+    header = {
+        "format_version": version,
+        "byte_order": _code_name(BYTE_ORDER_CODES, order, "byte order"),
+        "compression": _code_name(COMPRESSION_CODES, compression, "compression"),
+        "record_size": size, "count": count, "payload_length": payload,
+        "sha256": digest.hex(), "metadata_length": meta_len,
+    }
+    if metadata_bytes is not None:
+        if len(metadata_bytes) != meta_len:
+            raise NativeFormatError("truncated .pfstate header: metadata of %d bytes, %d present" % (meta_len, len(metadata_bytes)))
+        if zlib.crc32(head[:PRELUDE_SIZE - 4] + metadata_bytes) & 0xffffffff != crc:
+            raise NativeFormatError(".pfstate header checksum mismatch (header or metadata damaged)")
+        try:
+            header["metadata"] = json.loads(metadata_bytes.decode("utf-8"))
+        except ValueError:
+            raise NativeFormatError(".pfstate metadata is not valid JSON")
+    return header
+
+
+class NativeReader:
+    """Reads a .pfstate file object (binary, seekable) of `size` bytes."""
+
+    def __init__(self, fileobj, size, block_records=4096):
+        self.fileobj = fileobj
+        self.size = size
+        self.block_records = block_records
+        head = fileobj.read(PRELUDE_SIZE)
+        prelude = parse_header(head)
+        metadata_bytes = fileobj.read(prelude["metadata_length"])
+        self.header = parse_header(head, metadata_bytes)
+        self.payload_offset = PRELUDE_SIZE + len(metadata_bytes)
+        self.byte_order = self.header["byte_order"]
+        self.count = self.header["count"]
+        expected = self.payload_offset + self.header["payload_length"]
+        if size < expected:
+            raise NativeFormatError("truncated .pfstate file: header promises %d bytes, file has %d" % (expected, size))
+        if size > expected:
+            raise NativeFormatError("%d bytes of trailing garbage after the .pfstate payload" % (size - expected))
+        if self.header["compression"] == "none" and self.header["payload_length"] != self.count * RECORD_SIZE:
+            raise NativeFormatError("payload of %d bytes does not hold the %d records the header announces"
+                                    % (self.header["payload_length"], self.count))
+        self.verified = False
+
+    def _raw_blocks(self):
+        """Unverified record blocks (each a whole number of records)."""
+        self.fileobj.seek(self.payload_offset)
+        left = self.header["payload_length"]
+        decompressor = zlib.decompressobj() if self.header["compression"] == "zlib" else None
+        pending = b""
+        limit = self.block_records * RECORD_SIZE
+        while left:
+            chunk = self.fileobj.read(min(READ_SIZE, left))
+            if not chunk:
+                raise NativeFormatError("truncated .pfstate payload (%d bytes missing)" % left)
+            left -= len(chunk)
+            if decompressor:
+                try:
+                    chunk = decompressor.decompress(chunk)
+                except zlib.error as exc:
+                    raise NativeFormatError("corrupt compressed .pfstate payload: %s" % exc)
+            pending += chunk
+            while len(pending) >= limit:
+                yield pending[:limit]
+                pending = pending[limit:]
+        if decompressor and (not decompressor.eof or decompressor.unused_data):
+            raise NativeFormatError("corrupt compressed .pfstate payload (stream %s)" % (
+                "incomplete" if not decompressor.eof else "followed by extra data"))
+        whole = len(pending) - len(pending) % RECORD_SIZE
+        if whole:
+            yield pending[:whole]
+        if len(pending) % RECORD_SIZE:
+            raise NativeFormatError("payload ends with a partial record of %d bytes" % (len(pending) % RECORD_SIZE))
+
+    def verify(self):
+        """Read everything and check count and SHA-256; returns the count or raises NativeFormatError."""
+        digest = hashlib.sha256()
+        count = 0
+        for block in self._raw_blocks():
+            digest.update(block)
+            count += len(block) // RECORD_SIZE
+        if count != self.count:
+            raise NativeFormatError("header announces %d records, payload holds %d" % (self.count, count))
+        if digest.hexdigest() != self.header["sha256"]:
+            raise NativeFormatError("SHA-256 of the records does not match the header (file damaged)")
+        self.verified = True
+        return count
+
+    def blocks(self, verify=True):
+        """Record blocks; with verify (default) the whole file is checked before the first one."""
+        if verify and not self.verified:
+            self.verify()
+        return self._raw_blocks()
+
+    def __iter__(self):
+        return self.blocks()

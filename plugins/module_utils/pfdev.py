@@ -1,0 +1,347 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Client of NetBSD's /dev/pf for the state-table requests (reference sections 4, 5, 11).
+
+Only the requests that are safe on NetBSD are issued: DIOCGETSTATES,
+DIOCADDSTATES, DIOCSETLCK, DIOCGETSTATUS, DIOCGETLIMIT, DIOCGETTIMEOUT,
+DIOCCLRSTATES, DIOCKILLSTATES, DIOCSTART and DIOCSTOP.  Never DIOCADDSTATE or
+DIOCGETSTATE (both broken in the NetBSD kernel).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import os
+import signal
+import struct
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
+    AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, MAX_IFNAME_LEN, PF_LIMIT_STATES, PF_STATUS_COUNTER_NAMES,
+    PF_STATUS_FCOUNTER_NAMES, PF_STATUS_LCOUNTER_NAMES, PFTM_MAX, PFTM_NAMES, RECORD_SIZE, Abi, protocol_number,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
+
+INT_MAX = 0x7fffffff
+DEFAULT_CHUNK_RECORDS = 4096
+# pf.conf port operators -> PF_OP_* (pfvar.h)
+PORT_OPS = {"><": 1, "=": 2, "!=": 3, "<": 4, "<=": 5, ">": 6, ">=": 7, "<>": 8, ":": 9}
+
+_GENERIC_MESSAGES = {
+    errno.EACCES: "the /dev/pf descriptor is not open for writing (this request needs a read-write open)",
+    errno.EPERM: "refused by the kernel securelevel (securelevel > 1 allows only reading, locking and adding states)",
+    errno.ENODEV: "the kernel does not know this request: this Python's word size differs from the kernel's "
+                  "(run a Python built for the kernel's ABI, e.g. a 64-bit Python on amd64) or pf is not compiled in",
+    errno.ENOTTY: "the kernel does not know this request (wrong ABI or not a pf device)",
+    errno.EFAULT: "the kernel could not copy the argument or a state buffer (bad address)",
+    errno.EBADF: "the /dev/pf descriptor is not open",
+    errno.ENXIO: "no such pf device (only minor 0 of /dev/pf exists)",
+}
+_REQUEST_MESSAGES = {
+    ("open", errno.ENOENT): "no /dev/pf: pf is not in the kernel (add 'pseudo-device pf' or load the pf module)",
+    ("open", errno.EACCES): "permission denied opening /dev/pf (run as root)",
+    ("open", errno.EPERM): "permission denied opening /dev/pf (run as root)",
+    ("DIOCADDSTATES", errno.ENOMEM): "a state was refused: it duplicates an existing state (same id and creator, "
+                                     "or a colliding address/port key) or the state limit was reached; states "
+                                     "before it in the same call were added",
+    ("DIOCADDSTATES", errno.EINVAL): "a state has an invalid timeout index (the kernel accepts 0..19 and 23)",
+    ("DIOCADDSTATES", errno.ENOENT): "the kernel could not allocate the interface of a state",
+    ("DIOCSTART", errno.EEXIST): "pf is already running",
+    ("DIOCSTOP", errno.ENOENT): "pf is not running",
+    ("DIOCGETTIMEOUT", errno.EINVAL): "no such timeout index (0..19)",
+    ("DIOCGETLIMIT", errno.EINVAL): "no such limit index (0..4)",
+}
+
+
+class PfError(Exception):
+    """A /dev/pf operation failed; .errno, .request (ioctl name or "open") and a NetBSD-specific message."""
+
+    def __init__(self, err, request, message=None, added=None):
+        self.errno = err
+        self.request = request
+        self.added = added
+        if message is None:
+            message = _REQUEST_MESSAGES.get((request, err)) or _GENERIC_MESSAGES.get(err) or (
+                os.strerror(err) if err else "failed")
+        name = errno.errorcode.get(err, str(err)) if err else "error"
+        super(PfError, self).__init__("%s: %s (%s)" % (request, message, name))
+
+
+class HostSyscalls:
+    """The real system calls; functions are looked up at call time so tests can patch them."""
+
+    def open(self, path, flags):
+        return os.open(path, flags)
+
+    def close(self, fd):
+        os.close(fd)
+
+    def ioctl(self, fd, request, arg):
+        fcntl.ioctl(fd, request, arg, True)
+
+    def alloc(self, size):
+        buffer = ctypes.create_string_buffer(max(size, 1))
+        return ctypes.addressof(buffer), buffer
+
+
+def _byte_view(buffer, size):
+    return memoryview(buffer).cast("B")[:size]
+
+
+class PfDevice:
+    """An open /dev/pf.  Read-only by default: writes need writable=True."""
+
+    def __init__(self, path="/dev/pf", writable=False, abi=None, syscalls=None):
+        self.abi = abi or Abi.host()
+        self.syscalls = syscalls or HostSyscalls()
+        self.path = path
+        self.writable = writable
+        self._prefix = self.abi.prefix
+        try:
+            self.fd = self.syscalls.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        except OSError as exc:
+            raise PfError(exc.errno, "open", None if exc.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM)
+                          else "%s: %s" % (path, _REQUEST_MESSAGES[("open", exc.errno)]))
+
+    def close(self):
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            self.syscalls.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _ioctl(self, name, arg):
+        if self.fd is None:
+            raise PfError(errno.EBADF, name, "the device is closed")
+        try:
+            self.syscalls.ioctl(self.fd, self.abi.ioctls[name], arg)
+        except OSError as exc:
+            raise PfError(exc.errno, name)
+
+    def _require_writable(self, name):
+        if not self.writable:
+            raise PfError(errno.EACCES, name, "refusing to issue %s on a read-only descriptor "
+                                              "(open the device with writable=True)" % name)
+
+    def _states_arg(self, length, address):
+        arg = bytearray(self.abi.pfioc_states_size)
+        struct.pack_into(self._prefix + "i", arg, 0, length)
+        struct.pack_into(self._prefix + self.abi.pointer_code, arg, self.abi.pfioc_states_buf_offset, address)
+        return arg
+
+    # --- reading ---------------------------------------------------------------
+
+    def state_table_size(self):
+        """Bytes the kernel says the table needs (counts unlinked states too)."""
+        arg = self._states_arg(0, 0)
+        self._ioctl("DIOCGETSTATES", arg)
+        return struct.unpack_from(self._prefix + "i", arg, 0)[0]
+
+    def get_states(self, headroom=0.125, minimum_extra=64):
+        """All states as one zero-copy memoryview of n * 240 bytes, in kernel (insertion) order.
+
+        The kernel truncates silently when the buffer is too small, so a reply
+        that fills the buffer is retried with a bigger one until it does not.
+        """
+        needed = self.state_table_size() // RECORD_SIZE
+        capacity = needed + max(minimum_extra, int(needed * headroom))
+        while True:
+            size = capacity * RECORD_SIZE
+            if size > INT_MAX:
+                raise PfError(errno.ENOMEM, "DIOCGETSTATES", "state table larger than one ioctl can return")
+            address, buffer = self.syscalls.alloc(size)
+            arg = self._states_arg(size, address)
+            self._ioctl("DIOCGETSTATES", arg)
+            returned = struct.unpack_from(self._prefix + "i", arg, 0)[0]
+            if returned < size:
+                return _byte_view(buffer, returned - returned % RECORD_SIZE)
+            capacity *= 2
+
+    def get_status(self):
+        arg = bytearray(self.abi.pf_status_size)
+        self._ioctl("DIOCGETSTATUS", arg)
+        values = struct.unpack(self.abi.pf_status_format, arg)
+        counters, lcounters, fcounters = values[0:16], values[16:23], values[23:26]
+        scounters, pcounters, bcounters = values[26:29], values[29:41], values[41:45]
+        stateid, running, states, src_nodes, since, debug, hostid, ifname, checksum = values[45:]
+        return {
+            "running": bool(running), "states": states, "src_nodes": src_nodes, "since": since, "debug": debug,
+            "hostid": hostid, "stateid": stateid,
+            "ifname": ifname.split(b"\0", 1)[0].decode("ascii", "replace"), "checksum": checksum.hex(),
+            "counters": dict(zip(PF_STATUS_COUNTER_NAMES, counters)),
+            "state_locked_drops": counters[15],
+            "limit_counters": dict(zip(PF_STATUS_LCOUNTER_NAMES, lcounters)),
+            "state_counters": dict(zip(PF_STATUS_FCOUNTER_NAMES, fcounters)),
+            "src_node_counters": dict(zip(PF_STATUS_FCOUNTER_NAMES, scounters)),
+            # [inet, inet6][in, out][pass, drop, other] and [inet, inet6][in, out]
+            "packets": [[list(pcounters[a * 6 + d * 3:a * 6 + d * 3 + 3]) for d in (0, 1)] for a in (0, 1)],
+            "bytes": [[bcounters[a * 2 + d] for d in (0, 1)] for a in (0, 1)],
+        }
+
+    def get_limit(self, index=PF_LIMIT_STATES):
+        arg = bytearray(struct.pack(self._prefix + "iI", index, 0))
+        self._ioctl("DIOCGETLIMIT", arg)
+        return struct.unpack(self._prefix + "iI", arg)[1]
+
+    def get_timeout(self, index):
+        arg = bytearray(struct.pack(self._prefix + "ii", index, 0))
+        self._ioctl("DIOCGETTIMEOUT", arg)
+        return struct.unpack(self._prefix + "ii", arg)[1]
+
+    def get_timeouts(self):
+        """All 20 default timeouts as a tuple indexed by PFTM_* (names in abi.PFTM_NAMES)."""
+        return tuple(self.get_timeout(index) for index in range(PFTM_MAX))
+
+    def get_timeouts_by_name(self):
+        return dict(zip(PFTM_NAMES, self.get_timeouts()))
+
+    # --- writing ---------------------------------------------------------------
+
+    def set_lock(self, locked):
+        """DIOCSETLCK (allowed read-only and at any securelevel)."""
+        self._ioctl("DIOCSETLCK", bytearray(struct.pack(self._prefix + "I", 1 if locked else 0)))
+
+    def add_states(self, block, chunk_records=DEFAULT_CHUNK_RECORDS, progress=None):
+        """DIOCADDSTATES in chunks; returns the number of records sent.
+
+        The kernel stops at the first bad record of a call without saying which;
+        PfError.added then counts the records of the chunks that succeeded.
+        """
+        self._require_writable("DIOCADDSTATES")
+        total = record_count(block)
+        if chunk_records < 1:
+            raise ValueError("chunk_records must be positive")
+        view = memoryview(block).cast("B") if not isinstance(block, memoryview) else block.cast("B")
+        added = 0
+        step = chunk_records * RECORD_SIZE
+        for start in range(0, total * RECORD_SIZE, step):
+            chunk = view[start:start + step]
+            address, buffer = self.syscalls.alloc(len(chunk))
+            _byte_view(buffer, len(chunk))[:] = chunk
+            try:
+                self._ioctl("DIOCADDSTATES", self._states_arg(len(chunk), address))
+            except PfError as exc:
+                exc.added = added
+                raise
+            added += len(chunk) // RECORD_SIZE
+            if progress is not None:
+                progress(added)
+        return added
+
+    def _kill_arg(self, af=None, proto=None, src=None, dst=None, src_port=None, dst_port=None, ifname=None):
+        offsets = self.abi.kill_offsets
+        arg = bytearray(self.abi.pfioc_state_kill_size)
+        af_number = AF_NUMBERS[af] if isinstance(af, str) else (af or 0)
+        for side, network, port in (("src", src, src_port), ("dst", dst, dst_port)):
+            if network is not None:
+                net = ipaddress.ip_network(network, strict=False)
+                net_af = AF_INET if net.version == 4 else AF_INET6
+                if af_number and af_number != net_af:
+                    raise ValueError("%s network %s does not match address family %s" % (side, network, af))
+                af_number = net_af
+                arg[offsets[side + ".addr"]:offsets[side + ".addr"] + 16] = net.network_address.packed.ljust(16, b"\0")
+                arg[offsets[side + ".mask"]:offsets[side + ".mask"] + 16] = net.netmask.packed.ljust(16, b"\0")
+            if port is not None:
+                operator, first, second = ("=", port, 0) if isinstance(port, int) else tuple(port) + (0,) * (3 - len(port))
+                op_code = PORT_OPS[operator] if not isinstance(operator, int) else operator
+                struct.pack_into(">HH", arg, offsets[side + ".port"], first, second)
+                arg[offsets[side + ".port_op"]] = op_code
+        arg[offsets["af"]] = af_number
+        struct.pack_into(self._prefix + "i", arg, offsets["proto"], protocol_number(proto) if proto is not None else 0)
+        if ifname:
+            if len(ifname) > MAX_IFNAME_LEN:
+                raise ValueError("interface name %r longer than %d characters" % (ifname, MAX_IFNAME_LEN))
+            arg[offsets["ifname"]:offsets["ifname"] + IFNAMSIZ] = ifname.encode("ascii").ljust(IFNAMSIZ, b"\0")
+        return arg
+
+    def clear_states(self, ifname=None):
+        """DIOCCLRSTATES: every state, or those whose kif is `ifname` ("all" for floating ones).
+
+        Returns the kernel's count, which is modulo 256.
+        """
+        self._require_writable("DIOCCLRSTATES")
+        arg = self._kill_arg(ifname=ifname)
+        self._ioctl("DIOCCLRSTATES", arg)
+        return arg[0]
+
+    def kill_states(self, af=None, proto=None, src=None, dst=None, src_port=None, dst_port=None, ifname=None):
+        """DIOCKILLSTATES with pfctl -k like criteria; ports are an int (equal) or (op, port[, port2]).
+
+        Returns the kernel's count of killed states, modulo 256.
+        """
+        self._require_writable("DIOCKILLSTATES")
+        arg = self._kill_arg(af, proto, src, dst, src_port, dst_port, ifname)
+        self._ioctl("DIOCKILLSTATES", arg)
+        return arg[0]
+
+    def start(self):
+        self._require_writable("DIOCSTART")
+        self._ioctl("DIOCSTART", bytearray())
+
+    def stop(self):
+        self._require_writable("DIOCSTOP")
+        self._ioctl("DIOCSTOP", bytearray())
+
+
+class LockInterrupted(BaseException):
+    """A termination signal arrived while the state table was locked (raised inside locked())."""
+
+    def __init__(self, signum):
+        super(LockInterrupted, self).__init__("interrupted by signal %d while the state table was locked" % signum)
+        self.signum = signum
+
+
+_LOCK_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_interrupted(signum, frame):
+    raise LockInterrupted(signum)
+
+
+@contextlib.contextmanager
+def locked(device):
+    """Lock the state table for the body; always unlock, also on exceptions and SIGTERM/SIGINT/SIGHUP.
+
+    The signals are turned into LockInterrupted for the duration; after the
+    unlock the previous handlers are restored and the signal is delivered
+    again to them, so the process ends (or not) as it would have.
+    """
+    previous = {}
+    try:
+        for signum in _LOCK_SIGNALS:
+            previous[signum] = signal.signal(signum, _raise_interrupted)
+    except ValueError:          # not the main thread: signals cannot be caught here
+        pass
+    try:
+        try:
+            device.set_lock(True)
+            try:
+                yield device
+            finally:
+                blocked = hasattr(signal, "pthread_sigmask")
+                if blocked:
+                    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _LOCK_SIGNALS)
+                try:
+                    device.set_lock(False)
+                finally:
+                    if blocked:
+                        for signum, handler in previous.items():
+                            signal.signal(signum, handler)
+                        previous = {}
+                        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    except LockInterrupted as exc:
+        os.kill(os.getpid(), exc.signum)
+        raise
