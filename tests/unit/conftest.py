@@ -1,0 +1,28 @@
+"""Shared fixtures: the pf emulator (tests/pfemu) plugged into the test process."""
+
+import pytest
+
+from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter, make_syscalls
+from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
+from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
+
+
+@pytest.fixture
+def pfemu_router(monkeypatch):
+    """The PfDeviceRouter behind /dev/pf (os.open/os.close/fcntl.ioctl patched); ``.kernel`` is the Kernel."""
+    router = PfDeviceRouter(Kernel(abi=host_abi(), seed=20240601))
+    router.install(monkeypatch)
+    yield router
+    router.close_all()
+
+
+@pytest.fixture
+def pfemu_kernel(pfemu_router):
+    """A Kernel of the host's ABI that answers the ioctls on descriptors of /dev/pf."""
+    return pfemu_router.kernel
+
+
+@pytest.fixture
+def pfemu_syscalls():
+    """Factory: ``pfemu_syscalls(Kernel(abi="ilp32-be"))`` gives Syscalls for a client of that ABI."""
+    return make_syscalls
