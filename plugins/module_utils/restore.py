@@ -34,12 +34,16 @@ import time
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    AF_INET, AF_INET6, FLOATING_IFNAME, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, protocol_name,
+    AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, RECORD_SIZE, inet_ntop, prefix_for, record_count,
+    OFF_EXPIRE, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter, TransformError, rename_interfaces
 
 DEFAULT_CHUNK_SIZE = 1000
 REJECTED_LIST_LIMIT = 100
@@ -536,4 +540,187 @@ def exclusive_restore(path, timeout, clock=time.time, sleep=time.sleep):
         yield
     finally:
         os.close(fd)
+
+
+# --- the whole restore ------------------------------------------------------------
+
+class LoadedDump:
+    """A dump read completely into memory and verified."""
+
+    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, trailing_bytes):
+        self.path = path
+        self.format = fmt
+        self.byte_order = byte_order
+        self.block = block
+        self.header_captured_at = header_captured_at
+        self.mtime = mtime
+        self.trailing_bytes = trailing_bytes
+
+
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
+    """Read and verify every record of a dump (checksums, header, syntax, record fields).
+
+    ``byte_order`` overrides detection for pfs binary files; text files are
+    read in ``text_byte_order`` (the kernel's: pfs prints ids in host order).
+    Raises RestoreError naming the problem; nothing is sent to the kernel.
+    """
+    try:
+        mtime = os.stat(path).st_mtime
+        reader = open_dump(path, None if fmt in (None, "auto") else fmt,
+                           byte_order if byte_order else (text_byte_order if fmt == "pfs-text" else None))
+        if reader.format == "pfs-text" and not byte_order and text_byte_order and reader.byte_order != text_byte_order:
+            reader.close()
+            reader = open_dump(path, "pfs-text", text_byte_order)
+        with reader:
+            block = bytearray()
+            for chunk in reader.blocks(verify=True):
+                block += chunk
+            header = reader.header or {}
+            dump_format, dump_order, trailing = reader.format, reader.byte_order, reader.trailing_bytes
+    except (OSError, IOError) as exc:
+        raise RestoreError("cannot read %s: %s" % (path, exc.strerror or exc))
+    except ValueError as exc:
+        raise RestoreError("refusing to restore %s, nothing was added: %s" % (path, exc))
+    problems = verify_records(block, dump_order)
+    if problems:
+        raise RestoreError("refusing to restore %s, nothing was added: damaged records (wrong byte_order or a corrupt file?): %s"
+                           % (path, "; ".join(problems)))
+    captured = (header.get("metadata") or {}).get("captured_at")
+    try:
+        captured = parse_timestamp(captured) if captured is not None else None
+    except ValueError:
+        captured = None
+    return LoadedDump(path, dump_format, dump_order, block, captured, mtime, trailing)
+
+
+def _state_filter(transforms):
+    filters = (transforms or {}).get("filters")
+    if not filters:
+        return None
+    try:
+        return StateFilter(**filters)
+    except TransformError as exc:
+        raise RestoreError("filters: %s" % exc)
+
+
+@contextmanager
+def _no_context():
+    yield
+
+
+@contextmanager
+def table_lock(device, mode, lease_seconds, lease_file, report):
+    """Lock the table for the body (mode "during"), under a lease so a killed module cannot leave it locked.
+
+    A lock already held under a lease (netbsd.pf.states_lock) is left alone:
+    the restore neither takes nor releases it.
+    """
+    if mode != "during":
+        report["lock"] = {"mode": mode, "taken": False}
+        yield
+        return
+    try:
+        current = lease_view(lease_file)
+        if current.get("locked_by_lease"):
+            report["lock"] = {"mode": mode, "taken": False, "held_by_lease": current.get("token"),
+                              "message": "the table is already locked under the lease in %s; it stays locked" % lease_file}
+            yield
+            return
+        token = arm_lease(lease_file, lease_seconds, device.path, holder="netbsd.pf.states_restore")
+    except LeaseError as exc:
+        raise RestoreError("cannot lock the table safely: %s" % exc)
+    report["lock"] = {"mode": mode, "taken": True, "lease_seconds": lease_seconds}
+    try:
+        with locked(device):
+            yield
+    finally:
+        try:
+            release_lease(lease_file, token)
+        except LeaseError as exc:
+            report.setdefault("warnings", []).append("the table is unlocked but the lease was not released: %s" % exc)
+
+
+def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
+                 on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
+                 lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
+                 check_mode=False, device_path="/dev/pf", now=None):
+    """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
+
+    Raises RestoreError (with ``report`` when counts are known) for refusals
+    and aborts; PfError escapes only for device problems outside the add path.
+    """
+    report = {"warnings": []}
+    kernel_order = Abi.host().byte_order
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order)
+    now = time.time() if now is None else now
+    try:
+        captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
+    except ValueError as exc:
+        raise RestoreError("captured_at: %s" % exc)
+    age_seconds, age_source, capture_time = resolve_age(age, now, captured_option, dump.header_captured_at, source_mtime, dump.mtime)
+    if capture_time is not None and capture_time > now + 1:
+        report["warnings"].append("the capture time (%s) lies in the future of this host's clock; states were not aged" % age_source)
+    if age == "auto" and age_source == "file mtime":
+        report["warnings"].append("ageing by the modification time of %s (no capture time in the file, no captured_at): "
+                                  "if the file was copied without keeping its mtime, states were aged too little" % path)
+    state_filter = _state_filter(transforms)
+    rename = (transforms or {}).get("rename")
+    block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
+    report.update({
+        "path": path, "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
+        "age_seconds": age_seconds, "age_source": age_source, "captured_at": capture_time,
+        "mss_fixed": bool(fix_mss and kernel_order == "little"),
+    })
+    if dump.trailing_bytes:
+        report["warnings"].append("%d bytes after the last record of %s were ignored (as pfs does)" % (dump.trailing_bytes, path))
+
+    serialized = _no_context() if check_mode else exclusive_restore(
+        restore_lock_file or default_restore_lock_file(lease_file), restore_lock_timeout)
+    with serialized:
+        try:
+            device = PfDevice(device_path, writable=not check_mode)
+        except PfError as exc:
+            raise RestoreError(str(exc))
+        with device:
+            with (table_lock(device, lock, lease, lease_file, report) if not check_mode else _no_context()):
+                if check_mode:
+                    report["lock"] = {"mode": lock, "taken": False}
+                report.update(_restore_into(device, block, kernel_order, state_filter, rename, age_seconds,
+                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode))
+    return report
+
+
+def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds, on_conflict, limit_policy,
+                  chunk_size, fix_mss, check_mode):
+    try:
+        live_block = device.get_states()
+        status = device.get_status()
+        state_limit = device.get_limit(PF_LIMIT_STATES)
+    except PfError as exc:
+        raise RestoreError("cannot read the state table: %s" % exc)
+    room = state_limit - status["states"]
+    plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
+    if fix_mss and kernel_order == "little":
+        swap_mss(plan.block, plan.to_add)
+    before = summarize_views(plan.live_views)
+    result = {"state_limit": state_limit, "states_before": status["states"]}
+    if check_mode:
+        plan.outcome.add("restored", len(plan.to_add))
+        added_views = plan.to_add
+        result.update(add_calls=0, add_failures=0, states_after=status["states"] + len(plan.to_add))
+    else:
+        restorer = Restorer(device, plan, kernel_order, chunk_size, state_limit)
+        try:
+            restorer.add()
+        except PfError as exc:      # re-reading the table after a failed chunk
+            raise RestoreError("lost track of the restore after a failed chunk: %s" % exc, plan.outcome.as_dict())
+        added_views = restorer.restored_views
+        result.update(add_calls=restorer.calls, add_failures=restorer.failures, states_after=device.get_status()["states"])
+    if not plan.outcome.balanced():
+        raise RestoreError("internal accounting error: %r does not add up to %d" % (plan.outcome.counts, plan.outcome.total),
+                           plan.outcome.as_dict())
+    result.update(plan.outcome.as_dict())
+    result["summary_before"] = before
+    result["summary_after"] = merged_counts(before, added_views)
+    return result
 
