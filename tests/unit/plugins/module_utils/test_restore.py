@@ -1,0 +1,331 @@
+"""The restore engine against the in-process pf emulator (tests/pfemu): every state in exactly one bucket."""
+
+import errno
+import fcntl
+import os
+import struct
+import sys
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils import restore as restore_mod
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
+    RestoreError, default_restore_lock_file, exclusive_restore, parse_timestamp, resolve_age, restore_file,
+)
+
+ORDER = sys.byteorder
+CODEC = StateCodec(ORDER)
+CREATORID = 0x0BADCAFE
+BUCKETS = ("restored", "already_present", "rejected", "expired", "filtered")
+
+
+# --- helpers shared with test_flush and the module tests ------------------------------
+
+def make_state(n, proto=6, ifname="all", direction=2, expire=3600, timeout=2, mss=1460, ident=True,
+               lan=None, ext=None, gwy=None, af=2):
+    """A state numbered n (TCP ESTABLISHED by default): unique id and lan host, same ext host."""
+    lan_addr, lan_port = lan or ("10.%d.%d.%d" % (n >> 16 & 255, n >> 8 & 255, n & 255), 1024 + n % 60000)
+    ext_addr, ext_port = ext or ("203.0.113.5", 443)
+    gwy_addr, gwy_port = gwy or (lan_addr, lan_port)
+
+    def addr(text):
+        return bytes(int(part) for part in text.split(".")) + bytes(12)
+
+    fields = dict(
+        id=(n + 1).to_bytes(8, "big") if ident else bytes(8),
+        ifname=ifname.encode("ascii"),
+        lan_addr=addr(lan_addr), lan_port=struct.pack(">H", lan_port),
+        gwy_addr=addr(gwy_addr), gwy_port=struct.pack(">H", gwy_port),
+        ext_addr=addr(ext_addr), ext_port=struct.pack(">H", ext_port),
+        src_seqlo=1000 + n, src_seqhi=66536 + n, src_max_win=4096, src_mss=mss, src_state=4, src_wscale=7,
+        dst_seqlo=5000 + n, dst_seqhi=70536 + n, dst_max_win=2048, dst_mss=mss, dst_state=4, dst_wscale=7,
+        rt_addr=bytes(16), rule=7, anchor=0xFFFFFFFF, nat_rule=0xFFFFFFFF, creation=120, expire=expire,
+        packets0_lo=10, bytes0_lo=1000, creatorid=CREATORID if ident else 0, af=af, proto=proto,
+        direction=direction, timeout=timeout,
+    )
+    return CODEC.from_dict(fields)
+
+
+def write_states(path, records, fmt="pfs-binary", metadata=None):
+    write_dump(str(path), fmt, [b"".join(records)], ORDER, metadata=metadata)
+    return str(path)
+
+
+def table():
+    """The live table as field dicts, in kernel order."""
+    with PfDevice() as device:
+        block = bytes(device.get_states())
+    return [CODEC.to_dict(block[i:i + RECORD_SIZE]) for i in range(0, len(block), RECORD_SIZE)]
+
+
+def add_directly(records):
+    """States put in by someone else (one DIOCADDSTATES per record)."""
+    with PfDevice(writable=True) as device:
+        for record in records:
+            device.add_states(record)
+
+
+def restore(path, tmp_path, **options):
+    options.setdefault("lease_file", str(tmp_path / "lease"))
+    options.setdefault("age", "none")
+    return restore_file(str(path), **options)
+
+
+def assert_balanced(report, total):
+    assert report["total"] == total
+    assert sum(report[bucket] for bucket in BUCKETS) == total
+
+
+# --- the plain cases -------------------------------------------------------------------------
+
+def test_restore_into_empty_table(pfemu_kernel, tmp_path):
+    records = [make_state(n) for n in range(25)]
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path)
+    assert_balanced(report, 25)
+    assert report["restored"] == 25
+    live = table()
+    assert [state["id"] for state in live] == [CODEC.to_dict(r)["id"] for r in records]   # array order kept
+    assert all(state["rule"] == 0xFFFFFFFF for state in live)                              # default rule, as NetBSD
+    assert pfemu_kernel.lock is False
+
+
+def test_restore_twice_is_idempotent(pfemu_kernel, tmp_path):
+    path = write_states(tmp_path / "d.bin", [make_state(n) for n in range(10)])
+    restore(path, tmp_path)
+    second = restore(path, tmp_path)
+    assert_balanced(second, 10)
+    assert (second["restored"], second["already_present"], second["rejected"]) == (0, 10, 0)
+    assert second["add_calls"] == 0
+    assert len(table()) == 10
+
+
+def test_restore_into_table_holding_some(pfemu_kernel, tmp_path):
+    records = [make_state(n) for n in range(12)]
+    add_directly(records[3:6])
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=4)
+    assert_balanced(report, 12)
+    assert (report["restored"], report["already_present"], report["add_failures"]) == (9, 3, 0)
+    assert len(table()) == 12
+
+
+def test_conflicts_are_predicted_not_discovered(pfemu_kernel, tmp_path):
+    records = [make_state(n) for n in range(6)]
+    # Same connection key with another id (the client reconnected), and a NAT ext/gwy collision.
+    add_directly([make_state(100, lan=("10.0.0.1", 1025)),
+                  make_state(101, lan=("192.168.9.9", 5000), gwy=("10.0.0.3", 1027))])
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path)
+    assert_balanced(report, 6)
+    assert (report["restored"], report["rejected"], report["add_failures"]) == (4, 2, 0)
+    assert sorted(item["record"] for item in report["rejected_states"]) == [2, 4]
+    assert {item["category"] for item in report["rejected_states"]} == {"conflict"}
+
+
+def test_on_conflict_fail_adds_nothing(pfemu_kernel, tmp_path):
+    add_directly([make_state(100, lan=("10.0.0.1", 1025))])
+    with pytest.raises(RestoreError, match="1 states conflict.*record 2"):
+        restore(write_states(tmp_path / "d.bin", [make_state(n) for n in range(5)]), tmp_path, on_conflict="fail")
+    assert len(table()) == 1
+    assert pfemu_kernel.lock is False
+
+
+# --- the ENOMEM path: states the prediction did not know about ------------------------------------
+
+@pytest.mark.parametrize("positions", [(0,), (2,), (4,), (0, 2, 4), (0, 1, 2, 3, 4)])
+def test_failed_chunk_is_settled_exactly(pfemu_kernel, tmp_path, monkeypatch, positions):
+    """Rivals appear between the prediction and the add at given positions of every 5-record chunk."""
+    records = [make_state(n) for n in range(15)]
+    rivals = [n for n in range(15) if n % 5 in positions]
+    real_plan = restore_mod.plan_restore
+
+    def plan_then_race(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        add_directly([make_state(1000 + n, lan=("10.0.0.%d" % n, 1024 + n)) for n in rivals])
+        return plan
+
+    monkeypatch.setattr(restore_mod, "plan_restore", plan_then_race)
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=5)
+    assert_balanced(report, 15)
+    assert report["rejected"] == len(rivals)
+    assert report["restored"] == 15 - len(rivals)
+    assert report["add_failures"] == len(rivals)
+    assert sorted(item["record"] - 1 for item in report["rejected_states"]) == rivals
+    assert all(item["category"] == "conflict" and "appeared during the restore" in item["reason"]
+               for item in report["rejected_states"])
+    restored_ids = set(state["id"] for state in table())
+    for n, record in enumerate(records):
+        assert (CODEC.to_dict(record)["id"] in restored_ids) == (n not in rivals)
+
+
+def test_injected_enomem_rejects_first_record_only(pfemu_kernel, tmp_path):
+    pfemu_kernel.inject_fault("DIOCADDSTATES", 2, errno.ENOMEM)
+    report = restore(write_states(tmp_path / "d.bin", [make_state(n) for n in range(9)]), tmp_path, chunk_size=3)
+    assert_balanced(report, 9)
+    assert (report["restored"], report["rejected"]) == (8, 1)
+    assert report["rejected_states"][0]["record"] == 4
+    assert report["rejected_states"][0]["category"] == "memory"
+
+
+def test_states_without_identity_travel_alone(pfemu_kernel, tmp_path):
+    records = [make_state(n, ident=n not in (3, 4)) for n in range(7)]
+    first = restore(write_states(tmp_path / "d.bin", records), tmp_path)
+    assert first["restored"] == 7
+    assert first["add_calls"] == 4          # [0, 1, 2], [3], [4], [5, 6]
+    second = restore(str(tmp_path / "d.bin"), tmp_path)
+    assert (second["restored"], second["already_present"]) == (0, 7)
+
+
+# --- limit, ageing, damage, mss ---------------------------------------------------------------------
+
+def test_state_limit_refuse(pfemu_kernel, tmp_path):
+    pfemu_kernel.state_limit = 8
+    add_directly([make_state(500 + n, lan=("172.16.0.%d" % n, 999)) for n in range(3)])
+    with pytest.raises(RestoreError, match="room for 5"):
+        restore(write_states(tmp_path / "d.bin", [make_state(n) for n in range(6)]), tmp_path)
+    assert len(table()) == 3
+
+
+def test_state_limit_fit_by_priority(pfemu_kernel, tmp_path):
+    pfemu_kernel.state_limit = 4
+    records = [
+        make_state(0, proto=1, timeout=9, expire=15),      # icmp: last
+        make_state(1, proto=17, timeout=8, expire=50),     # udp
+        make_state(2, timeout=3, expire=800),              # tcp closing
+        make_state(3, timeout=2, expire=100),              # tcp established, shorter
+        make_state(4, timeout=2, expire=80000),            # tcp established, longer
+        make_state(5, proto=47, timeout=13, expire=40),    # gre: other
+    ]
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, limit_policy="fit")
+    assert_balanced(report, 6)
+    assert report["restored"] == 4
+    assert sorted(item["record"] for item in report["rejected_states"]) == [1, 6]
+    assert report["rejected_by_reason"] == {"state limit": 2}
+    # Insertion order is the file's order, not the priority order.
+    assert [state["id"] for state in table()] == [CODEC.to_dict(records[n])["id"] for n in (1, 2, 3, 4)]
+
+
+def test_expired_states_are_dropped_never_sent_with_zero(pfemu_kernel, tmp_path):
+    records = [make_state(0, expire=0), make_state(1, expire=30), make_state(2, expire=3600)]
+    path = write_states(tmp_path / "d.bin", records)
+    report = restore(path, tmp_path, age=60)
+    assert_balanced(report, 3)
+    assert (report["restored"], report["expired"]) == (1, 2)
+    (state,) = table()
+    assert state["expire"] == 3540
+
+
+def test_age_auto_uses_native_capture_time(pfemu_kernel, tmp_path):
+    import time
+    path = write_states(tmp_path / "d.pfstate", [make_state(0, expire=100), make_state(1, expire=5000)], fmt="native",
+                        metadata={"captured_at": time.time() - 200})
+    report = restore(path, tmp_path, age="auto")
+    assert report["age_source"] == "header"
+    assert 199 <= report["age_seconds"] <= 202
+    assert (report["restored"], report["expired"]) == (1, 1)
+    assert 4798 <= table()[0]["expire"] <= 4801
+
+
+def test_age_sources_in_order():
+    assert resolve_age("auto", 1000, captured_at=900, header_captured_at=800) == (100, "captured_at", 900)
+    assert resolve_age("auto", 1000, header_captured_at=800, file_mtime=990) == (200, "header", 800)
+    assert resolve_age("auto", 1000, source_mtime=950, file_mtime=990) == (50, "controller file mtime", 950)
+    assert resolve_age("auto", 1000, file_mtime=990) == (10, "file mtime", 990)
+    assert resolve_age("auto", 1000, file_mtime=2000)[0] == 0
+    assert resolve_age("none", 1000, captured_at=1) == (0, "none", None)
+    assert resolve_age("45", 1000) == (45, "option", None)
+    assert parse_timestamp("2024-05-01T12:30:00Z") == 1714566600
+    assert parse_timestamp("2024-05-01T14:30:00+02:00") == 1714566600
+    assert parse_timestamp("1714566600") == 1714566600
+    with pytest.raises(ValueError):
+        parse_timestamp("yesterday")
+
+
+def test_corrupted_native_file_is_refused_with_nothing_added(pfemu_kernel, tmp_path):
+    path = write_states(tmp_path / "d.pfstate", [make_state(n) for n in range(20)], fmt="native")
+    data = bytearray(open(path, "rb").read())
+    data[-7] ^= 0x40
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(RestoreError, match="nothing was added"):
+        restore(path, tmp_path)
+    assert table() == []
+
+
+def test_damaged_record_is_refused_with_nothing_added(pfemu_kernel, tmp_path):
+    records = [make_state(n) for n in range(5)]
+    records[3] = make_state(3, timeout=21)
+    with pytest.raises(RestoreError, match="record 4: timeout index 21"):
+        restore(write_states(tmp_path / "d.bin", records), tmp_path)
+    assert table() == []
+
+
+@pytest.mark.skipif(sys.byteorder != "little", reason="the mss swap only happens on little-endian kernels")
+@pytest.mark.parametrize("fix_mss, expected", [(True, 1460), (False, 46085)])
+def test_mss_survives_the_round_trip(pfemu_kernel, tmp_path, fix_mss, expected):
+    report = restore(write_states(tmp_path / "d.bin", [make_state(0, mss=1460)]), tmp_path, fix_mss=fix_mss)
+    assert report["mss_fixed"] is fix_mss
+    (state,) = table()
+    assert (state["src_mss"], state["dst_mss"]) == (expected, expected)
+
+
+def test_filters_and_rename(pfemu_kernel, tmp_path):
+    records = [make_state(0, ifname="wm0"), make_state(1, proto=17, timeout=8, ifname="wm0"), make_state(2, ifname="re0")]
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path,
+                     transforms={"filters": {"protocols": [6]}, "rename": {"wm0": "ixg0"}})
+    assert_balanced(report, 3)
+    assert (report["restored"], report["filtered"]) == (2, 1)
+    assert sorted(state["ifname"].rstrip(b"\0") for state in table()) == [b"ixg0", b"re0"]
+
+
+# --- check mode, lock, serialisation ----------------------------------------------------------------
+
+def test_check_mode_predicts_the_real_counts(pfemu_kernel, tmp_path):
+    pfemu_kernel.state_limit = 12
+    records = [make_state(n, expire=10 if n % 7 == 0 else 900) for n in range(16)]
+    add_directly(records[1:3] + [make_state(300, lan=("10.0.0.5", 1029))])
+    path = write_states(tmp_path / "d.bin", records)
+    predicted = restore(path, tmp_path, check_mode=True, age=20, limit_policy="fit")
+    assert len(table()) == 3
+    assert not os.path.exists(default_restore_lock_file(str(tmp_path / "lease")))
+    actual = restore(path, tmp_path, age=20, limit_policy="fit")
+    for key in BUCKETS + ("total", "rejected_by_reason"):
+        assert predicted[key] == actual[key], key
+    assert predicted["summary_after"] == actual["summary_after"]
+
+
+def test_lock_is_held_during_the_add_and_released(pfemu_kernel, tmp_path, monkeypatch):
+    seen = []
+    real_add = PfDevice.add_states
+
+    def spy(self, block, *args, **kwargs):
+        seen.append(pfemu_kernel.lock)
+        return real_add(self, block, *args, **kwargs)
+
+    monkeypatch.setattr(PfDevice, "add_states", spy)
+    report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path)
+    assert seen == [True]
+    assert pfemu_kernel.lock is False
+    assert report["lock"]["taken"] is True
+    assert read_lease(str(tmp_path / "lease"))["state"] == "released"
+
+
+def test_lock_none_leaves_the_table_alone(pfemu_kernel, tmp_path):
+    report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path, lock="none")
+    assert report["lock"] == {"mode": "none", "taken": False}
+    assert not os.path.exists(str(tmp_path / "lease"))
+
+
+def test_concurrent_restore_is_refused_after_timeout(pfemu_kernel, tmp_path):
+    path = write_states(tmp_path / "d.bin", [make_state(0)])
+    lock_path = default_restore_lock_file(str(tmp_path / "lease"))
+    with exclusive_restore(lock_path, 0):
+        with pytest.raises(RestoreError, match=r"another restore \(pid %d\)" % os.getpid()):
+            restore(path, tmp_path, restore_lock_timeout=0)
+    assert table() == []
+    fd = os.open(lock_path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released afterwards
+    finally:
+        os.close(fd)
