@@ -1,0 +1,404 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``pfstate`` command: save, restore, show and convert the pf state table by hand.
+
+An everyday replacement for pfs(8) built on the same code as the modules, with
+what pfs lacks: a self-checking file format (pfs binary and text are read and
+written too), restores that skip states already in the table and account for
+every record, ageing by the time since the capture, and a state lock that is
+never left behind: every lock is taken under a lease (a detached watchdog
+unlocks the table when it runs out) and a failing command unlocks at once.
+
+``main(argv)`` returns the exit status:
+
+* 0  success (also a restore skipped on purpose by ``--max-age``)
+* 1  failure (device, file or kernel error); the message says what to do
+* 2  usage error
+* 3  restore finished but the kernel refused some states (listed on stderr)
+
+The reboot role installs this module with the rest of module_utils and a
+three-line launcher as ``pfstate``; the rc.d script of the same role calls
+``pfstate restore`` at boot and ``pfstate dump --lock hold`` at shutdown.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE, Abi
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
+    FORMATS, NATIVE, PFS_TEXT, DumpFormatError, open_dump, write_dump,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block
+from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count, swap_records
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
+    RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter, TransformError
+
+PROG = "pfstate"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+DEFAULT_DEVICE = "/dev/pf"
+STDOUT = "-"
+
+
+class CommandError(Exception):
+    """An expected failure: printed as ``pfstate: message``, exit status 1."""
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwind (and unlock) like for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated(signum)
+
+
+# --- dump -------------------------------------------------------------------------------
+
+def _state_filter(args):
+    criteria = dict(interfaces=args.interface or None, protocols=args.proto or None,
+                    address_family=args.family, networks=args.network or None, ports=args.port or None)
+    try:
+        state_filter = StateFilter(**criteria)
+    except TransformError as exc:
+        raise CommandError("bad filter: %s" % exc)
+    return state_filter if state_filter.active else None
+
+
+def _select(block, state_filter):
+    if state_filter is None:
+        return block
+    view = memoryview(block)
+    return b"".join(view[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
+                    for index, keep in enumerate(state_filter.mask(block)) if keep)
+
+
+def cmd_dump(args):
+    if args.file == STDOUT and args.format != PFS_TEXT:
+        raise CommandError("only the pfs-text format can be written to standard output (-F pfs-text)")
+    if args.lock == "hold" and not args.lease:
+        raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
+    state_filter = _state_filter(args)
+    byte_order = Abi.host().byte_order
+    token = None
+    locked_at = None
+    with PfDevice(args.device) as device:
+        try:
+            if args.lock != "none":
+                token = arm_lease(args.lease_file, args.lease, args.device, holder=PROG)
+                device.set_lock(True)
+                locked_at = time.time()
+            block = bytes(device.get_states())
+            if args.lock == "during":
+                _unlock(device, args.lease_file, token)
+                token = None
+            block = _select(block, state_filter)
+            if args.file == STDOUT:
+                sys.stdout.write(format_block(block, byte_order))
+                sys.stdout.flush()
+                count, size = record_count(block), None
+            else:
+                metadata = {"captured_at": time.time(), "hostname": socket.gethostname(), "tool": PROG,
+                            "filtered": state_filter is not None}
+                size, _digest, count = write_dump(args.file, args.format, [block], byte_order, count=record_count(block),
+                                                  metadata=metadata)
+        except BaseException:
+            if token is not None:
+                _unlock(device, args.lease_file, token)
+            raise
+    lock_seconds = time.time() - locked_at if locked_at and args.lock == "during" else None
+    if args.file != STDOUT:
+        _say(args, "%d states written to %s (%s, %d bytes)%s" % (
+            count, args.file, args.format, size, "" if lock_seconds is None else ", table locked for %.3f s" % lock_seconds))
+    if args.lock == "hold":
+        _say(args, "the state table stays locked; the lease unlocks it in %d s unless the host reboots first "
+                   "(pfstate unlock ends it now)" % args.lease, always=True)
+    return EXIT_OK
+
+
+def _unlock(device, lease_file, token):
+    try:
+        device.set_lock(False)
+    finally:
+        release_lease(lease_file, token)
+
+
+# --- restore ------------------------------------------------------------------------------
+
+def _rename_map(pairs):
+    mapping = {}
+    for pair in pairs or ():
+        old, sep, new = pair.partition("=")
+        if not sep or not old or not new:
+            raise CommandError("--rename takes OLD=NEW (interface names), not %r" % pair)
+        mapping[old] = new
+    return mapping or None
+
+
+def cmd_restore(args):
+    if args.max_age is not None:
+        dump = load_dump(args.file, args.format)
+        _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
+                                                 file_mtime=dump.mtime)
+        if captured is not None and time.time() - captured > args.max_age:
+            _say(args, "not restoring %s: captured %d s ago (%s), more than --max-age %d s"
+                 % (args.file, time.time() - captured, source, args.max_age), always=True)
+            return EXIT_OK
+    filters = None
+    if args.interface or args.proto or args.family or args.network or args.port:
+        filters = dict((key, value) for key, value in (
+            ("interfaces", args.interface), ("protocols", args.proto), ("address_family", args.family),
+            ("networks", args.network), ("ports", args.port)) if value)
+    report = restore_file(
+        args.file, fmt=args.format, byte_order=args.byte_order,
+        transforms={"filters": filters, "rename": _rename_map(args.rename)},
+        age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
+        lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
+    for warning in report.get("warnings", ()):
+        _warn(warning)
+    _say(args, "%s%d restored, %d already present, %d rejected, %d expired, %d filtered out of %d states in %s (aged %d s)" % (
+        "would be: " if args.dry_run else "", report["restored"], report["already_present"], report["rejected"],
+        report["expired"], report["filtered"], report["total"], args.file, report["age_seconds"]))
+    for rejected in report.get("rejected_states", ()):
+        _warn("rejected record %d (%s): %s" % (rejected["record"], rejected["state"], rejected["reason"]))
+    if report.get("rejected_states_truncated"):
+        _warn("more rejected states not listed")
+    return EXIT_INCOMPLETE if report["rejected"] else EXIT_OK
+
+
+# --- show, convert, lock, unlock ---------------------------------------------------------------
+
+def cmd_show(args):
+    if args.file:
+        with open_dump(args.file, args.format, args.byte_order) as reader:
+            block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
+            info = {"file": args.file, "format": reader.format, "byte_order": reader.byte_order,
+                    "states": record_count(block)}
+            metadata = (reader.header or {}).get("metadata") or {}
+            for key in ("captured_at", "hostname"):
+                if key in metadata:
+                    info[key] = metadata[key]
+        byte_order = info["byte_order"]
+    else:
+        byte_order = Abi.host().byte_order
+        with PfDevice(args.device) as device:
+            block = bytes(device.get_states())
+            status = device.get_status()
+            info = {"device": args.device, "byte_order": byte_order, "states": record_count(block),
+                    "running": status["running"], "state_limit": device.get_limit(),
+                    "lock": lease_view(args.lease_file)}
+    if args.list:
+        sys.stdout.write(format_block(block, byte_order))
+        return EXIT_OK
+    counts = summarize_views(state_views(block, byte_order))
+    if args.json:
+        info["by_interface_protocol"] = dict(("%s %s" % key, count) for key, count in sorted(counts.items()))
+        print(json.dumps(info, indent=2, sort_keys=True, default=str))
+        return EXIT_OK
+    for key in sorted(info):
+        if key == "lock":
+            lock = info[key]
+            print("lock: %s" % ("held under lease %s (%s s left)" % (lock.get("token"), lock.get("remaining_seconds"))
+                                if lock.get("locked_by_lease") else lock.get("message") or lock.get("state")))
+        elif key == "captured_at":
+            print("captured_at: %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info[key]))))
+        else:
+            print("%s: %s" % (key, info[key]))
+    for (ifname, proto), count in sorted(counts.items()):
+        print("  %-16s %-10s %8d" % (ifname, proto, count))
+    return EXIT_OK
+
+
+def cmd_convert(args):
+    with open_dump(args.source, args.from_format, args.byte_order) as reader:
+        source_order = reader.byte_order
+        target_order = args.to_byte_order or source_order
+        block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
+        metadata = dict(((reader.header or {}).get("metadata") or {}))
+    if target_order != source_order:
+        block = swap_records(block, source_order, target_order)
+    metadata.setdefault("converted_from", {"format": reader.format, "byte_order": source_order})
+    if args.dest == STDOUT:
+        if args.format != PFS_TEXT:
+            raise CommandError("only the pfs-text format can be written to standard output (-F pfs-text)")
+        sys.stdout.write(format_block(block, target_order))
+        return EXIT_OK
+    size, _digest, count = write_dump(args.dest, args.format, [block], target_order, count=record_count(block),
+                                      metadata=metadata)
+    _say(args, "%d states converted from %s (%s-endian) to %s (%s, %s-endian, %d bytes)" % (
+        count, args.source, source_order, args.dest, args.format, target_order, size))
+    return EXIT_OK
+
+
+def cmd_lock(args):
+    if not args.lease:
+        raise CommandError("refusing to lock without a lease (--lease SECONDS > 0): nothing would ever unlock the table")
+    with PfDevice(args.device) as device:
+        token = arm_lease(args.lease_file, args.lease, args.device, holder=PROG)
+        try:
+            device.set_lock(True)
+        except BaseException:
+            release_lease(args.lease_file, token)
+            raise
+    _say(args, "state table locked; the lease unlocks it in %d s (pfstate unlock ends it now)" % args.lease)
+    return EXIT_OK
+
+
+def cmd_unlock(args):
+    with PfDevice(args.device) as device:
+        device.set_lock(False)
+    try:
+        released = release_lease(args.lease_file)
+    except LeaseError as exc:
+        _warn("the table is unlocked, but the lease in %s could not be released: %s" % (args.lease_file, exc))
+        released = False
+    _say(args, "state table unlocked%s" % ("; lease released" if released else ""))
+    return EXIT_OK
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _say(args, message, always=False):
+    if always or not args.quiet:
+        print(message, file=sys.stderr if always else sys.stdout)
+
+
+def _warn(message):
+    print("%s: warning: %s" % (PROG, message), file=sys.stderr)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _add_filter_options(parser):
+    group = parser.add_argument_group("state selection (every given criterion must match)")
+    group.add_argument("-i", "--interface", action="append", metavar="IF", help="interface name (repeatable); floating states are on 'all'")
+    group.add_argument("-p", "--proto", action="append", metavar="PROTO", help="protocol name or number (repeatable)")
+    group.add_argument("--family", choices=("inet", "inet6"), help="address family")
+    group.add_argument("--network", action="append", metavar="CIDR", help="network matched against lan, gwy or ext (repeatable)")
+    group.add_argument("--port", action="append", type=int, metavar="PORT", help="port of lan, gwy or ext (repeatable)")
+
+
+def _add_lease_options(parser):
+    parser.add_argument("--lease", type=_positive_int, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
+                        help="a watchdog unlocks the table after this many seconds (default %(default)s)")
+    parser.add_argument("--lease-file", default=DEFAULT_LEASE_FILE, metavar="FILE",
+                        help="lease record shared with the netbsd.pf modules (default %(default)s)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Save, restore, show and convert the pf(4) state table of NetBSD (a pfs(8) replacement).",
+        epilog="Exit status: 0 success, 1 failure, 2 usage error, 3 restore with states refused by the kernel.")
+    parser.add_argument("-d", "--device", default=DEFAULT_DEVICE, help="pf device (default %(default)s)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    dump = commands.add_parser("dump", help="write the state table to a file (like pfs -W)")
+    dump.add_argument("file", help="output file, or - for pfs text on standard output")
+    dump.add_argument("-F", "--format", choices=FORMATS, default=NATIVE, help="file format (default %(default)s)")
+    dump.add_argument("-L", "--lock", choices=("during", "hold", "none"), default="during",
+                      help="lock the table while reading it (during, the default), keep it locked for a reboot "
+                           "that follows (hold, needs a lease), or not at all (none)")
+    _add_lease_options(dump)
+    _add_filter_options(dump)
+    dump.set_defaults(handler=cmd_dump)
+
+    restore = commands.add_parser("restore", help="add the states of a file to the table (like pfs -R)")
+    restore.add_argument("file")
+    restore.add_argument("-F", "--format", choices=FORMATS, help="file format (default: detected)")
+    restore.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file (default: detected)")
+    restore.add_argument("--age", default="auto", help="seconds to take off every state, auto (time since the capture) or none")
+    restore.add_argument("--max-age", type=_positive_int, metavar="SECONDS",
+                         help="do nothing (exit 0) when the capture is older than this (used at boot)")
+    restore.add_argument("--on-conflict", choices=("skip", "fail"), default="skip",
+                         help="states colliding with different ones in the table: skip them or add nothing")
+    restore.add_argument("--limit-policy", choices=("refuse", "fit"), default="refuse",
+                         help="when the state limit leaves too little room: add nothing, or add the most valuable states")
+    restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
+    restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
+    restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
+    _add_lease_options(restore)
+    _add_filter_options(restore)
+    restore.set_defaults(handler=cmd_restore)
+
+    show = commands.add_parser("show", help="summarise the table or a dump file")
+    show.add_argument("file", nargs="?", help="dump file (default: the live table)")
+    show.add_argument("-F", "--format", choices=FORMATS, help="file format (default: detected)")
+    show.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file")
+    show.add_argument("-l", "--list", action="store_true", help="print every state, as pfs prints them")
+    show.add_argument("--json", action="store_true", help="machine-readable summary")
+    show.add_argument("--lease-file", default=DEFAULT_LEASE_FILE, metavar="FILE", help="lease record to report on")
+    show.set_defaults(handler=cmd_show)
+
+    convert = commands.add_parser("convert", help="rewrite a dump in another format or byte order")
+    convert.add_argument("source")
+    convert.add_argument("dest", help="output file, or - for pfs text on standard output")
+    convert.add_argument("--from-format", choices=FORMATS, help="format of SOURCE (default: detected)")
+    convert.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary SOURCE")
+    convert.add_argument("-F", "--format", choices=FORMATS, default=NATIVE, help="format of DEST (default %(default)s)")
+    convert.add_argument("-T", "--to-byte-order", choices=("little", "big"),
+                         help="byte order of DEST (default: that of SOURCE); the host that restores it must have it")
+    convert.set_defaults(handler=cmd_convert)
+
+    lock = commands.add_parser("lock", help="lock the state table under a lease (like pfs -l, but it cannot be forgotten)")
+    _add_lease_options(lock)
+    lock.set_defaults(handler=cmd_lock)
+
+    unlock = commands.add_parser("unlock", help="unlock the state table and release the lease (like pfs -u)")
+    unlock.add_argument("--lease-file", default=DEFAULT_LEASE_FILE, metavar="FILE", help="lease record to release")
+    unlock.set_defaults(handler=cmd_unlock)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[signum] = signal.signal(signum, _terminate)
+        except ValueError:      # not the main thread (tests): the defaults stay
+            pass
+    try:
+        return args.handler(args)
+    except (CommandError, RestoreError, PfError, DumpFormatError, LeaseError, TransformError) as exc:
+        print("%s: %s" % (PROG, exc), file=sys.stderr)
+        return EXIT_FAILURE
+    except (IOError, OSError) as exc:
+        where = " %s" % exc.filename if getattr(exc, "filename", None) else ""
+        print("%s:%s %s" % (PROG, where, exc.strerror or exc), file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("%s: interrupted" % PROG, file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _Terminated as exc:
+        print("%s: terminated by signal %d" % (PROG, exc.args[0]), file=sys.stderr)
+        return 128 + exc.args[0]
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
