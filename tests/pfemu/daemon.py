@@ -30,10 +30,10 @@ import sys
 import threading
 import time
 
-from .kernel import Kernel
+from .kernel import EmulatorRefusal, Kernel, SystemClock
 from .shim.pfemu_shim import (
-    COUNT, HEADER, MSG_CONTROL, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_OPEN, MSG_RESULT,
-    REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
+    COUNT, MSG_CONTROL, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN, MSG_REFUSED,
+    MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
 )
 
 LOG = logging.getLogger("pfemu.daemon")
@@ -44,10 +44,7 @@ PURGE_INTERVAL = 1.0
 RC_SCRIPT_TIMEOUT = 300
 READAHEAD_START = 64 * 1024
 READAHEAD_MAX = 16 * 1024 * 1024
-
-DIOCGETSTATUS = 0xC1A84415
-PF_STATUS_SIZE = 424
-PF_STATUS_TAIL = struct.Struct("=IIIIII")   # running, states, src_nodes, since, debug, hostid at offset 368
+REFUSALS_KEPT = 20
 
 
 class ClientGone(Exception):
@@ -143,8 +140,8 @@ class EmulatedHost(object):
         self.netns = netns
         # Serialises the kernel model like pf_consistency_lock plus the big kernel lock.
         self.kernel_lock = threading.Lock()
-        self.generation = 0
         self.rebooting = False
+        self.refusals = []
         self.sessions = {}
         self.sessions_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -178,24 +175,23 @@ class EmulatedHost(object):
 
     # status ------------------------------------------------------------------
     def status(self):
-        """What the kernel would answer to DIOCGETSTATUS, plus emulator knobs."""
-        status = bytearray(PF_STATUS_SIZE)
+        """What DIOCGETSTATUS would say, plus the emulator's knobs and its refusals."""
+        kernel = self.kernel
         with self.kernel_lock:
-            handle = self.kernel.open(os.O_RDONLY)
-            try:
-                self.kernel.ioctl(handle, DIOCGETSTATUS, status, None)
-            finally:
-                self.kernel.close(handle)
-            running, states, src_nodes, since, debug, hostid = PF_STATUS_TAIL.unpack_from(status, 368)
             answer = {
-                "running": bool(running), "states": states, "src_nodes": src_nodes, "since": since,
-                "debug": debug, "hostid": hostid, "state_limit": self.kernel.state_limit,
-                "lock": bool(self.kernel.lock), "securelevel": getattr(self.kernel, "securelevel", None),
-                "boot_time": self.kernel.boot_time, "now": self.kernel.clock.now(),
+                "running": kernel.running, "states": kernel.states, "hostid": kernel.hostid,
+                "state_limit": kernel.state_limit, "lock": kernel.lock, "securelevel": kernel.securelevel,
+                "boot_time": kernel.boot_time, "now": kernel.clock.now(), "abi": kernel.abi,
+                "panicked": kernel.panicked,
             }
-        answer.update(generation=self.generation, rebooting=self.rebooting, sessions=len(self.sessions),
+        answer.update(rebooting=self.rebooting, sessions=len(self.sessions), refusals=list(self.refusals),
                       pid=os.getpid(), socket=os.path.join(self.run_dir, SOCKET_NAME))
         return answer
+
+    def record_refusal(self, refusal):
+        """The client did something that would crash or corrupt a real kernel: keep it for the tests."""
+        LOG.error("refused: %s", refusal)
+        self.refusals = (self.refusals + ["%s: %s" % (type(refusal).__name__, refusal)])[-REFUSALS_KEPT:]
 
     # reboot ------------------------------------------------------------------
     def schedule_reboot(self, delay):
@@ -216,7 +212,6 @@ class EmulatedHost(object):
         self._set_link("down")
         with self.kernel_lock:
             self.kernel.reboot()
-            self.generation += 1
         self._kill_session_holders()
         self.run_rc_scripts()
         self.publish_boot_time()
@@ -302,7 +297,7 @@ class Session(socketserver.BaseRequestHandler):
     peer_pid = None
     handle = None
 
-    def handle(self):  # noqa: C901 - one dispatch loop
+    def handle(self):
         host = self.server.host
         sock = self.request
         try:
@@ -311,59 +306,62 @@ class Session(socketserver.BaseRequestHandler):
             return
         if kind == MSG_CONTROL:
             self._control(host, sock, recv_exact(sock, b))
-            return
-        if kind != MSG_OPEN:
-            return
-        self.peer_pid = _peer_pid(sock)
-        generation = host.generation
-        with host.kernel_lock:
-            try:
-                self.handle = host.kernel.open(int(a))
-                error = 0
-            except OSError as failure:
-                error = failure.errno or errno.ENXIO
-        send_message(sock, MSG_RESULT, error)
-        if error:
-            return
-        host.register(self)
-        try:
-            self._serve_ioctls(host, sock, generation)
-        finally:
-            host.unregister(self)
-            with host.kernel_lock:
-                if host.generation == generation:
-                    host.kernel.close(self.handle)
+        elif kind == MSG_OPEN:
+            self.peer_pid = _peer_pid(sock)
+            if self._open(host, sock, int(a)):
+                host.register(self)
+                try:
+                    self._serve_ioctls(host, sock)
+                finally:
+                    host.unregister(self)
+                    with host.kernel_lock:
+                        try:
+                            host.kernel.close(self.handle)
+                        except (OSError, EmulatorRefusal):
+                            pass   # opened before a reboot or a panic: already gone
 
-    def _serve_ioctls(self, host, sock, generation):
+    def _open(self, host, sock, flags):
+        try:
+            with host.kernel_lock:
+                self.handle = host.kernel.open(flags)
+            send_message(sock, MSG_RESULT)
+            return True
+        except OSError as failure:
+            send_message(sock, MSG_RESULT, failure.errno or errno.ENXIO)
+        except EmulatorRefusal as refusal:
+            _refuse(host, sock, refusal)
+        return False
+
+    def _serve_ioctls(self, host, sock):
         while True:
             try:
-                kind, request, length = recv_header(sock)
-                if kind != MSG_IOCTL:
+                kind, request, value = recv_header(sock)
+                if kind not in (MSG_IOCTL, MSG_IOCTL_ADDRESS):
                     return
+                length = value if kind == MSG_IOCTL else 0
                 payload = recv_exact(sock, length + COUNT.size)
                 (count,) = COUNT.unpack_from(payload, length)
                 payload += recv_exact(sock, count * REGION.size)
             except OSError:
                 return
-            arg = payload[:length]
+            # An integer argument is a user address the kernel copies the struct from and to.
+            arg = payload[:length] if kind == MSG_IOCTL else value
             memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
             try:
                 with host.kernel_lock:
-                    if host.generation != generation:
-                        raise OSError(errno.ENXIO, "the host rebooted since /dev/pf was opened")
                     host.kernel.ioctl(self.handle, request, arg, memory)
-                error = 0
+                if kind == MSG_IOCTL:
+                    send_message(sock, MSG_RESULT, 0, len(arg), arg)
+                else:
+                    send_message(sock, MSG_RESULT)
             except ClientGone:
                 return
             except OSError as failure:
-                error = failure.errno or errno.EIO
-            try:
-                if error:
-                    send_message(sock, MSG_RESULT, error)
-                else:
-                    send_message(sock, MSG_RESULT, 0, len(arg), arg)
-            except OSError:
-                return
+                if not _answer(sock, MSG_RESULT, failure.errno or errno.EIO):
+                    return
+            except EmulatorRefusal as refusal:
+                if not _refuse(host, sock, refusal):
+                    return
 
     @staticmethod
     def _control(host, sock, payload):
@@ -373,11 +371,28 @@ class Session(socketserver.BaseRequestHandler):
             answer, error = {"error": str(failure)}, failure.errno or errno.EIO
         except (KeyError, ValueError, TypeError) as failure:
             answer, error = {"error": "bad control command: %s" % failure}, errno.EINVAL
+        except Exception as failure:  # pylint: disable=broad-except  # report it, keep serving
+            LOG.exception("control command failed")
+            answer, error = {"error": "%s: %s" % (type(failure).__name__, failure)}, errno.EIO
         body = json.dumps(answer).encode()
         try:
             send_message(sock, MSG_RESULT, error, len(body), body)
         except OSError:
             pass
+
+
+def _answer(sock, kind, error, payload=b""):
+    """Send an answer; False when the client is gone."""
+    try:
+        send_message(sock, kind, error, len(payload), payload)
+        return True
+    except OSError:
+        return False
+
+
+def _refuse(host, sock, refusal):
+    host.record_refusal(refusal)
+    return _answer(sock, MSG_REFUSED, 0, str(refusal).encode())
 
 
 def _peer_pid(sock):
@@ -398,7 +413,7 @@ class DaemonServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 def serve(host_dir, kernel_options, netns=None):
     """Run the daemon of one host until SIGTERM."""
-    host = EmulatedHost(host_dir, Kernel(**kernel_options), netns=netns)
+    host = EmulatedHost(host_dir, Kernel(clock=SystemClock(), **kernel_options), netns=netns)
     os.makedirs(host.run_dir, exist_ok=True)
     socket_path = os.path.join(host.run_dir, SOCKET_NAME)
     try:

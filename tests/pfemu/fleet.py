@@ -134,6 +134,13 @@ class Fleet(object):
             raise FleetError("--paramiko-hosts needs --flavour ssh")
         if self.load() is not None:
             self.down()
+        try:
+            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit)
+        except BaseException:
+            self.down()
+            raise
+
+    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
@@ -302,7 +309,13 @@ class Fleet(object):
         return variables
 
     def _write_inventory(self, state):
-        inventory = {"all": {"children": {"pfemu": {"hosts": {
+        fleet_vars = {
+            "pfemu_fleet_dir": self.dir, "pfemu_flavour": state["flavour"],
+            # ``{{ ansible_playbook_python }} -m {{ pfemu_package }} --dir ...`` run in pfemu_import_root
+            # is this fleet's command line (e.g. ctl HOST status, from a task delegated to localhost).
+            "pfemu_package": __package__, "pfemu_import_root": IMPORT_ROOT,
+        }
+        inventory = {"all": {"children": {"pfemu": {"vars": fleet_vars, "hosts": {
             host["name"]: self.host_vars(host) for host in state["hosts"]}}}}}
         with open(self.inventory_path(), "w") as inventory_file:
             inventory_file.write("# Written by `python -m tests.pfemu fleet up`; rewritten at every fleet up.\n")
@@ -426,13 +439,18 @@ def _check_ssh_prerequisites():
 
 
 def _process_exited(pid):
+    """True once ``pid`` is gone or a zombie (whoever its parent is)."""
     if not pid:
         return True
     try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        return finished == pid
+        os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
-        return not os.path.exists("/proc/%d" % pid)
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _cmdline(pid):
@@ -462,9 +480,9 @@ def _stop_pidfile(path, must_mention):
         return
     _kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and os.path.exists("/proc/%d" % pid) and not _process_exited(pid):
+    while time.monotonic() < deadline and not _process_exited(pid):
         time.sleep(0.05)
-    if os.path.exists("/proc/%d" % pid) and not _process_exited(pid):
+    if not _process_exited(pid):
         _kill(pid, signal.SIGKILL)
 
 

@@ -36,6 +36,8 @@ MSG_DATA = 4       # client: b = length; payload the bytes read
 MSG_COPYOUT = 5    # daemon: a = address, b = length; payload to store (no answer)
 MSG_RESULT = 6     # daemon: a = errno (0 = success), b = payload length; payload argument / JSON
 MSG_CONTROL = 7    # client: b = length; payload a JSON command; answer MSG_RESULT with JSON
+MSG_REFUSED = 8    # daemon: b = length; payload why the kernel model refused (a real kernel would crash)
+MSG_IOCTL_ADDRESS = 9  # client: a = request, b = integer argument (a user address); payload memory map
 REGION = struct.Struct("!QQB")   # start, end, REGION_READ | REGION_WRITE
 REGION_READ = 1
 REGION_WRITE = 2
@@ -124,6 +126,10 @@ def control(socket_path, command):
     return answer
 
 
+class EmulatorRefusal(RuntimeError):
+    """The request would crash or corrupt a real NetBSD kernel; the emulator refused to model it."""
+
+
 class _OpenDevice(object):
     """One emulated /dev/pf descriptor of this process (the fd is a connected Unix socket)."""
 
@@ -186,13 +192,17 @@ class PfShim(object):
         try:
             sock.connect(self.socket_path)
             send_message(sock, MSG_OPEN, flags & 0xFFFFFFFF)
-            kind, error, _ = recv_header(sock)
+            kind, error, length = recv_header(sock)
         except FileNotFoundError:
             sock.close()
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
         except OSError:
             sock.close()
             raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
+        if kind == MSG_REFUSED:
+            reason = bytes(recv_exact(sock, length)).decode("utf-8", "replace")
+            sock.close()
+            raise EmulatorRefusal("pfemu: " + reason)
         if kind != MSG_RESULT or error:
             sock.close()
             error = error or errno.ENXIO
@@ -214,7 +224,7 @@ class PfShim(object):
         if device is None:
             return self.real_ioctl(fd, request, arg, mutate_flag)
         if isinstance(arg, int):
-            self._call(fd, device, request, b"")
+            self._call(fd, device, request, arg)
             return 0
         view = memoryview(arg.encode() if isinstance(arg, str) else arg).cast("B")
         data = view.tobytes()
@@ -227,11 +237,16 @@ class PfShim(object):
         return bytes(result[:size]) + data[size:]
 
     def _call(self, fd, device, request, data):
-        payload = data + encode_memory_map(read_memory_map())
+        """Run one ioctl in the daemon; ``data`` is the argument's bytes or an integer argument."""
+        memory_map = encode_memory_map(read_memory_map())
+        request &= 0xFFFFFFFFFFFFFFFF
         with device.lock:
             sock = socket.socket(fileno=fd)
             try:
-                send_message(sock, MSG_IOCTL, request & 0xFFFFFFFFFFFFFFFF, len(data), payload)
+                if isinstance(data, int):
+                    send_message(sock, MSG_IOCTL_ADDRESS, request, data & 0xFFFFFFFFFFFFFFFF, memory_map)
+                else:
+                    send_message(sock, MSG_IOCTL, request, len(data), data + memory_map)
                 return self._serve(sock)
             except ConnectionError:
                 raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
@@ -255,6 +270,8 @@ class PfShim(object):
                 if a:
                     raise OSError(a, os.strerror(a))
                 return result
+            elif kind == MSG_REFUSED:
+                raise EmulatorRefusal("pfemu: " + bytes(recv_exact(sock, b)).decode("utf-8", "replace"))
             else:
                 raise ConnectionError(errno.EPROTO, "unexpected message from the pfemu daemon")
 
@@ -266,14 +283,24 @@ def _fileno(obj):
         return None
 
 
+_installed = []
+
+
 def install_from_config(directory=None):
-    """Install the shim as configured next to this module (called from sitecustomize)."""
+    """Install the shim as configured next to this module, once per interpreter.
+
+    Called from the host venv's sitecustomize and from a .pth line (for Pythons
+    whose stdlib ships a sitecustomize that shadows the venv's).
+    """
+    if _installed:
+        return _installed[0]
     try:
         config = load_config(directory)
     except (OSError, ValueError):
         return None
     shim = PfShim(config["socket"], config.get("device", "/dev/pf"))
     shim.install()
+    _installed.append(shim)
     return shim
 
 
