@@ -1,0 +1,381 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: states_restore
+short_description: Restore the pf state table of a NetBSD host from a dump
+version_added: 0.1.0
+description:
+  - Reads a state dump (the collection's C(.pfstate) format, or a file written by NetBSD's C(pfs -b) or C(pfs -w)),
+    verifies all of it, and adds its states to the running pf state table with C(DIOCADDSTATES).
+  - Nothing is sent to the kernel before the whole file has been read and checked (checksums, header, every record),
+    so a damaged or truncated dump adds nothing.
+  - States already in the table are skipped, states that would collide with the table are reported as conflicts, states
+    whose remaining time ran out since the capture are dropped, and every input state is accounted for in exactly one of
+    RV(restored), RV(already_present), RV(rejected), RV(expired) and RV(filtered).
+  - Running the same restore twice changes nothing the second time.
+  - With O(src) the dump is taken from the controller; the action plugin copies it to a private temporary file on the
+    target (mode C(0600)) and removes it afterwards, also when the restore fails.
+author:
+  - netbsd.pf contributors
+options:
+  path:
+    description:
+      - Dump file on the target.
+      - Exactly one of O(path) and O(src) is required.
+    type: path
+  src:
+    description:
+      - Dump file on the controller; relative paths are searched like C(ansible.builtin.copy) does (the role's or
+        playbook's C(files/) directory). Vault-encrypted files are decrypted.
+      - Handled by the action plugin, which pushes the file and runs the module with O(path) set to the copy.
+    type: path
+  format:
+    description:
+      - Format of the dump. V(auto) recognises C(.pfstate) files by their magic, pfs text by its leading C(state) keyword
+        and pfs binary files by their size.
+    type: str
+    choices: [auto, native, pfs-binary, pfs-text]
+    default: auto
+  byte_order:
+    description:
+      - Byte order of the records of a C(pfs -b) file, which carries no marker of its own (reference section 7.2).
+        Needed only when the size check cannot tell, or to restore a dump taken on a host of the other byte order.
+      - The records are converted to the kernel's byte order before they are sent.
+    type: str
+    choices: [little, big]
+  age:
+    description:
+      - How to account for the time between the capture and the restore.
+      - V(auto) subtracts the seconds elapsed since the capture from every state's remaining lifetime. The capture time
+        comes from O(captured_at) if given, else from the C(.pfstate) header, else (pfs files) from the modification time
+        of the controller file (O(src)) or of the target file (O(path)); RV(age_source) says which was used.
+      - V(none) restores the remaining lifetimes as dumped. A number subtracts that many seconds.
+      - States whose time ran out are dropped and counted in RV(expired). They are never sent with a remaining time of 0,
+        which the kernel would read as a fresh full timeout.
+    type: str
+    default: auto
+  captured_at:
+    description:
+      - When the dump was taken, as seconds since the epoch or an ISO 8601 date-time (V(2024-05-01T12:30:00Z); UTC
+        unless an offset is given). Overrides the time recorded in a C(.pfstate) header.
+      - Useful for C(pfs) files, which record no time; their modification time is only a guess once they have been copied.
+    type: str
+  source_mtime:
+    description:
+      - Modification time of the O(src) file on the controller, seconds since the epoch.
+      - Set by the action plugin; there is no reason to set it by hand.
+    type: float
+  on_conflict:
+    description:
+      - What to do with states that the kernel would refuse because the table holds a different state with the same
+        connection key on the same interface, the same id and creator, or a colliding translated (ext/gwy) key.
+      - V(skip) restores everything else and lists the conflicts in RV(rejected_states).
+      - V(fail) refuses the whole restore, before adding anything, and lists the conflicts.
+    type: str
+    choices: [skip, fail]
+    default: skip
+  limit_policy:
+    description:
+      - What to do when the states to add do not fit under the state limit (C(set limit states), C(DIOCGETLIMIT)),
+        given how many states the table holds (C(DIOCGETSTATUS)).
+      - V(refuse) fails before adding anything.
+      - V(fit) restores as many as fit, in this order of priority, and rejects the rest with reason C(state limit)
+        established TCP connections (timeout C(tcp.established)), other TCP states, UDP, other protocols, ICMP and ICMPv6;
+        within each class the states with the longest remaining lifetime first.
+    type: str
+    choices: [refuse, fit]
+    default: refuse
+  chunk_size:
+    description:
+      - Number of states per C(DIOCADDSTATES) call.
+      - When a call fails, the table is read back to find out which of its states got in; smaller chunks make that cheaper.
+    type: int
+    default: 1000
+  fix_mss:
+    description:
+      - NetBSD's import path byte-swaps each peer's MSS (C(ntohs)) although the export does not, so on little-endian hosts a
+        plain dump/restore turns an MSS of 1460 into 46085 (reference section 8, item 1).
+      - When V(true), the MSS of each record is pre-swapped on little-endian kernels so that the restored value equals the
+        dumped one. On big-endian kernels nothing needs doing.
+      - Set to V(false) only to reproduce C(pfs -R) exactly.
+    type: bool
+    default: true
+  lock:
+    description:
+      - V(during) locks the state table (C(DIOCSETLCK)) from just before reading the table until the last state is added, so
+        no new stateful connection can slip in between the conflict check and the add. The lock is guarded by a lease
+        (O(lease), O(lease_file)) and released in all cases.
+      - If the table is already locked under a lease (M(netbsd.pf.states_lock)), the restore leaves that lock alone.
+      - V(none) does not lock; new connections created during the restore show up as conflicts or, if they appear
+        between the check and the add, as states rejected by the kernel.
+    type: str
+    choices: [none, during]
+    default: during
+  restore_lock_file:
+    description:
+      - File that serialises restores on one host (an exclusive C(flock)); defaults to O(lease_file) with C(.restore) appended.
+      - A second restore waits for the first one, up to O(restore_lock_timeout) seconds.
+    type: path
+  restore_lock_timeout:
+    description:
+      - Seconds to wait for another restore on the same host to finish; V(0) fails at once.
+    type: int
+    default: 60
+extends_documentation_fragment:
+  - action_common_attributes
+  - action_common_attributes.files
+  - netbsd.pf.attributes.platform
+  - netbsd.pf.transforms
+  - netbsd.pf.lock_lease
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: Reads the file and the table and predicts every count; adds nothing and takes no lock.
+  diff_mode:
+    support: full
+    details: Number of states per interface and protocol before and after (predicted in check mode).
+  safe_file_operations:
+    support: none
+  vault:
+    support: full
+    details: O(src) may be vault-encrypted.
+notes:
+  - Restored states are attached to the default rule, with creation time now and zeroed counters; rule numbers, counters,
+    C(log) and source nodes are not restored by NetBSD's kernel. Their expiry follows the kernel's current default timeouts.
+  - The kernel answers C(ENOMEM) for a duplicate, a collision and a full table alike, and stops at the first failing state
+    of a call. The module predicts those cases; if one still happens (another process added a state in between), it reads
+    the table back, counts the states that got in, rejects the failing one with the reason and continues with the rest.
+  - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
+seealso:
+  - module: netbsd.pf.states_dump
+  - module: netbsd.pf.states_flush
+  - module: netbsd.pf.states_lock
+"""
+
+EXAMPLES = r"""
+- name: Restore the states dumped before the reboot
+  netbsd.pf.states_restore:
+    path: /var/db/pf/states.pfstate
+
+- name: Restore a pfs -b dump taken on the controller, onto renamed interfaces
+  netbsd.pf.states_restore:
+    src: dumps/{{ inventory_hostname }}.bin
+    captured_at: "2024-05-01T12:30:00Z"
+    rename:
+      wm0: ixg0
+
+- name: Only TCP states, refuse if anything conflicts, restore what fits
+  netbsd.pf.states_restore:
+    path: /var/db/pf/states.pfstate
+    filters:
+      protocols: [tcp]
+    on_conflict: fail
+    limit_policy: fit
+  register: restored
+
+- name: Show what could not be restored
+  ansible.builtin.debug:
+    var: restored.rejected_states
+  when: restored.rejected > 0
+"""
+
+RETURN = r"""
+total:
+  description: Number of states in the dump. Equals RV(restored) + RV(already_present) + RV(rejected) + RV(expired) + RV(filtered).
+  returned: success
+  type: int
+restored:
+  description: States added to the table (in check mode, states that would be added).
+  returned: success
+  type: int
+already_present:
+  description: States already in the table (same id and creator with the same key, or, for states without an id, the same key).
+  returned: success
+  type: int
+rejected:
+  description: States not restored because of a conflict, the state limit or a kernel error.
+  returned: success
+  type: int
+expired:
+  description: States whose remaining lifetime ran out by the time of the restore (after ageing).
+  returned: success
+  type: int
+filtered:
+  description: States left out by O(filters).
+  returned: success
+  type: int
+rejected_states:
+  description: The first 100 rejected states, with the record number in the file, a category, the reason and the state.
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - record: 2
+      category: conflict
+      reason: "same connection already in the table on all as out on all proto tcp 10.0.0.1:1025 -> 203.0.113.5:443 id 0000000000000065 cid 0badcafe"
+      state: "out on all proto tcp 10.0.0.1:1025 -> 203.0.113.5:443 id 0000000000000002 cid 0badcafe"
+rejected_by_reason:
+  description: Count of rejected states by category (C(conflict), C(state limit), C(memory), C(invalid), C(interface)).
+  returned: success
+  type: dict
+  sample: {"conflict": 2}
+rejected_states_truncated:
+  description: Whether RV(rejected_states) lists fewer states than RV(rejected).
+  returned: success
+  type: bool
+format:
+  description: Format of the dump.
+  returned: success
+  type: str
+  sample: native
+byte_order:
+  description: Byte order of the records in the dump.
+  returned: success
+  type: str
+  sample: little
+kernel_byte_order:
+  description: Byte order of the target's kernel; records were converted to it.
+  returned: success
+  type: str
+age_seconds:
+  description: Seconds subtracted from every state's remaining lifetime.
+  returned: success
+  type: int
+age_source:
+  description: Where the capture time came from (C(captured_at), C(header), C(controller file mtime), C(file mtime)), C(option) for a fixed O(age), or C(none).
+  returned: success
+  type: str
+captured_at:
+  description: Capture time used for ageing, seconds since the epoch (null when not ageing by capture time).
+  returned: success
+  type: float
+mss_fixed:
+  description: Whether the MSS values were pre-swapped for a little-endian kernel.
+  returned: success
+  type: bool
+state_limit:
+  description: The kernel's state limit.
+  returned: success
+  type: int
+states_before:
+  description: States in the table before the restore (C(DIOCGETSTATUS), includes states not yet purged).
+  returned: success
+  type: int
+states_after:
+  description: States in the table after the restore (predicted in check mode).
+  returned: success
+  type: int
+add_calls:
+  description: Number of C(DIOCADDSTATES) calls made.
+  returned: success
+  type: int
+add_failures:
+  description: Calls the kernel refused (each one settled by reading the table back).
+  returned: success
+  type: int
+lock:
+  description: Whether the table was locked for the restore.
+  returned: success
+  type: dict
+  sample: {"mode": "during", "taken": true, "lease_seconds": 300}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
+    DEFAULT_CHUNK_SIZE, RestoreError, restore_file, summary_text,
+)
+
+
+def argument_spec():
+    spec = dict(
+        path=dict(type="path"),
+        src=dict(type="path"),
+        format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text"]),
+        byte_order=dict(type="str", choices=["little", "big"]),
+        age=dict(type="str", default="auto"),
+        captured_at=dict(type="str"),
+        source_mtime=dict(type="float"),
+        on_conflict=dict(type="str", default="skip", choices=["skip", "fail"]),
+        limit_policy=dict(type="str", default="refuse", choices=["refuse", "fit"]),
+        chunk_size=dict(type="int", default=DEFAULT_CHUNK_SIZE),
+        fix_mss=dict(type="bool", default=True),
+        lock=dict(type="str", default="during", choices=["none", "during"]),
+        restore_lock_file=dict(type="path"),
+        restore_lock_timeout=dict(type="int", default=60),
+    )
+    spec.update(TRANSFORM_ARGSPEC)
+    spec.update(LOCK_LEASE_ARGSPEC)
+    return spec
+
+
+def _check_options(module):
+    params = module.params
+    if params["src"] and not params["path"]:
+        module.fail_json(msg="src is handled by the netbsd.pf.states_restore action plugin, which was bypassed; "
+                             "use path for a file on the target")
+    age = params["age"]
+    if age not in ("auto", "none") and not (age.isdigit()):
+        module.fail_json(msg="age must be auto, none or a whole number of seconds, not %r" % age)
+    if params["chunk_size"] < 1:
+        module.fail_json(msg="chunk_size must be at least 1")
+    if params["restore_lock_timeout"] < 0:
+        module.fail_json(msg="restore_lock_timeout must not be negative")
+    if params["lease"] < 0:
+        module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_one_of=[("path", "src")],
+        supports_check_mode=True,
+    )
+    _check_options(module)
+    params = module.params
+    try:
+        transforms = transforms_from_params(params)
+    except TransformOptionError as exc:
+        module.fail_json(msg=str(exc))
+    try:
+        report = restore_file(
+            params["path"], fmt=params["format"], byte_order=params["byte_order"], transforms=transforms,
+            age=params["age"], captured_at=params["captured_at"], source_mtime=params["source_mtime"],
+            on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
+            fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
+            restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
+            check_mode=module.check_mode)
+    except RestoreError as exc:
+        module.fail_json(msg=str(exc), **(exc.report or {}))
+    except PfError as exc:
+        module.fail_json(msg=str(exc))
+    for warning in report.pop("warnings", []):
+        module.warn(warning)
+    before = report.pop("summary_before")
+    after = report.pop("summary_after")
+    result = dict(report, changed=report["restored"] > 0)
+    if module._diff:
+        result["diff"] = {"before": summary_text(before), "after": summary_text(after),
+                          "before_header": "pf states (by interface, protocol)", "after_header": "pf states after the restore"}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
