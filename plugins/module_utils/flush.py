@@ -156,6 +156,16 @@ class Selection:
                 return False
         return True
 
+    def kill_arguments(self):
+        """Keyword arguments of PfDevice.kill_states for this selection."""
+        def port(criterion):
+            return None if criterion is None else (criterion.op,) + criterion.ports()
+        return {
+            "af": self.af or None, "proto": self.proto or None,
+            "src": self.source.text if self.source else None, "dst": self.destination.text if self.destination else None,
+            "src_port": port(self.source_port), "dst_port": port(self.destination_port), "ifname": self.interface,
+        }
+
     def describe(self):
         if self.all_states:
             return "all states"
@@ -204,7 +214,7 @@ def flush_states(device, selection, check_mode=False):
     if selection.request == "DIOCCLRSTATES":
         kernel_count = device.clear_states(selection.interface or "")
     else:
-        kernel_count = device.kill_states(selection)
+        kernel_count = device.kill_states(**selection.kill_arguments())
     after = state_views(device.get_states(), byte_order)
     remaining = set(view.ident for view in after)
     removed = [view for view in matched if view.ident not in remaining]

@@ -20,11 +20,12 @@ __metaclass__ = type
 
 import re
 import struct
+from socket import inet_ntoa
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFNAME_LEN,
     OTHER_STATE_NAMES, PF_IN, PF_OUT, PF_TCPS_PROXY_SRC, TCP_STATE_NAMES, UDP_STATE_NAMES,
-    peer_state_names, protocol_name, protocol_number,
+    PROTOCOL_NAMES, peer_state_names, protocol_name, protocol_number,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     StateCodec, inet_ntop, inet_pton, prefix_for, record_count,
@@ -36,8 +37,8 @@ U64_MAX = 0xffffffffffffffff
 
 # Field indices of StateCodec tuples used below.
 _SRC, _DST = 8, 19
-_STATE_NAMES_BY_PROTO = {IPPROTO_TCP: TCP_STATE_NAMES, IPPROTO_UDP: UDP_STATE_NAMES}
 _NUMERIC_STATE_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
+PROTOCOL_TEXT = tuple(PROTOCOL_NAMES.get(number) or str(number) for number in range(256))
 
 
 class TextFormatError(ValueError):
@@ -69,15 +70,25 @@ def _peer_text(proto, peer):
     return text + " no-scrub"
 
 
+_PORT_TEXT = tuple(":[%d]" % port for port in range(65536))
+_port_unpack = struct.Struct(">H").unpack
+
+
 def _host_text(af, addr, port):
-    return "%s:[%d]" % (inet_ntop(af, addr) or "?", (port[0] << 8) | port[1])
+    return (inet_ntop(af, addr) or "?") + _PORT_TEXT[_port_unpack(port)[0]]
 
 
-def format_record(values, id_number):
+def format_record(values, id_number, peer_cache=None):
     """One pfs line (with its newline) for a StateCodec tuple; `id_number` is the host-order id."""
     af, proto, direction = values[45], values[46], values[47]
-    lan = _host_text(af, values[2], values[3])
-    if values[4] != values[2] or values[5] != values[3]:
+    lan_addr, lan_port = values[2], values[3]
+    if af == AF_INET:
+        lan = inet_ntoa(lan_addr[:4]) + _PORT_TEXT[_port_unpack(lan_port)[0]]
+        ext = inet_ntoa(values[6][:4]) + _PORT_TEXT[_port_unpack(values[7])[0]]
+    else:
+        lan = _host_text(af, lan_addr, lan_port)
+        ext = _host_text(af, values[6], values[7])
+    if values[4] != lan_addr or values[5] != lan_port:
         using = " using " + _host_text(af, values[4], values[5])
     else:
         using = ""
@@ -85,12 +96,22 @@ def format_record(values, id_number):
         first, second = values[_SRC:_SRC + 11], values[_DST:_DST + 11]
     else:
         first, second = values[_DST:_DST + 11], values[_SRC:_SRC + 11]
+    if peer_cache is None:
+        first_text, second_text = _peer_text(proto, first), _peer_text(proto, second)
+    else:
+        first_text = peer_cache.get((proto, first))
+        if first_text is None:
+            first_text = peer_cache[(proto, first)] = _peer_text(proto, first)
+        second_text = peer_cache.get((proto, second))
+        if second_text is None:
+            second_text = peer_cache[(proto, second)] = _peer_text(proto, second)
+    ifname = values[1]
+    if ifname[-1:] == b"\0":
+        ifname = ifname[:ifname.index(b"\0")]
     return "state %s on %s proto %s from %s to %s%s id %d cid %d expire %d timeout %d src %s dst %s\n" % (
-        "out" if direction == PF_OUT else "in",
-        values[1].split(b"\0", 1)[0].decode(ENCODING),
-        protocol_name(proto), lan, _host_text(af, values[6], values[7]), using,
-        id_number, values[44], values[35], values[50],
-        _peer_text(proto, first), _peer_text(proto, second))
+        "out" if direction == PF_OUT else "in", ifname.decode(ENCODING),
+        PROTOCOL_TEXT[proto], lan, ext, using,
+        id_number, values[44], values[35], values[50], first_text, second_text)
 
 
 def format_block(block, byte_order):
@@ -98,7 +119,16 @@ def format_block(block, byte_order):
     record_count(block)
     codec = StateCodec(byte_order)
     id_unpack = struct.Struct(prefix_for(byte_order) + "Q").unpack
-    return "".join([format_record(values, id_unpack(values[0])[0]) for values in codec.iter_unpack(block)])
+    # Peers without sequence numbers (UDP, ICMP, other) repeat a lot: cache their text.
+    peer_cache = _BoundedCache()
+    return "".join([format_record(values, id_unpack(values[0])[0], peer_cache) for values in codec.iter_unpack(block)])
+
+
+class _BoundedCache(dict):
+    def __setitem__(self, key, value):
+        if len(self) >= 4096:
+            self.clear()
+        dict.__setitem__(self, key, value)
 
 
 class PfsTextWriter:
@@ -131,6 +161,15 @@ _FAST_RE = re.compile(
     r"state (in|out) on (\S+) proto (\S+) from (\S+?):\[(\d{1,6})\] to (\S+?):\[(\d{1,6})\]"
     r"(?: using (\S+?):\[(\d{1,6})\])? id (\d+) cid (\d+) expire (\d+) timeout (\d+)"
     r" src " + _PEER_FAST + " dst " + _PEER_FAST + r"[\r\n]*\Z")
+
+
+_PROTOCOL_BY_TEXT = dict((str(number), number) for number in range(256))
+_PROTOCOL_BY_TEXT.update((name, number) for number, name in PROTOCOL_NAMES.items())
+# peer state text -> value, by protocol (0 = every protocol but TCP and UDP)
+_STATE_VALUES = dict(
+    (proto, dict([(name, value) for value, name in enumerate(names)] + [(str(v), v) for v in range(256)]))
+    for proto, names in ((IPPROTO_TCP, TCP_STATE_NAMES), (IPPROTO_UDP, UDP_STATE_NAMES), (0, OTHER_STATE_NAMES)))
+_port_pack = struct.Struct(">H").pack
 
 
 class _Peer:
@@ -352,10 +391,7 @@ class PfsTextReader:
                     return
                 match = fast(text)
                 if match:
-                    try:
-                        record = self._fast_record(match.groups(), tokens.lineno)
-                    except TextFormatError:
-                        record = None       # re-parsed below for a message with a column
+                    record = self._fast_record(match.groups())
                     if record is not None:
                         self.count += 1
                         yield record
@@ -366,32 +402,56 @@ class PfsTextReader:
             yield self._general_record(tokens)
             self.count += 1
 
-    def _fast_record(self, g, lineno):
-        def fail(message):
-            raise TextFormatError("line %d: %s" % (lineno, message))
+    def _fast_record(self, g):
+        """Record from the groups of _FAST_RE, or None to let the tokenizer path report the error."""
+        proto = _PROTOCOL_BY_TEXT.get(g[2])
+        if proto is None:
+            return None
         peers = []
         for base in (13, 23):
-            peer = _Peer()
-            peer.state = g[base]
-            if g[base + 1] is not None:
-                peer.seqlo, peer.seqhi = int(g[base + 1]), int(g[base + 2])
-                peer.seqdiff = int(g[base + 3]) if g[base + 3] else 0
-                peer.max_win = int(g[base + 4])
-                peer.mss = int(g[base + 5]) if g[base + 5] else 0
-                peer.wscale = int(g[base + 6])
-                if max(peer.seqlo, peer.seqhi, peer.seqdiff) > U32_MAX or max(peer.max_win, peer.mss) > 0xffff \
-                        or peer.wscale > 0xff:
-                    fail("peer value out of range")
-            if g[base + 7] is not None:
-                peer.scrub = (int(g[base + 7]), int(g[base + 8]), int(g[base + 9]))
-                if peer.scrub[0] > 0xffff or peer.scrub[1] > 0xff or peer.scrub[2] > U32_MAX:
-                    fail("scrub value out of range")
-            peers.append(peer)
-        hosts = [(g[3], int(g[4])), (g[5], int(g[6]))]
-        if g[7] is not None:
-            hosts.append((g[7], int(g[8])))
-        numbers = (int(g[9]), int(g[10]), int(g[11]), int(g[12]))
-        return self._assemble(g[0], g[1], g[2], hosts, numbers, peers[0], peers[1], fail)
+            name = g[base]
+            if name is None:
+                state = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
+            else:
+                state = _STATE_VALUES[proto if proto in _STATE_VALUES else 0].get(name)
+                if state is None:
+                    return None
+            if g[base + 1] is None:
+                seq = (0, 0, 0, 0, 0)
+                wscale = 0
+            else:
+                seq = (int(g[base + 1]), int(g[base + 2]), int(g[base + 3] or 0), int(g[base + 4]), int(g[base + 5] or 0))
+                wscale = int(g[base + 6])
+            if g[base + 7] is None:
+                scrub = (0, 0, 0, 0)
+            else:
+                scrub = (int(g[base + 7]), int(g[base + 8]), 1, int(g[base + 9]))
+            peers.append(scrub + seq + (state, wscale))
+        ifname = g[1]
+        try:
+            af = AF_INET6 if g[3].count(":") else AF_INET
+            lan = inet_pton(af, g[3])
+            ext = inet_pton(af, g[5])
+            lan_port = _port_pack(int(g[4]))
+            ext_port = _port_pack(int(g[6]))
+            if g[7] is None:
+                gwy, gwy_port = lan, lan_port
+            else:
+                gwy, gwy_port = inet_pton(af, g[7]), _port_pack(int(g[8]))
+            if g[0] == "out":
+                src, dst, direction = peers[0], peers[1], PF_OUT
+            else:
+                src, dst, direction = peers[1], peers[0], PF_IN
+            if len(ifname) > MAX_IFNAME_LEN or (af == AF_INET6) != (g[5].count(":") > 0) \
+                    or (g[7] is not None and (af == AF_INET6) != (g[7].count(":") > 0)):
+                return None
+            return self.codec.pack(
+                (self._id_pack(int(g[9])), ifname.encode(ENCODING), lan, lan_port, gwy, gwy_port, ext, ext_port)
+                + src + dst
+                + (b"", 0, 0, 0, 0, int(g[11]), 0, 0, 0, 0, 0, 0, 0, 0, int(g[10]), af, proto, direction, 0, 0,
+                   int(g[12]), 0, 0))
+        except (ValueError, struct.error):
+            return None     # out of range somewhere: the general path says where
 
     def _general_record(self, tokens):
         direction, (ifname, ifname_pos), (proto, proto_pos), host_tokens, numbers, first, second = _parse_general(tokens)

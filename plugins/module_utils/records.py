@@ -244,18 +244,11 @@ format_addr = inet_ntop
 
 
 def _pton4(text):
-    parts = text.split(".")
-    if len(parts) != 4:
-        raise ValueError
-    values = []
-    for part in parts:
-        if not part.isdigit() or len(part) > 3 or not part.isascii():
-            raise ValueError
-        value = int(part)
-        if value > 255:
-            raise ValueError
-        values.append(value)
-    return bytes(values)
+    # the C inet_pton: strict dotted quad, as in NetBSD's libc
+    try:
+        return socket.inet_pton(socket.AF_INET, text)
+    except (OSError, UnicodeError):
+        raise ValueError(text)
 
 
 def _pton6(text):

@@ -1,0 +1,171 @@
+import glob
+import os
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import (
+    PfsTextReader, TextFormatError, format_block, parse_text,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
+from statefactory import random_block
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "fixtures", "golden")
+PAIRS = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(GOLDEN, "*.bin")))
+# bytes of a record the text format does not carry
+NOT_IN_TEXT = set(range(160, 192)) | set(range(196, 228)) | {235, 236, 238, 239}
+
+
+def read(name):
+    with open(os.path.join(GOLDEN, name), "rb") as handle:
+        return handle.read()
+
+
+def text_view(block):
+    """What of a block survives text: drop untextable bytes, and scrub values of peers without scrub_flag 1."""
+    out = bytearray(block)
+    for start in range(0, len(out), 240):
+        for offset in NOT_IN_TEXT:
+            out[start + offset] = 0
+        for peer in (96, 128):
+            if out[start + peer + 3] != 1:
+                out[start + peer:start + peer + 8] = bytes(8)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_writer_is_byte_identical_to_pfs(name):
+    assert format_block(read(name + ".bin")[4:], "little").encode("latin-1") == read(name + ".txt")
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_reader_reads_what_pfs_printed(name):
+    records = read(name + ".bin")[4:]
+    assert text_view(parse_text(read(name + ".txt"), "little")) == text_view(records)
+
+
+def test_layout_free_parses_like_printed():
+    free = parse_text(read("layout-free.txt"), "little")
+    printed = parse_text(read("layout-free.printed.txt"), "little")
+    assert free == printed and len(free) == 3 * 240
+    assert format_block(free, "little").encode("latin-1") == read("layout-free.printed.txt")
+
+
+BASE = ("state out on wm0 proto tcp from 10.0.0.1:[49152] to 192.0.2.10:[443] id 70 cid 2 expire 3 timeout 2 "
+        "src state ESTABLISHED seq [1000:2000] max_win 512 wscale 3 no-scrub "
+        "dst state ESTABLISHED seq [3000:4000] max_win 1024 wscale 7 no-scrub\n")
+
+
+def one(text, order="little"):
+    block = parse_text(text, order)
+    assert len(block) == 240
+    return StateCodec(order).to_dict(block)
+
+
+def test_quirk_mss_in_both_positions():
+    printed = one(BASE.replace("max_win 512 wscale 3", "max_win 512 mss 1460 wscale 3"))
+    grammar = one(BASE.replace("max_win 512 wscale 3", "max_win 512 wscale 3 mss 1460"))
+    assert printed == grammar and printed["src_mss"] == 1460
+
+
+def test_quirk_seq_with_diff():
+    state = one(BASE.replace("[1000:2000]", "[1000:2000,77]"))
+    assert (state["src_seqlo"], state["src_seqhi"], state["src_seqdiff"]) == (1000, 2000, 77)
+
+
+def test_quirk_scrub_printed_and_grammar_forms():
+    printed = one(BASE.replace("wscale 3 no-scrub", "wscale 3 scrub flags 1ttl 64mod 123456"))
+    grammar = one(BASE.replace("wscale 3 no-scrub", "wscale 3 scrub flags 1 mode 123456 ttl 64"))
+    spaced = one(BASE.replace("wscale 3 no-scrub", "wscale 3 scrub flags 1 ttl 64 mod 123456"))
+    assert printed == grammar == spaced
+    assert (printed["src_scrub_flag"], printed["src_pfss_flags"], printed["src_pfss_ttl"],
+            printed["src_pfss_ts_mod"]) == (1, 1, 64, 123456)
+
+
+def test_quirk_missing_peer_state():
+    synproxy = one(BASE.replace("src state ESTABLISHED seq", "src  seq"))
+    assert synproxy["src_state"] == 11
+    udp = one("state in on all proto udp from 10.0.0.1:[1] to 10.0.0.2:[2] id 1 cid 1 expire 1 timeout 8 "
+              "src  no-scrub dst state SINGLE no-scrub")
+    assert udp["dst_state"] == 3 and udp["src_state"] == 1  # 'in': text src is the dst record
+
+
+def test_quirk_numeric_states_proto_numbers_and_keyword_interface():
+    state = one(BASE.replace("proto tcp", "proto 6").replace("on wm0", "on state")
+                .replace("src state ESTABLISHED", "src state 4"))
+    assert state["proto"] == 6 and state["ifname"].rstrip(b"\0") == b"state" and state["src_state"] == 4
+
+
+def test_quirk_direction_in_swaps_peers_and_inout_prints_in():
+    out = one(BASE)
+    inward = one(BASE.replace("state out", "state in"))
+    assert out["src_wscale"] == 3 and inward["dst_wscale"] == 3 and inward["direction"] == 1
+    codec = StateCodec("little")
+    fields = dict(out, direction=0)
+    assert format_block(codec.from_dict(fields), "little").startswith("state in on wm0")
+
+
+def test_no_leak_between_states():
+    with_mss = BASE.replace("max_win 512 wscale 3", "max_win 512 mss 1460 wscale 3")
+    block = parse_text(with_mss + BASE, "little")
+    second = StateCodec("little").to_dict(block[240:])
+    assert second["src_mss"] == 0
+
+
+def test_id_and_cid_follow_byte_order():
+    little, big = one(BASE, "little"), one(BASE, "big")
+    assert little["id"] == (70).to_bytes(8, "little") and big["id"] == (70).to_bytes(8, "big")
+    assert little["creatorid"] == big["creatorid"] == 2
+
+
+def test_special_protocol_names_and_unknown_af_text():
+    printed = format_block(StateCodec("little").from_dict(dict(one(BASE), proto=107)), "little")
+    assert " proto a/n " in printed and one(printed)["proto"] == 107
+    unknown_af = format_block(StateCodec("little").from_dict(dict(one(BASE), af=0)), "little")
+    assert "from ?:[49152] to ?:[443]" in unknown_af
+
+
+@pytest.mark.parametrize("change,message", [
+    (("cid 2", "cid 4294967296"), "cid 4294967296 out of range"),
+    (("expire 3", "expire 4294967296"), "expire"),
+    (("timeout 2", "timeout 256"), "timeout 256 out of range"),
+    (("max_win 512", "max_win 65536"), "max_win 65536 out of range"),
+    (("wscale 3", "wscale 256"), "wscale 256 out of range"),
+    (("[49152]", "[65536]"), "port 65536 out of range"),
+    (("[1000:2000]", "[1000-2000]"), "invalid seq number"),
+    (("proto tcp", "proto nosuch"), "unknown protocol"),
+    (("ESTABLISHED seq [1000", "BOGUS seq [1000"), "invalid peer state 'BOGUS'"),
+    (("10.0.0.1:", "10.0.0.300:"), "not a valid inet address"),
+    (("on wm0", "on abcdefghijklmnop"), "longer than 15"),
+    (("no-scrub dst", "dst"), "expected 'no-scrub' or 'scrub'"),
+])
+def test_errors_name_the_line(change, message):
+    text = "\n" + BASE.replace(*change)
+    with pytest.raises(TextFormatError) as info:
+        parse_text(text, "little")
+    assert str(info.value).startswith("line 2")
+    assert message in str(info.value)
+
+
+def test_error_at_end_of_file():
+    with pytest.raises(TextFormatError, match="unexpected end of file"):
+        parse_text(BASE[:60], "little")
+
+
+def test_state_over_lines_with_crlf_tabs_and_no_final_newline():
+    text = BASE.strip().replace(" src ", "\r\n\t src\t").replace(" dst ", "\n\n dst ")
+    assert parse_text(text, "little") == parse_text(BASE, "little")
+
+
+def test_reader_streams_blocks_and_counts():
+    block = random_block(25, "little", seed=11)
+    text = format_block(block, "little").encode("latin-1")
+    reader = PfsTextReader(text.splitlines(True), "little", block_records=10)
+    blocks = list(reader)
+    assert [len(b) // 240 for b in blocks] == [10, 10, 5] and reader.count == 25
+    assert b"".join(blocks) == block
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_random_round_trip(order):
+    block = random_block(300, order, seed=4)
+    assert parse_text(format_block(block, order), order) == block
