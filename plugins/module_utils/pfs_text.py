@@ -316,7 +316,6 @@ def _parse_general(tokens):
     ifname_pos = tokens.last
     tokens.expect("proto")
     proto = tokens.take("protocol")
-    proto_pos = tokens.last
     hosts = []
     for keyword in ("from", "to"):
         tokens.expect(keyword)
@@ -332,7 +331,7 @@ def _parse_general(tokens):
     first = _parse_peer(tokens, "src")
     tokens.expect("dst")
     second = _parse_peer(tokens, "dst")
-    return direction, (ifname, ifname_pos), (proto, proto_pos), hosts, numbers, first, second
+    return direction, (ifname, ifname_pos), proto, hosts, numbers, first, second
 
 
 def _pack_peer(peer, proto, tokens_fail):
@@ -454,7 +453,7 @@ class PfsTextReader:
             return None     # out of range somewhere: the general path says where
 
     def _general_record(self, tokens):
-        direction, (ifname, ifname_pos), (proto, proto_pos), host_tokens, numbers, first, second = _parse_general(tokens)
+        direction, (ifname, ifname_pos), proto, host_tokens, numbers, first, second = _parse_general(tokens)
         end = tokens.last
 
         def fail_at(position):
@@ -470,7 +469,6 @@ class PfsTextReader:
                 fail_at(position)(str(exc))
         if len(ifname) > MAX_IFNAME_LEN:
             fail_at(ifname_pos)("interface name longer than %d characters" % MAX_IFNAME_LEN)
-        del proto_pos
         return self._assemble(direction, ifname, proto, hosts, numbers, first, second, fail_at(end))
 
     def _assemble(self, direction, ifname, proto_text, hosts, numbers, first, second, fail):

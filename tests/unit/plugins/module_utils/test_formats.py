@@ -1,0 +1,110 @@
+import os
+import stat
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ansible_collections.netbsd.pf.plugins.module_utils import formats
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
+    NATIVE, PFS_BINARY, PFS_TEXT, DumpFormatError, detect_format, open_dump, write_dump,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
+from statefactory import random_block, random_fields
+
+import random
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "fixtures", "golden")
+
+
+def blocks_of(block, size=7):
+    return [block[i:i + size * 240] for i in range(0, len(block), size * 240)]
+
+
+@pytest.mark.parametrize("fmt", [NATIVE, PFS_BINARY, PFS_TEXT])
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_write_detect_read(tmp_path, fmt, order):
+    block = random_block(20, order, seed=6)
+    path = str(tmp_path / "dump")
+    size, digest, count = write_dump(path, fmt, blocks_of(block), order, count=20, metadata={"source_host": "a"})
+    assert count == 20 and size == os.path.getsize(path) and len(digest) == 64
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert detect_format(path) == fmt
+    with open_dump(path, byte_order=order) as dump:
+        assert dump.format == fmt and dump.byte_order == order
+        assert b"".join(dump.blocks()) == block
+        assert dump.verify() == 20 and dump.count == 20
+        assert (dump.header is not None) == (fmt == NATIVE)
+
+
+def test_detect_golden_and_empty(tmp_path):
+    assert detect_format(os.path.join(GOLDEN, "scrub.bin")) == PFS_BINARY
+    assert detect_format(os.path.join(GOLDEN, "scrub.txt")) == PFS_TEXT
+    assert detect_format(os.path.join(GOLDEN, "layout-free.txt")) == PFS_TEXT
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert detect_format(str(empty)) == PFS_BINARY
+    with open_dump(str(empty)) as dump:
+        assert dump.count == 0 and list(dump.blocks()) == []
+
+
+def test_detect_rejects_unknown_with_what_was_seen(tmp_path):
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"hello world, not a dump\n")
+    with pytest.raises(DumpFormatError) as info:
+        detect_format(str(junk))
+    message = str(info.value)
+    assert "unknown dump format" in message and "b'hello world" in message and "pfs binary" in message
+
+
+def test_text_errors_surface_from_open_dump(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"state in on all proto tcp from\n")
+    with open_dump(str(bad)) as dump:
+        with pytest.raises(TextFormatError, match="line 1"):
+            dump.verify()
+
+
+def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "table.pfstate"
+    path.write_bytes(b"old contents")
+
+    def failing_blocks():
+        yield random_block(2)
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        write_dump(str(path), NATIVE, failing_blocks(), "little")
+    assert path.read_bytes() == b"old contents"
+    assert os.listdir(str(tmp_path)) == ["table.pfstate"]
+    with pytest.raises(DumpFormatError, match="expected 5 states, got 2"):
+        write_dump(str(path), PFS_TEXT, [random_block(2)], "little", count=5)
+    assert path.read_bytes() == b"old contents" and os.listdir(str(tmp_path)) == ["table.pfstate"]
+
+
+def test_temp_file_is_never_world_readable(tmp_path, monkeypatch):
+    modes = []
+    real_fdopen = os.fdopen
+
+    def spy(fd, *args, **kwargs):
+        modes.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        return real_fdopen(fd, *args, **kwargs)
+
+    monkeypatch.setattr(formats.os, "fdopen", spy)
+    write_dump(str(tmp_path / "x"), PFS_BINARY, [random_block(1)], "little")
+    assert modes == [0o600]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=0, max_value=2 ** 32), st.sampled_from(["little", "big"]),
+       st.integers(min_value=0, max_value=6))
+def test_random_states_survive_every_format(tmp_path_factory, seed, order, count):
+    rng = random.Random(seed)
+    codec = StateCodec(order)
+    block = b"".join(codec.from_dict(random_fields(rng)) for _ in range(count))
+    directory = tmp_path_factory.mktemp("rt")
+    for fmt in (NATIVE, PFS_BINARY, PFS_TEXT):
+        path = str(directory / fmt)
+        write_dump(path, fmt, [block], order, count=count)
+        with open_dump(path, fmt=fmt, byte_order=order) as dump:
+            assert b"".join(dump.blocks()) == block, fmt
