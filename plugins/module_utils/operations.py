@@ -1,0 +1,500 @@
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""High-level state-table operations: dump, inspect, convert, lock, and summaries.
+
+What the modules (states_dump, states_info, states_lock, states_convert) call;
+nothing here knows of Ansible.  Expected failures raise OperationError with a
+message that names the problem and the fix; PfError escapes for device errors
+(its message already explains the errno on NetBSD).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import Counter
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
+    AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
+    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, write_dump,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
+    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.records import (
+    OFF_AF, OFF_DIRECTION, OFF_DST, OFF_PROTO, OFF_SRC, RecordError, StateCodec, column, peer_state_name,
+    record_count, state_to_dict, swap_records,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
+    StateFilter, TransformError, TransformStats, transform_blocks,
+)
+
+LOCK_MODES = ("none", "during", "hold")
+# Option spellings accepted for the dump formats (the issue's underscores and formats.py's hyphens).
+FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
+# Errors that mean "this file is not a usable dump".
+DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
+_PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
+
+
+class OperationError(Exception):
+    """An operation that cannot be done as asked; the message says why and what to change."""
+
+
+def canonical_format(name):
+    """formats.py's name for an option value (pfs_binary -> pfs-binary)."""
+    fmt = name.replace("_", "-")
+    if fmt not in FORMATS:
+        raise OperationError("unknown dump format %r; use native, pfs_binary or pfs_text" % name)
+    return fmt
+
+
+# --- summaries -------------------------------------------------------------------
+
+def summarize(blocks, byte_order):
+    """Counts of the states in ``blocks`` by interface, protocol, family, direction, TCP state and creator.
+
+    Works on single-byte columns and the ifname/creatorid fields, so a large
+    table costs a few passes over bytes, not one dict per state.
+    """
+    codec = StateCodec(byte_order)
+    interfaces, protocols, families, directions, tcp_states, creators = (Counter() for _ in range(6))
+    total = 0
+    for block in blocks:
+        count = record_count(block)
+        if not count:
+            continue
+        total += count
+        interfaces.update(codec.ifnames(block))
+        protocols.update(column(block, OFF_PROTO))
+        families.update(column(block, OFF_AF))
+        directions.update(column(block, OFF_DIRECTION))
+        creators.update(creatorid for _id, creatorid in codec.keys(block))
+        proto = column(block, OFF_PROTO)
+        src = column(block, OFF_SRC + _PEER_STATE)
+        dst = column(block, OFF_DST + _PEER_STATE)
+        tcp_states.update((src[i], dst[i]) for i in range(count) if proto[i] == IPPROTO_TCP)
+    creator_order = "<I" if byte_order == "little" else ">I"
+    return {
+        "count": total,
+        "by_interface": dict(interfaces),
+        "by_protocol": dict((protocol_name(number), n) for number, n in protocols.items()),
+        "by_address_family": dict((AF_NAMES.get(af, str(af)), n) for af, n in families.items()),
+        "by_direction": dict(("out" if d == PF_OUT else "in", n) for d, n in directions.items()),
+        "by_tcp_state": dict(("%s:%s" % (peer_state_name(IPPROTO_TCP, s), peer_state_name(IPPROTO_TCP, d)), n)
+                             for (s, d), n in tcp_states.items()),
+        "by_creatorid": dict(("%08x" % _u32(raw, creator_order), n) for raw, n in creators.items()),
+    }
+
+
+def _u32(raw, fmt):
+    return struct.unpack(fmt, raw)[0]
+
+
+def _state_filter(transforms):
+    filters = (transforms or {}).get("filters")
+    if not filters:
+        return None
+    try:
+        return StateFilter(**filters)
+    except TransformError as exc:
+        raise OperationError("filters: %s" % exc)
+
+
+def apply_transforms(blocks, byte_order, transforms, stats):
+    """Blocks after the filters and renames of ``transforms`` (argspec.transforms_from_params)."""
+    return transform_blocks(blocks, byte_order, state_filter=_state_filter(transforms),
+                            rename=(transforms or {}).get("rename"), stats=stats)
+
+
+# --- locking ---------------------------------------------------------------------
+
+def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
+    """Arm (or take over) the lease, then lock the table; returns the lease view after locking."""
+    token = _arm(lease_file, lease, device_path, holder)
+    try:
+        set_table_lock(device_path, True)
+    except BaseException:
+        release_lease(lease_file, token)
+        raise
+    return lease_view(lease_file)
+
+
+def unlock_table(device_path, lease_file):
+    """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
+    before = lease_view(lease_file)
+    set_table_lock(device_path, False)
+    try:
+        released = release_lease(lease_file)
+    except LeaseError as exc:
+        raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
+                             "unlock again at its deadline, which is harmless" % exc)
+    return before, released
+
+
+def _arm(lease_file, lease, device_path, holder):
+    try:
+        return arm_lease(lease_file, lease, device_path, holder=holder)
+    except LeaseError as exc:
+        raise OperationError("cannot lock the table safely: %s" % exc)
+
+
+class Snapshot:
+    """States read from the kernel: ``block`` (bytes), ``byte_order``, ``status``, and how the lock went."""
+
+    def __init__(self, block, byte_order, status, lock_mode, lock_window_ms, lock_taken, lease_token):
+        self.block = block
+        self.byte_order = byte_order
+        self.status = status
+        self.lock_mode = lock_mode
+        self.lock_window_ms = lock_window_ms
+        self.lock_taken = lock_taken
+        self.lease_token = lease_token
+
+
+def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states_dump"):
+    """Read the state table under the requested lock mode.
+
+    ``during``: the lease is armed, the table locked for the DIOCGETSTATES
+    copy only, then unlocked and the lease released.  ``hold``: the table
+    stays locked under the lease when this returns.  A table already locked
+    under a lease (states_lock) is left as it is by ``during``; ``hold`` takes
+    the lease over with its own duration.
+    """
+    if lock not in LOCK_MODES:
+        raise OperationError("lock must be one of %s, not %r" % (", ".join(LOCK_MODES), lock))
+    with PfDevice(device_path) as device:
+        status = device.get_status()
+        byte_order = device.abi.byte_order
+        if lock == "none" or (lock == "during" and lease_view(lease_file).get("locked_by_lease")):
+            return Snapshot(bytes(device.get_states()), byte_order, status, lock, None, False, None)
+        token = _arm(lease_file, lease, device_path, holder)
+        if lock == "during":
+            try:
+                started = time.time()
+                with locked(device):
+                    block = bytes(device.get_states())
+                window = (time.time() - started) * 1000.0
+            finally:
+                release_lease(lease_file, token)
+            return Snapshot(block, byte_order, status, lock, round(window, 3), True, None)
+        try:
+            device.set_lock(True)
+            locked_at = time.time()
+            block = bytes(device.get_states())
+        except BaseException:
+            _unlock_quietly(device, lease_file, token)
+            raise
+        snapshot = Snapshot(block, byte_order, status, lock, None, True, token)
+        snapshot.locked_at = locked_at
+        return snapshot
+
+
+def _unlock_quietly(device, lease_file, token):
+    """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
+    try:
+        device.set_lock(False)
+        release_lease(lease_file, token)
+    except Exception:   # pylint: disable=broad-except
+        pass
+
+
+def release_hold(device_path, lease_file, token):
+    """Unlock a hold lock taken by take_snapshot (after a failed write)."""
+    with PfDevice(device_path) as device:
+        _unlock_quietly(device, lease_file, token)
+
+
+# --- dump ------------------------------------------------------------------------
+
+def capture_metadata(hostid, now=None):
+    """What the native header records about the capture (host, release, machine, time, hostid)."""
+    now = time.time() if now is None else now
+    uname = os.uname()
+    return {
+        "captured_at": now,
+        "captured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        "hostname": socket.gethostname() or uname.nodename,
+        "os": uname.sysname,
+        "release": uname.release,
+        "machine": uname.machine,
+        "hostid": "%08x" % hostid,
+        "tool": "netbsd.pf.states_dump",
+    }
+
+
+def content_digest(fmt, byte_order, compress, block):
+    """Identity of a dump's content for ``changed``: format, options and records, not capture metadata."""
+    digest = hashlib.sha256()
+    digest.update(("%s|%s|%s|" % (fmt, byte_order, compress if fmt == NATIVE else "-")).encode("ascii"))
+    digest.update(block)
+    return digest.hexdigest()
+
+
+def existing_content_digest(path, fmt, compress):
+    """content_digest() of the dump already at ``path``, or None if there is none or it cannot be read."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open_dump(path) as reader:
+            if reader.format != fmt:
+                return None
+            if reader.format == NATIVE:
+                # The header carries the SHA-256 of the records: no need to decompress them.
+                header = reader.header
+                if header["compression"] != compress:
+                    return None
+                reader.verify()
+                digest = hashlib.sha256()
+                digest.update(("%s|%s|%s|" % (fmt, reader.byte_order, compress)).encode("ascii"))
+                blocks = reader.blocks(verify=False)
+            else:
+                digest = hashlib.sha256()
+                digest.update(("%s|%s|-|" % (fmt, reader.byte_order)).encode("ascii"))
+                blocks = reader.blocks()
+            for block in blocks:
+                digest.update(block)
+            return digest.hexdigest()
+    except DUMP_ERRORS + (OSError,):
+        return None
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def backup_file(path, now=None):
+    """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
+    now = time.time() if now is None else now
+    backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
+    shutil.copy2(path, backup)
+    return backup
+
+
+def start_detached(argv):
+    """Start ``argv`` in a session of its own with stdio on /dev/null, without waiting; returns its pid.
+
+    The command keeps running after this process exits and does not hold the
+    pipes of the Ansible connection, so the module can return at once.
+    """
+    try:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   close_fds=True, cwd="/", start_new_session=True)
+    except OSError as exc:
+        raise OperationError("run_after: cannot start %s: %s" % (argv[0], os.strerror(exc.errno) if exc.errno else exc))
+    return process.pid
+
+
+def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
+                lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
+                device_path="/dev/pf", run_after=None, now=None):
+    """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
+
+    The file is replaced atomically and only when its content (format,
+    options, records) differs from what is there; the native header's
+    capture metadata does not count.  In check mode nothing is locked or
+    written: the table is read and the result says what would happen.
+    """
+    fmt = canonical_format(fmt)
+    compression = ("zlib" if compress else "none") if fmt == NATIVE else None
+    if run_after and lock != "hold":
+        raise OperationError("run_after needs lock=hold: the command is started while the table stays locked")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OperationError("directory %s does not exist; create it first (for example with ansible.builtin.file)" % directory)
+    if os.path.isdir(path):
+        raise OperationError("%s is a directory; path must name the dump file" % path)
+
+    snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
+    try:
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now)
+        if snapshot.lock_mode == "hold":
+            result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
+            result["lock"] = dict(lease_view(lease_file), mode="hold")
+            if run_after:
+                result["run_after_pid"] = start_detached(run_after)
+    except BaseException:
+        if snapshot.lease_token is not None:
+            release_hold(device_path, lease_file, snapshot.lease_token)
+        raise
+    if snapshot.lock_mode != "hold":
+        result["lock"] = {"mode": lock if not check_mode else "none", "taken": snapshot.lock_taken}
+        result["lock_window_ms"] = snapshot.lock_window_ms
+    return result
+
+
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now):
+    byte_order = snapshot.byte_order
+    stats = TransformStats()
+    block = b"".join(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    summary = summarize([block], byte_order)
+    new_digest = content_digest(fmt, byte_order, compression, block)
+    changed = existing_content_digest(path, fmt, compression) != new_digest
+    result = {
+        "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
+        "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read, "changed": changed,
+        "content_sha256": new_digest,
+        "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
+        "by_address_family": summary["by_address_family"],
+    }
+    if check_mode:
+        return result
+    if not changed:
+        result["bytes"], result["sha256"] = file_sha256(path)
+        if fmt == NATIVE:
+            with open_dump(path) as reader:
+                result["header"] = reader.header
+        return result
+    if backup and os.path.isfile(path):
+        result["backup_file"] = backup_file(path, now)
+    metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
+    try:
+        size, sha256, _count = write_dump(path, fmt, [block], byte_order, count=stats.kept, metadata=metadata,
+                                          compress=compression, mode=mode)
+    except OSError as exc:
+        raise OperationError("cannot write %s: %s; the previous file (if any) is unchanged"
+                             % (path, os.strerror(exc.errno) if exc.errno else exc))
+    result["bytes"], result["sha256"] = size, sha256
+    if fmt == NATIVE:
+        with open_dump(path) as reader:
+            result["header"] = reader.header
+    return result
+
+
+# --- inspect and convert ---------------------------------------------------------
+
+def _open(src, src_format, byte_order=None):
+    if not os.path.isfile(src):
+        raise OperationError("%s does not exist or is not a regular file" % src)
+    try:
+        return open_dump(src, canonical_format(src_format) if src_format else None, byte_order)
+    except DUMP_ERRORS as exc:
+        raise OperationError("%s: %s" % (src, exc))
+
+
+def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
+    """Header, format, byte order, counts and summary of a dump file (after transforms, if any)."""
+    with _open(src, src_format, text_byte_order) as reader:
+        stats = TransformStats()
+        try:
+            summary = summarize(apply_transforms(reader.blocks(), reader.byte_order, transforms, stats),
+                                reader.byte_order)
+        except DUMP_ERRORS as exc:
+            raise OperationError("%s: %s" % (src, exc))
+        size, sha256 = file_sha256(src)
+        return {
+            "src": src, "src_format": reader.format.replace("-", "_"), "byte_order": reader.byte_order,
+            "header": reader.header, "bytes": size, "sha256": sha256, "read": stats.read,
+            "filtered": stats.filtered, "count": stats.kept, "summary": summary,
+            "trailing_bytes": reader.trailing_bytes,
+        }
+
+
+def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_order=None, compress=True,
+                 transforms=None, mode=0o600, check_mode=False, now=None):
+    """Rewrite the dump ``src`` as ``dest`` in ``fmt``; no device is touched.
+
+    ``byte_order`` is the byte order of the output records: "little", "big",
+    "host" (the running machine's) or None, which keeps the input's, so the
+    output is byte-identical whatever machine runs the conversion (native
+    headers aside, which record the conversion time).
+    """
+    fmt = canonical_format(fmt)
+    compression = ("zlib" if compress else "none") if fmt == NATIVE else None
+    with _open(src, src_format, text_byte_order) as reader:
+        source_order = reader.byte_order
+        target_order = {"host": sys.byteorder, None: source_order}.get(byte_order, byte_order)
+        if target_order not in ("little", "big"):
+            raise OperationError("byte_order must be little, big or host, not %r" % byte_order)
+        stats = TransformStats()
+        try:
+            # Read and transform the whole dump first: a damaged source never produces a partial dest.
+            block = b"".join(apply_transforms(reader.blocks(), source_order, transforms, stats))
+        except DUMP_ERRORS as exc:
+            raise OperationError("%s: %s" % (src, exc))
+        block = swap_records(block, source_order, target_order)
+        header = reader.header
+        source_format = reader.format
+    result = {
+        "src": src, "dest": dest, "src_format": source_format.replace("-", "_"), "format": fmt.replace("-", "_"),
+        "src_byte_order": source_order, "byte_order": target_order, "read": stats.read, "filtered": stats.filtered,
+        "renamed": stats.renamed, "count": stats.kept,
+    }
+    new_digest = content_digest(fmt, target_order, compression, block)
+    result["changed"] = existing_content_digest(dest, fmt, compression) != new_digest
+    if check_mode or not result["changed"]:
+        return result
+    metadata = None
+    if fmt == NATIVE:
+        metadata = dict(((header or {}).get("metadata") or {}))
+        metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
+        metadata["converted_at"] = time.time() if now is None else now
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(directory):
+        raise OperationError("directory %s does not exist; create it first" % directory)
+    try:
+        size, sha256, _count = write_dump(dest, fmt, [block], target_order, count=stats.kept, metadata=metadata,
+                                          compress=compression, mode=mode)
+    except OSError as exc:
+        raise OperationError("cannot write %s: %s; the previous file (if any) is unchanged"
+                             % (dest, os.strerror(exc.errno) if exc.errno else exc))
+    result.update(bytes=size, sha256=sha256)
+    return result
+
+
+# --- info ------------------------------------------------------------------------
+
+def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=False, transforms=None, limit=None):
+    """Status, limits, lock view and a summary of the live table (read-only descriptor only)."""
+    with PfDevice(device_path) as device:
+        status = device.get_status()
+        state_limit = device.get_limit()
+        timeout_values = device.get_timeouts_by_name() if timeouts else None
+        block = bytes(device.get_states())
+        byte_order = device.abi.byte_order
+    stats = TransformStats()
+    selected = b"".join(apply_transforms([block], byte_order, transforms, stats))
+    result = {
+        "status": {
+            "running": status["running"], "states": status["states"], "src_nodes": status["src_nodes"],
+            "since": status["since"], "hostid": "%08x" % status["hostid"], "debug": status["debug"],
+            "state_locked_drops": status["state_locked_drops"], "counters": status["counters"],
+            "state_counters": status["state_counters"], "limit_counters": status["limit_counters"],
+        },
+        "state_limit": state_limit,
+        "byte_order": byte_order,
+        "summary": summarize([selected], byte_order),
+        "filtered": stats.filtered,
+    }
+    result["summary"]["total_in_table"] = stats.read
+    if lease_file:
+        result["lock"] = lease_view(lease_file)
+    if timeout_values is not None:
+        result["timeouts"] = timeout_values
+    if states:
+        count = record_count(selected)
+        shown = count if limit is None else min(limit, count)
+        result["states"] = [state_to_dict(selected[i * RECORD_SIZE:(i + 1) * RECORD_SIZE], byte_order) for i in range(shown)]
+        result["states_truncated"] = shown < count
+    return result
