@@ -8,17 +8,16 @@ set -euo pipefail
 
 bin_dir="$(cd "$(dirname "$0")" && pwd)/bin"
 pyenv_root="${PYENV_ROOT:-$HOME/.pyenv}"
+shopt -s nullglob
 mkdir -p "$bin_dir"
 rm -f "$bin_dir"/python3.*
 
 found=()
 for minor in 8 9 10 11 12 13; do
     name="python3.$minor"
-    candidate=""
-    # Newest patch release first.
-    for path in $(ls -d "$pyenv_root"/versions/3."$minor".*/bin/"$name" 2>/dev/null | sort -V -r); do
-        if [ -x "$path" ]; then candidate="$path"; break; fi
-    done
+    installed=("$pyenv_root"/versions/3."$minor".*/bin/"$name")
+    # The newest patch release.
+    candidate="$(printf '%s\n' "${installed[@]}" | sort -V | tail -n 1)"
     if [ -z "$candidate" ]; then
         while IFS= read -r path; do
             case "$path" in */shims/*|"$bin_dir"/*) continue ;; esac
