@@ -667,7 +667,7 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     rename = (transforms or {}).get("rename")
     block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
     report.update({
-        "path": path, "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
+        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
         "age_seconds": age_seconds, "age_source": age_source, "captured_at": capture_time,
         "mss_fixed": bool(fix_mss and kernel_order == "little"),
     })
