@@ -1,0 +1,193 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netbsd.pf contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: states_info
+short_description: Report pf status and the state table of a NetBSD host
+version_added: 0.1.0
+description:
+  - Reads C(/dev/pf) through a read-only descriptor (C(DIOCGETSTATUS), C(DIOCGETLIMIT), C(DIOCGETSTATES), optionally C(DIOCGETTIMEOUT))
+    and reports pf's status, the state limit, a summary of the state table and, on request, the states themselves.
+  - Never changes anything. Works at any securelevel.
+  - The state lock cannot be read from the kernel; RV(lock) is what the lease file of this collection says, clearly labelled as such.
+  - Verifiers can compare RV(states) of two hosts (for example before a capture and after a restore) with O(filters) to narrow them.
+options:
+  states:
+    description:
+      - Also return the states, one dict per state, in kernel (insertion) order.
+    type: bool
+    default: false
+  limit:
+    description:
+      - With O(states=true), return at most this many states; RV(states_truncated) says whether more matched.
+      - V(0) means no limit. Large tables make large results, about 1 KB of JSON per state.
+    type: int
+    default: 1000
+  timeouts:
+    description:
+      - Also return the global default timeouts (C(set timeout) in C(pf.conf)).
+    type: bool
+    default: false
+  lease_file:
+    description:
+      - Lease file to report the lock from (see M(netbsd.pf.states_lock)).
+    type: path
+    default: /var/run/netbsd_pf_lock.lease
+extends_documentation_fragment:
+  - action_common_attributes
+  - netbsd.pf.attributes.platform
+  - netbsd.pf.transforms
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - O(filters) and O(rename) change only what is reported (RV(summary) and RV(states)); RV(summary.total_in_table) counts the whole table.
+seealso:
+  - module: netbsd.pf.states_lock
+  - module: netbsd.pf.states_dump
+author:
+  - netbsd.pf contributors
+"""
+
+EXAMPLES = r"""
+- name: Status and a summary of the table
+  netbsd.pf.states_info:
+  register: pf
+  become: true
+
+- name: Fail early when the table would not fit on this host
+  ansible.builtin.assert:
+    that: pf.status.states < pf.state_limit
+
+- name: The established TCP states to port 22, for a before/after comparison
+  netbsd.pf.states_info:
+    states: true
+    limit: 0
+    filters:
+      protocols: [tcp]
+      ports: [22]
+  register: ssh_states
+  become: true
+"""
+
+RETURN = r"""
+status:
+  description: pf status (C(DIOCGETSTATUS)).
+  returned: always
+  type: dict
+  contains:
+    running:
+      description: Whether pf is enabled.
+      type: bool
+      returned: always
+    states:
+      description: The kernel's state count; it includes states unlinked but not yet freed.
+      type: int
+      returned: always
+    hostid:
+      description: The host id (creator id of new states), 8 hex digits.
+      type: str
+      returned: always
+    since:
+      description: When pf was last started, stopped or cleared (seconds since the epoch).
+      type: int
+      returned: always
+    state_locked_drops:
+      description: Packets dropped because the table was locked (NetBSD counter 15, C(state-locked)).
+      type: int
+      returned: always
+    counters:
+      description: The reason counters by name.
+      type: dict
+      returned: always
+  sample: {"running": true, "states": 2048, "hostid": "1e35049e", "since": 1714566000, "state_locked_drops": 0}
+state_limit:
+  description: The hard limit of the state pool (C(set limit states)).
+  returned: always
+  type: int
+  sample: 10000
+byte_order:
+  description: Byte order of the kernel's records (that of the host).
+  returned: always
+  type: str
+  sample: little
+lock:
+  description:
+    - The lock as the lease file sees it (see M(netbsd.pf.states_lock) RV(netbsd.pf.states_lock#module:lock)); C(source) is always V(lease_file).
+  returned: always
+  type: dict
+  sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
+summary:
+  description: Counts of the selected states.
+  returned: always
+  type: dict
+  sample: {"count": 3, "total_in_table": 3, "by_interface": {"all": 3}, "by_protocol": {"tcp": 2, "udp": 1},
+           "by_address_family": {"inet": 3}, "by_direction": {"out": 3}, "by_tcp_state": {"ESTABLISHED:ESTABLISHED": 2},
+           "by_creatorid": {"1e35049e": 3}}
+filtered:
+  description: States left out by O(filters).
+  returned: always
+  type: int
+  sample: 0
+timeouts:
+  description: Default timeouts in seconds by C(pf.conf) name.
+  returned: when O(timeouts=true)
+  type: dict
+  sample: {"tcp.established": 86400, "udp.single": 30}
+states:
+  description: The selected states.
+  returned: when O(states=true)
+  type: list
+  elements: dict
+  sample: [{"id": "6b090ce800000000", "creatorid": "1e35049e", "af": "inet", "proto": "tcp", "direction": "out", "ifname": "all",
+            "lan": {"address": "10.0.0.2", "port": 50312}, "gwy": {"address": "10.0.0.2", "port": 50312},
+            "ext": {"address": "192.0.2.7", "port": 22}, "expire": 86390, "timeout_name": "tcp_established"}]
+states_truncated:
+  description: Whether O(limit) cut the list.
+  returned: when O(states=true)
+  type: bool
+  sample: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    DEFAULT_LEASE_FILE, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+
+DEVICE = "/dev/pf"
+
+
+def main():
+    argument_spec = dict(
+        states=dict(type="bool", default=False),
+        limit=dict(type="int", default=1000),
+        timeouts=dict(type="bool", default=False),
+        lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
+    )
+    argument_spec.update(TRANSFORM_ARGSPEC)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    params = module.params
+    if params["limit"] < 0:
+        module.fail_json(msg="limit must be 0 (no limit) or a positive number of states, not %d" % params["limit"])
+    try:
+        transforms = transforms_from_params(params)
+        result = table_info(DEVICE, lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
+                            transforms=transforms, limit=params["limit"] or None)
+    except (TransformOptionError, OperationError, PfError) as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
