@@ -18,7 +18,7 @@ from array import array
 
 from .structs import (
     DEFAULT_LIMITS, DEFAULT_TIMEOUTS, IOC_IN, IOC_OUT, Layout, OFF_CREATION, OFF_CREATORID, OFF_DIRECTION, OFF_IFNAME,
-    OFF_RULE, OFF_TIMEOUT, PF_LIMIT_MAX, PF_OUT, PFTM_ADAPTIVE_END, PFTM_ADAPTIVE_START, PFTM_MAX, PFTM_UNTIL_PACKET,
+    OFF_EXPIRE, OFF_RULE, OFF_TIMEOUT, PF_LIMIT_MAX, PF_OUT, PFTM_ADAPTIVE_END, PFTM_ADAPTIVE_START, PFTM_MAX, PFTM_UNTIL_PACKET,
     RECORD_SIZE, ioc_length,
 )
 
@@ -96,6 +96,22 @@ class OpenFile(object):
         return "<pf open file %s%s>" % (mode, " closed" if self.closed else "")
 
 
+def _field_bits(*ranges):
+    """An int mask (big-endian view of a 240-byte record) with the bytes of ``ranges`` set."""
+    mask = bytearray(RECORD_SIZE)
+    for start, end in ranges:
+        mask[start:end] = b"\xff" * (end - start)
+    return int.from_bytes(mask, "big")
+
+
+# What DIOCADDSTATES keeps of a record: id, ifname, lan/gwy/ext addr+port, both peers' seqlo..wscale,
+# creatorid, af, proto, direction, timeout. The rule numbers become the default rule's (0xffffffff).
+IMPORTED_BITS = _field_bits((0, 24), (24, 42), (48, 66), (72, 90), (104, 122), (136, 154), (228, 235), (237, 238))
+DEFAULT_RULE_BITS = _field_bits((OFF_RULE, OFF_CREATION))
+ZERO_ID = bytes(8)
+ZERO_CREATOR = bytes(4)
+
+
 def _os_error(code, detail=None):
     message = os.strerror(code)
     if detail:
@@ -142,6 +158,7 @@ class Kernel(object):
     def __init__(self, abi="lp64-le", state_limit=10000, hostid=None, securelevel=0, clock=None, seed=None,
                  running=True):
         self.layout = Layout(abi)
+        self._u32_at = self.layout.u32.unpack_from
         self.abi = abi
         self.clock = clock if clock is not None else ManualClock()
         self.securelevel = securelevel
@@ -320,45 +337,36 @@ class Kernel(object):
         decode = self.layout.creation_expire.unpack_from
         timeouts = self._timeouts
         keys, ext_gwy, ids = self._keys, self._ext_gwy, self._ids
-        fresh = {}
+        first_slot = len(self._status)
+        new_keys, new_ext_gwy, new_ids = [], [], []
+        created, last_activity, on_default_rule = [], [], bytearray()
         for offset in range(0, len(block), RECORD_SIZE):
             rec = block[offset:offset + RECORD_SIZE]
-            key = lan_ext_key(rec)
-            if key in keys or key in fresh or ext_gwy_key(rec) in ext_gwy or id_key(rec) in ids:
-                raise ValueError("generated state %d collides with a state in the table; use another seed"
-                                 % (offset // RECORD_SIZE))
-            fresh[key] = None
-        slot = len(self._status)
-        for offset in range(0, len(block), RECORD_SIZE):
-            rec = block[offset:offset + RECORD_SIZE]
+            new_keys.append(lan_ext_key(rec))
+            new_ext_gwy.append(ext_gwy_key(rec))
+            new_ids.append(id_key(rec))
             age, remaining = decode(rec, OFF_CREATION)
             index = rec[OFF_TIMEOUT]
-            default_rule = rec[OFF_RULE:OFF_RULE + 4] == b"\xff\xff\xff\xff"
-            timeout = timeouts[index] if index < PFTM_MAX else 0
-            self._append(slot, rec, (now - age) & U32, (now + remaining - timeout) & U32, default_rule)
-            if default_rule:
-                self._default_rule_states += 1
-            slot += 1
+            created.append((now - age) & U32)
+            last_activity.append((now + remaining - (timeouts[index] if index < PFTM_MAX else 0)) & U32)
+            on_default_rule.append(rec[OFF_RULE:OFF_RULE + 4] == b"\xff\xff\xff\xff")
             self._interfaces.add(rec[OFF_IFNAME:OFF_IFNAME + 16].rstrip(b"\0"))
-
-    def _append(self, slot, rec, created, last_activity, default_rule):
-        self._records += rec
-        self._created.append(created)
-        self._last_activity.append(last_activity)
-        self._status.append(LINKED)
-        self._on_default_rule.append(1 if default_rule else 0)
-        key = lan_ext_key(rec)
-        members = self._keys.get(key)
-        if members is None:
-            self._keys[key] = slot
-            self._ext_gwy.add(ext_gwy_key(rec))
-        elif isinstance(members, list):
-            members.append(slot)
-        else:
-            self._keys[key] = [members, slot]
-        self._ids[id_key(rec)] = slot
-        self._linked += 1
-        self._fcounters[1] += 1
+        count = len(new_ids)
+        if (len(set(new_keys)) != count or not keys.keys().isdisjoint(new_keys) or not ext_gwy.isdisjoint(new_ext_gwy)
+                or not ids.keys().isdisjoint(new_ids)):
+            raise ValueError("generated states collide with states in the table; use another seed")
+        for slot, key, second_key, state_id in zip(range(first_slot, first_slot + count), new_keys, new_ext_gwy, new_ids):
+            keys[key] = slot
+            ext_gwy.add(second_key)
+            ids[state_id] = slot
+        self._records += block
+        self._created.extend(created)
+        self._last_activity.extend(last_activity)
+        self._status += bytes(count)
+        self._on_default_rule += on_default_rule
+        self._linked += count
+        self._fcounters[1] += count
+        self._default_rule_states += on_default_rule.count(1)
 
     # ----------------------------------------------------------------- expiry
 
@@ -653,59 +661,71 @@ class Kernel(object):
         timeout = raw[OFF_TIMEOUT]
         if timeout >= PFTM_MAX and timeout != PFTM_UNTIL_PACKET:
             raise _os_error(errno.EINVAL, "state timeout index %d" % timeout)
-        if self.states >= self._limits[0]:
+        if self._linked + self._unlinked >= self._limits[0]:
             raise _os_error(errno.ENOMEM, "state limit %d reached" % self._limits[0])
         now = self._now()
-        rec = self._import(raw)
-        self._default_rule_states += 1  # not given back if the insert fails (upstream leak)
-        expire = raw[192:196]
-        remaining = self.layout.u32.unpack(expire)[0]
+        self._default_rule_states += 1  # attached to the default rule; not given back if the insert fails
         last_activity = now
+        remaining = self._u32_at(raw, OFF_EXPIRE)[0]
         if remaining and timeout < PFTM_MAX:
             last_activity = (now - ((self._timeouts[timeout] - remaining) & U32)) & U32
-        self._insert(rec, now, last_activity)
+        self._insert(self._import(raw), now, last_activity)
 
     def _import(self, raw):
-        rec = bytearray(RECORD_SIZE)
-        rec[0:8] = raw[0:8]
-        rec[8:24] = kif_name(raw[8:24])
-        for host in (24, 48, 72):  # addr + port; pads stay zero
-            rec[host:host + 18] = raw[host:host + 18]
-        swap_mss = self.layout.byte_order == "little"
-        for peer in (96, 128):  # scrub data is dropped; seqlo..max_win, mss, state, wscale kept
-            rec[peer + 8:peer + 22] = raw[peer + 8:peer + 22]
-            mss = raw[peer + 22:peer + 24]
-            rec[peer + 22:peer + 24] = mss[::-1] if swap_mss else mss  # ntohs() on the import path only
-            rec[peer + 24:peer + 26] = raw[peer + 24:peer + 26]
-        rec[176:188] = b"\xff" * 12  # default rule, no anchor, no nat rule
-        rec[228:235] = raw[228:235]  # creatorid, af, proto, direction
-        rec[OFF_TIMEOUT] = raw[OFF_TIMEOUT]
+        """pf_state_import(): keep key, ids, peers' sequence data; drop everything else (5.5 step 3)."""
+        rec = ((int.from_bytes(raw, "big") & IMPORTED_BITS) | DEFAULT_RULE_BITS).to_bytes(RECORD_SIZE, "big")
+        name = raw[OFF_IFNAME:OFF_IFNAME + 16]
+        if kif_name(name) != name:
+            rec = rec[:OFF_IFNAME] + kif_name(name) + rec[OFF_IFNAME + 16:]
+        if self.layout.byte_order == "little" and (raw[118:120] != b"\0\0" or raw[150:152] != b"\0\0"):
+            # ntohs() on the import path only: a little-endian kernel swaps mss (reference 8, item 1).
+            rec = rec[:118] + raw[119:117:-1] + rec[120:150] + raw[151:149:-1] + rec[152:]
         return rec
 
     def _insert(self, rec, now, last_activity):
         """pf_insert_state(): the three trees, then the state list; every failure is ENOMEM."""
-        key = lan_ext_key(bytes(rec))
+        key = lan_ext_key(rec)
+        records = self._records
         members = self._keys.get(key)
+        second_key = None
         if members is not None:
-            kif = bytes(rec[OFF_IFNAME:OFF_IFNAME + 16])
+            kif = rec[OFF_IFNAME:OFF_IFNAME + 16]
             slots = members if isinstance(members, list) else [members]
             for slot in slots:
-                if self._records[slot * RECORD_SIZE + OFF_IFNAME:slot * RECORD_SIZE + OFF_IFNAME + 16] == kif:
+                if records[slot * RECORD_SIZE + OFF_IFNAME:slot * RECORD_SIZE + OFF_IFNAME + 16] == kif:
                     raise _os_error(errno.ENOMEM, "a state with this lan/ext key exists on this interface")
             # Joining the key: the state now exports the key's hosts and direction.
             owner = slots[0] * RECORD_SIZE
-            rec[24:96] = self._records[owner + 24:owner + 96]
-            rec[OFF_DIRECTION] = self._records[owner + OFF_DIRECTION]
-        elif ext_gwy_key(bytes(rec)) in self._ext_gwy:
-            raise _os_error(errno.ENOMEM, "ext/gwy key collision")
-        if rec[0:8] == b"\0" * 8 and rec[OFF_CREATORID:OFF_CREATORID + 4] == b"\0" * 4:
-            rec[0:8] = (self._stateid & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+            rec = (rec[:24] + records[owner + 24:owner + 96] + rec[96:OFF_DIRECTION]
+                   + records[owner + OFF_DIRECTION:owner + OFF_DIRECTION + 1] + rec[OFF_DIRECTION + 1:])
+        else:
+            second_key = ext_gwy_key(rec)
+            if second_key in self._ext_gwy:
+                raise _os_error(errno.ENOMEM, "ext/gwy key collision")
+        if rec[0:8] == ZERO_ID and rec[OFF_CREATORID:OFF_CREATORID + 4] == ZERO_CREATOR:
+            rec = ((self._stateid & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big") + rec[8:OFF_CREATORID]
+                   + self.layout.u32.pack(self._hostid) + rec[OFF_CREATORID + 4:])
             self._stateid += 1
-            rec[OFF_CREATORID:OFF_CREATORID + 4] = self.layout.u32.pack(self._hostid)
         rec = bytes(rec)
-        if id_key(rec) in self._ids:
+        state_id = id_key(rec)
+        if state_id in self._ids:
             raise _os_error(errno.ENOMEM, "duplicate (id, creatorid)")
-        self._append(len(self._status), rec, now, last_activity, True)
+        slot = len(self._status)
+        if members is None:
+            self._keys[key] = slot
+            self._ext_gwy.add(second_key)
+        elif isinstance(members, list):
+            members.append(slot)
+        else:
+            self._keys[key] = [members, slot]
+        self._ids[state_id] = slot
+        records += rec
+        self._created.append(now)
+        self._last_activity.append(last_activity)
+        self._status.append(LINKED)
+        self._on_default_rule.append(1)
+        self._linked += 1
+        self._fcounters[1] += 1
         self._interfaces.add(rec[OFF_IFNAME:OFF_IFNAME + 16].rstrip(b"\0"))
 
     def _kill_matching(self, argument, matches):
