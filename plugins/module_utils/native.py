@@ -157,7 +157,7 @@ class NativeReader:
         self.fileobj.seek(self.payload_offset)
         left = self.header["payload_length"]
         decompressor = zlib.decompressobj() if self.header["compression"] == "zlib" else None
-        pending = b""
+        pending = bytearray()
         limit = self.block_records * RECORD_SIZE
         while left:
             chunk = self.fileobj.read(min(READ_SIZE, left))
@@ -170,15 +170,17 @@ class NativeReader:
                 except zlib.error as exc:
                     raise NativeFormatError("corrupt compressed .pfstate payload: %s" % exc)
             pending += chunk
-            while len(pending) >= limit:
-                yield pending[:limit]
-                pending = pending[limit:]
+            consumed = 0
+            while len(pending) - consumed >= limit:
+                yield bytes(pending[consumed:consumed + limit])
+                consumed += limit
+            del pending[:consumed]
         if decompressor and (not decompressor.eof or decompressor.unused_data):
             raise NativeFormatError("corrupt compressed .pfstate payload (stream %s)" % (
                 "incomplete" if not decompressor.eof else "followed by extra data"))
         whole = len(pending) - len(pending) % RECORD_SIZE
         if whole:
-            yield pending[:whole]
+            yield bytes(pending[:whole])
         if len(pending) % RECORD_SIZE:
             raise NativeFormatError("payload ends with a partial record of %d bytes" % (len(pending) % RECORD_SIZE))
 
