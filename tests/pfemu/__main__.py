@@ -1,6 +1,7 @@
 """Command line of the pf emulator: ``python -m tests.pfemu ...`` from the repository root.
 
-    fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--dir D]
+    fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--clock manual|system]
+               [--limit L] [--abi ABI] [--dir D]
     fleet down [--dir D]
     fleet status [--dir D]
     reboot HOST [--delay SECONDS] [--wait]
@@ -51,7 +52,9 @@ def build_parser():
     up.add_argument("--seed", type=int, default=0)
     up.add_argument("--paramiko-hosts", type=int, default=0, help="ssh flavour: the last M hosts use paramiko_ssh")
     up.add_argument("--abi", default="lp64-le")
-    up.add_argument("--limit", type=int, help="state limit (default: max(10000, --states))")
+    up.add_argument("--limit", type=int, help="state limit (default: max(10000, 2 * --states))")
+    up.add_argument("--clock", choices=("manual", "system"), default="manual",
+                    help="kernel time: manual (moves only with `ctl HOST advance` and reboots) or system")
     fleet_commands.add_parser("down", help="stop everything the fleet started (idempotent)", parents=[common])
     fleet_commands.add_parser("status", help="print every host's status as JSON", parents=[common])
 
@@ -125,7 +128,8 @@ def main(argv=None):
         if options.command == "fleet" and options.fleet_command == "up":
             started = time.monotonic()
             state = fleet.up(options.count, flavour=options.flavour, states=options.states, seed=options.seed,
-                             paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit)
+                             paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit,
+                             clock=options.clock)
             print("fleet of %d %s hosts up in %.1f s; inventory: %s" % (
                 len(state["hosts"]), options.flavour, time.monotonic() - started, fleet.inventory_path()))
             return 0

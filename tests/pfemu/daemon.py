@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 
-from .kernel import EmulatorRefusal, Kernel, SystemClock
+from .kernel import EmulatorRefusal, Kernel, ManualClock, SystemClock
 from .shim.pfemu_shim import (
     COUNT, MSG_CONTROL, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN, MSG_REFUSED,
     MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
@@ -142,6 +142,9 @@ class EmulatedHost(object):
         self.kernel_lock = threading.Lock()
         self.rebooting = False
         self.refusals = []
+        # Set by anything that may change what a purge pass would do; lets the purge
+        # thread skip passes over a big table while nothing changed (manual clock).
+        self.table_touched = True
         self.sessions = {}
         self.sessions_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -169,8 +172,13 @@ class EmulatedHost(object):
 
     # purge thread ------------------------------------------------------------
     def purge_forever(self):
+        last_second = None
         while not self.stopping.wait(PURGE_INTERVAL):
             with self.kernel_lock:
+                second = int(self.kernel.clock.now())
+                if second == last_second and not self.table_touched:
+                    continue
+                last_second, self.table_touched = second, False
                 self.kernel.purge()
 
     # status ------------------------------------------------------------------
@@ -198,11 +206,11 @@ class EmulatedHost(object):
         if self.rebooting:
             return False
         self.rebooting = True
-        worker = threading.Thread(target=self._reboot, args=(delay,), name="reboot", daemon=True)
+        worker = threading.Thread(target=self._reboot, args=(delay, time.monotonic()), name="reboot", daemon=True)
         worker.start()
         return True
 
-    def _reboot(self, delay):
+    def _reboot(self, delay, requested):
         time.sleep(delay)
         LOG.info("rebooting")
         try:
@@ -211,7 +219,11 @@ class EmulatedHost(object):
             pass
         self._set_link("down")
         with self.kernel_lock:
+            if isinstance(self.kernel.clock, ManualClock):
+                # A reboot takes time on any clock, and kern.boottime must change.
+                self.kernel.clock.advance(max(1.0, time.monotonic() - requested))
             self.kernel.reboot()
+            self.table_touched = True
         self._kill_session_holders()
         self.run_rc_scripts()
         self.publish_boot_time()
@@ -267,6 +279,7 @@ class EmulatedHost(object):
         if name == "reboot":
             return {"scheduled": self.schedule_reboot(float(command.get("delay", 1.0)))}
         with self.kernel_lock:
+            self.table_touched = True
             if name == "fill":
                 self.kernel.fill(int(command["count"]), seed=int(command.get("seed", 0)))
             elif name == "securelevel":
@@ -349,6 +362,7 @@ class Session(socketserver.BaseRequestHandler):
             memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
             try:
                 with host.kernel_lock:
+                    host.table_touched = True
                     host.kernel.ioctl(self.handle, request, arg, memory)
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)
@@ -411,9 +425,12 @@ class DaemonServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().__init__(path, Session)
 
 
-def serve(host_dir, kernel_options, netns=None):
+CLOCKS = {"manual": ManualClock, "system": SystemClock}
+
+
+def serve(host_dir, kernel_options, clock="manual", netns=None):
     """Run the daemon of one host until SIGTERM."""
-    host = EmulatedHost(host_dir, Kernel(clock=SystemClock(), **kernel_options), netns=netns)
+    host = EmulatedHost(host_dir, Kernel(clock=CLOCKS[clock](), **kernel_options), netns=netns)
     os.makedirs(host.run_dir, exist_ok=True)
     socket_path = os.path.join(host.run_dir, SOCKET_NAME)
     try:
@@ -452,11 +469,14 @@ def main(argv=None):
     parser.add_argument("--hostid", type=lambda text: int(text, 0))
     parser.add_argument("--securelevel", type=int, default=0)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="manual",
+                        help="manual: kernel time moves only with `ctl HOST advance` and reboots; system: real time")
     parser.add_argument("--netns")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     serve(options.host_dir, {"abi": options.abi, "state_limit": options.state_limit, "hostid": options.hostid,
-                             "securelevel": options.securelevel, "seed": options.seed}, netns=options.netns)
+                             "securelevel": options.securelevel, "seed": options.seed},
+          clock=options.clock, netns=options.netns)
     return 0
 
 

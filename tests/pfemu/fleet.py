@@ -125,7 +125,8 @@ class Fleet(object):
             raise FleetError("the daemon of %s does not answer (%s)" % (name, error))
 
     # up ------------------------------------------------------------------------
-    def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None):
+    def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
+           clock="manual"):
         if flavour not in ("local", "ssh"):
             raise FleetError("unknown flavour %r (local or ssh)" % flavour)
         if flavour == "ssh":
@@ -135,17 +136,18 @@ class Fleet(object):
         if self.load() is not None:
             self.down()
         try:
-            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit)
+            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock)
         except BaseException:
             self.down()
             raise
 
-    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit):
+    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
         state = {
-            "flavour": flavour, "fleet_id": self.fleet_id, "seed": seed, "abi": abi, "created": time.time(),
+            "flavour": flavour, "fleet_id": self.fleet_id, "seed": seed, "abi": abi, "clock": clock,
+            "created": time.time(),
             "hosts": [{"name": name, "dir": self.host_dir(name), "python": pythons[index % len(pythons)],
                        "hostid": _hostid(seed, name),
                        "netns": self.netns_name(name) if flavour == "ssh" else None,
@@ -157,10 +159,11 @@ class Fleet(object):
         self.save(state)
         if flavour == "ssh":
             self._make_fleet_key()
-        limit = state_limit or max(10000, states)
+        # Twice the table: adaptive timeouts (60%..120% of the limit, as pfctl sets them) stay off.
+        limit = state_limit or max(10000, 2 * states)
         for host in state["hosts"]:
             self._make_host(host)
-            self._start_daemon(host, abi=abi, state_limit=limit, seed=seed)
+            self._start_daemon(host, abi=abi, state_limit=limit, seed=seed, clock=clock)
             if flavour == "ssh":
                 self._start_sshd(host)
         for host in state["hosts"]:
@@ -197,9 +200,10 @@ class Fleet(object):
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
 
-    def _start_daemon(self, host, abi, state_limit, seed):
+    def _start_daemon(self, host, abi, state_limit, seed, clock):
         command = [sys.executable, "-m", __package__, "daemon", "--host-dir", host["dir"], "--abi", abi,
-                   "--state-limit", str(state_limit), "--hostid", str(host["hostid"]), "--seed", str(seed)]
+                   "--state-limit", str(state_limit), "--hostid", str(host["hostid"]), "--seed", str(seed),
+                   "--clock", clock]
         if host["netns"]:
             command += ["--netns", host["netns"]]
         environment = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
