@@ -41,7 +41,8 @@ options:
       - Format of the dump. V(auto) recognises C(.pfstate) files by their magic, pfs text by its leading C(state) keyword
         and pfs binary files by their size.
     type: str
-    choices: [auto, native, pfs-binary, pfs-text]
+      - V(pfs_binary) and V(pfs_text) are accepted as spellings of V(pfs-binary) and V(pfs-text).
+    choices: [auto, native, pfs-binary, pfs-text, pfs_binary, pfs_text]
     default: auto
   byte_order:
     description:
@@ -308,7 +309,7 @@ def argument_spec():
     spec = dict(
         path=dict(type="path"),
         src=dict(type="path"),
-        format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text"]),
+        format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text", "pfs_binary", "pfs_text"]),
         byte_order=dict(type="str", choices=["little", "big"]),
         age=dict(type="str", default="auto"),
         captured_at=dict(type="str"),
@@ -356,7 +357,7 @@ def main():
         module.fail_json(msg=str(exc))
     try:
         report = restore_file(
-            params["path"], fmt=params["format"], byte_order=params["byte_order"], transforms=transforms,
+            params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"], transforms=transforms,
             age=params["age"], captured_at=params["captured_at"], source_mtime=params["source_mtime"],
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
