@@ -723,4 +723,3 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
     result["summary_before"] = before
     result["summary_after"] = merged_counts(before, added_views)
     return result
-

@@ -19,7 +19,7 @@ description:
     modulo 256.
   - An empty selection is refused; say O(all=true) to remove everything.
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 options:
   all:
     description:

@@ -23,7 +23,7 @@ description:
   - With O(src) the dump is taken from the controller; the action plugin copies it to a private temporary file on the
     target (mode C(0600)) and removes it afterwards, also when the restore fails.
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 options:
   path:
     description:
@@ -40,8 +40,8 @@ options:
     description:
       - Format of the dump. V(auto) recognises C(.pfstate) files by their magic, pfs text by its leading C(state) keyword
         and pfs binary files by their size.
-    type: str
       - V(pfs_binary) and V(pfs_text) are accepted as spellings of V(pfs-binary) and V(pfs-text).
+    type: str
     choices: [auto, native, pfs-binary, pfs-text, pfs_binary, pfs_text]
     default: auto
   byte_order:
@@ -131,6 +131,7 @@ options:
     default: 60
 extends_documentation_fragment:
   - action_common_attributes
+  - action_common_attributes.flow
   - action_common_attributes.files
   - netbsd.pf.attributes.platform
   - netbsd.pf.transforms
