@@ -52,11 +52,22 @@ step "Starting $hosts emulated NetBSD firewalls (pf emulator behind /dev/pf, loc
 python -m tests.pfemu fleet up "$hosts" --flavour local --states "$states" --dir "$fleet" | sed 's/^/    /'
 inventory=$fleet/inventory/hosts.yml
 
+# One line per host: state count and boot time (the emulator's clock); with "check", also
+# whether the boot time moved since the first call (the host really rebooted).
+declare -A first_boot
 table_sizes() {
-    local host
+    local host line boot
     for host in $(seq 1 "$hosts"); do
-        python -m tests.pfemu ctl --dir "$fleet" "fw$host" status \
-            | python -c 'import json, sys; s = json.load(sys.stdin); print("    fw%s: %5d states, booted %s" % (sys.argv[1], s["states"], __import__("time").strftime("%H:%M:%S", __import__("time").localtime(s["boot_time"]))))' "$host"
+        line=$(python -m tests.pfemu ctl --dir "$fleet" "fw$host" status \
+            | python -c 'import json, sys; s = json.load(sys.stdin); print(s["states"], repr(s["boot_time"]))')
+        boot=${line#* }
+        if [ "${1:-}" = check ]; then
+            [ "$boot" != "${first_boot[$host]}" ] || fail "fw$host did not reboot"
+            printf '    fw%s: %5d states, rebooted\n' "$host" "${line%% *}"
+        else
+            first_boot[$host]=$boot
+            printf '    fw%s: %5d states\n' "$host" "${line%% *}"
+        fi
     done
 }
 table_sizes
@@ -79,8 +90,8 @@ run_phase reboot
 step "Reboot report ($work/captures/reboot-report.md)"
 sed 's/^/    /' "$work/captures/reboot-report.md"
 
-step "State tables after the reboots (new boot times)"
-table_sizes
+step "State tables after the reboots"
+table_sizes check
 
 step "Files"
 echo "    captures:     $work/captures/<host>/  (latest -> newest capture)"
