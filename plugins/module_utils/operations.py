@@ -34,8 +34,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
-from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_AF, OFF_DIRECTION, OFF_DST, OFF_PROTO, OFF_SRC, RecordError, StateCodec, column, peer_state_name,
     record_count, state_to_dict, swap_records,
@@ -239,35 +239,51 @@ def capture_metadata(hostid, now=None):
 
 
 def content_digest(fmt, byte_order, compress, block):
-    """Identity of a dump's content for ``changed``: format, options and records, not capture metadata."""
-    digest = hashlib.sha256()
-    digest.update(("%s|%s|%s|" % (fmt, byte_order, compress if fmt == NATIVE else "-")).encode("ascii"))
+    """Identity of a dump's content, the basis of ``changed``.
+
+    pfs files hold nothing but the records, so their identity is the SHA-256 of
+    the exact bytes that would be written.  A native file also records when
+    and where it was captured; its identity leaves that out and covers the
+    format, byte order, compression and records.
+    """
+    if fmt != NATIVE:
+        sink = _HashingSink()
+        writer = PfsBinaryWriter(sink, byte_order, record_count(block)) if fmt == PFS_BINARY else PfsTextWriter(sink, byte_order)
+        writer.write_block(block)
+        if hasattr(writer, "close"):
+            writer.close()
+        return sink.digest.hexdigest()
+    digest = hashlib.sha256(("native|%s|%s|" % (byte_order, compress)).encode("ascii"))
     digest.update(block)
     return digest.hexdigest()
 
 
+class _HashingSink:
+    """A write-only file object that only hashes what is written to it."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256()
+
+    def write(self, data):
+        self.digest.update(data)
+        return len(data)
+
+
 def existing_content_digest(path, fmt, compress):
-    """content_digest() of the dump already at ``path``, or None if there is none or it cannot be read."""
+    """content_digest() of the file already at ``path``, or None if there is none or it is not such a dump."""
     if not os.path.isfile(path):
         return None
+    if fmt != NATIVE:
+        try:
+            return file_sha256(path)[1]
+        except OSError:
+            return None
     try:
         with open_dump(path) as reader:
-            if reader.format != fmt:
+            if reader.format != NATIVE or reader.header["compression"] != compress:
                 return None
-            if reader.format == NATIVE:
-                # The header carries the SHA-256 of the records: no need to decompress them.
-                header = reader.header
-                if header["compression"] != compress:
-                    return None
-                reader.verify()
-                digest = hashlib.sha256()
-                digest.update(("%s|%s|%s|" % (fmt, reader.byte_order, compress)).encode("ascii"))
-                blocks = reader.blocks(verify=False)
-            else:
-                digest = hashlib.sha256()
-                digest.update(("%s|%s|-|" % (fmt, reader.byte_order)).encode("ascii"))
-                blocks = reader.blocks()
-            for block in blocks:
+            digest = hashlib.sha256(("native|%s|%s|" % (reader.byte_order, compress)).encode("ascii"))
+            for block in reader.blocks(verify=True):
                 digest.update(block)
             return digest.hexdigest()
     except DUMP_ERRORS + (OSError,):

@@ -1,0 +1,64 @@
+"""netbsd.pf.states_info through its main(), against the in-process pf emulator."""
+
+import json
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.netbsd.pf.plugins.modules import states_info
+
+
+def run(capsys, tmp_path, **args):
+    args.setdefault("lease_file", str(tmp_path / "lease"))
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            states_info.main()
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def kernel(pfemu_kernel):
+    pfemu_kernel.fill(200, seed=11)
+    return pfemu_kernel
+
+
+def test_status_and_summary(kernel, tmp_path, capsys, pfemu_router):
+    result = run(capsys, tmp_path, timeouts=True)
+    assert result["changed"] is False
+    assert result["status"]["states"] == 200 and result["status"]["running"] is True
+    assert result["status"]["hostid"] == "%08x" % kernel.hostid
+    assert result["state_limit"] == 10000
+    assert result["summary"]["count"] == 200 == result["summary"]["total_in_table"]
+    assert sum(result["summary"]["by_address_family"].values()) == 200
+    assert result["timeouts"]["tcp.established"] == 86400
+    assert result["lock"]["source"] == "lease_file" and result["lock"]["state"] == "none"
+    assert "states" not in result
+
+
+def test_states_with_filters_and_limit(kernel, tmp_path, capsys):
+    result = run(capsys, tmp_path, states=True, limit=5, filters={"protocols": ["udp"]})
+    udp = result["summary"]["count"]
+    assert 5 < udp < 200 and result["filtered"] == 200 - udp
+    assert len(result["states"]) == 5 and result["states_truncated"] is True
+    assert all(state["proto"] == "udp" for state in result["states"])
+    everything = run(capsys, tmp_path, states=True, limit=0)
+    assert len(everything["states"]) == 200 and everything["states_truncated"] is False
+
+
+def test_opens_the_device_read_only(kernel, tmp_path, capsys, monkeypatch):
+    import os
+    flags_seen = []
+    real_open = os.open
+
+    def spy(path, flags, *args, **kwargs):
+        if path == "/dev/pf":
+            flags_seen.append(flags)
+        return real_open(path, flags, *args, **kwargs)
+    monkeypatch.setattr(os, "open", spy)
+    run(capsys, tmp_path)
+    assert flags_seen and all(flags & (os.O_WRONLY | os.O_RDWR) == 0 for flags in flags_seen)
+
+
+def test_negative_limit_is_refused(kernel, tmp_path, capsys):
+    result = run(capsys, tmp_path, states=True, limit=-1)
+    assert result["failed"] is True and "limit" in result["msg"]
