@@ -27,8 +27,8 @@ def _errno_value(text):
         return int(text)
     try:
         return getattr(errno, text.upper())
-    except AttributeError:
-        raise argparse.ArgumentTypeError("unknown errno %r" % text)
+    except AttributeError as error:
+        raise argparse.ArgumentTypeError("unknown errno %r" % text) from error
 
 
 def _on_off(text):

@@ -157,7 +157,7 @@ class EmulatedHost(object):
         """Write kern.boottime where the host's sysctl reads it (atomically)."""
         text = time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(self.kernel.boot_time)) + "\n"
         temporary = self.boottime_path() + ".tmp"
-        with open(temporary, "w") as boottime_file:
+        with open(temporary, "w", encoding="utf-8") as boottime_file:
             boottime_file.write(text)
         os.rename(temporary, self.boottime_path())
 
@@ -308,7 +308,7 @@ class Session(socketserver.BaseRequestHandler):
     """One connection: a /dev/pf descriptor or a single control command."""
 
     peer_pid = None
-    handle = None
+    kernel_handle = None
 
     def handle(self):
         host = self.server.host
@@ -329,14 +329,14 @@ class Session(socketserver.BaseRequestHandler):
                     host.unregister(self)
                     with host.kernel_lock:
                         try:
-                            host.kernel.close(self.handle)
+                            host.kernel.close(self.kernel_handle)
                         except (OSError, EmulatorRefusal):
                             pass   # opened before a reboot or a panic: already gone
 
     def _open(self, host, sock, flags):
         try:
             with host.kernel_lock:
-                self.handle = host.kernel.open(flags)
+                self.kernel_handle = host.kernel.open(flags)
             send_message(sock, MSG_RESULT)
             return True
         except OSError as failure:
@@ -363,7 +363,7 @@ class Session(socketserver.BaseRequestHandler):
             try:
                 with host.kernel_lock:
                     host.table_touched = True
-                    host.kernel.ioctl(self.handle, request, arg, memory)
+                    host.kernel.ioctl(self.kernel_handle, request, arg, memory)
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)
                 else:
@@ -439,14 +439,14 @@ def serve(host_dir, kernel_options, clock="manual", netns=None):
         pass
     server = DaemonServer(socket_path, host)
 
-    def terminate(signum, frame):
+    def terminate(_signum, _frame):
         host.stopping.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
     host.publish_boot_time()
-    with open(os.path.join(host.run_dir, PID_NAME), "w") as pid_file:
+    with open(os.path.join(host.run_dir, PID_NAME), "w", encoding="utf-8") as pid_file:
         pid_file.write("%d\n" % os.getpid())
     threading.Thread(target=host.purge_forever, name="purge", daemon=True).start()
     LOG.info("serving %s", socket_path)

@@ -88,7 +88,7 @@ class Fleet(object):
     # record ------------------------------------------------------------------
     def load(self):
         try:
-            with open(self.state_path) as state_file:
+            with open(self.state_path, encoding="utf-8") as state_file:
                 return json.load(state_file)
         except FileNotFoundError:
             return None
@@ -97,7 +97,7 @@ class Fleet(object):
 
     def save(self, state):
         temporary = self.state_path + ".tmp"
-        with open(temporary, "w") as state_file:
+        with open(temporary, "w", encoding="utf-8") as state_file:
             json.dump(state, state_file, indent=2)
         os.rename(temporary, self.state_path)
 
@@ -122,7 +122,7 @@ class Fleet(object):
         try:
             return pfemu_shim.control(self.socket_path(name), command)
         except (ConnectionError, FileNotFoundError) as error:
-            raise FleetError("the daemon of %s does not answer (%s)" % (name, error))
+            raise FleetError("the daemon of %s does not answer (%s)" % (name, error)) from error
 
     # up ------------------------------------------------------------------------
     def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
@@ -189,9 +189,9 @@ class Fleet(object):
             shutil.copyfile(os.path.join(PACKAGE_ROOT, "shim", name), os.path.join(site_packages, name))
         # Debian-built Pythons ship their own sitecustomize in the stdlib, which shadows
         # ours; a .pth line loads the shim there too (installing twice is a no-op).
-        with open(os.path.join(site_packages, "pfemu_shim.pth"), "w") as pth:
+        with open(os.path.join(site_packages, "pfemu_shim.pth"), "w", encoding="utf-8") as pth:
             pth.write("import pfemu_shim; pfemu_shim.install_from_config()\n")
-        with open(os.path.join(site_packages, pfemu_shim.CONFIG_NAME), "w") as config:
+        with open(os.path.join(site_packages, pfemu_shim.CONFIG_NAME), "w", encoding="utf-8") as config:
             json.dump({"socket": os.path.join(base, "run", daemon.SOCKET_NAME), "device": "/dev/pf"}, config)
         python = os.path.join(venv, "bin", "python")
         _write_executable(os.path.join(base, "bin", "reboot"),
@@ -244,7 +244,7 @@ class Fleet(object):
         if not os.path.exists(host_key):
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host["name"], "-f", host_key])
         config = os.path.join(ssh_dir, "sshd_config")
-        with open(config, "w") as config_file:
+        with open(config, "w", encoding="utf-8") as config_file:
             config_file.write(_SSHD_CONFIG % {
                 "host_key": host_key, "pid_file": os.path.join(host["dir"], "run", "sshd.pid"),
                 "authorized_keys": os.path.join(self.dir, "ssh", "authorized_keys")})
@@ -265,9 +265,9 @@ class Fleet(object):
         raise FleetError("sshd of %s did not start; see %s" % (host["name"], os.path.join(host["dir"], "ssh", "sshd.log")))
 
     def _write_known_hosts(self, state):
-        with open(os.path.join(self.dir, "ssh", "known_hosts"), "w") as known_hosts:
+        with open(os.path.join(self.dir, "ssh", "known_hosts"), "w", encoding="utf-8") as known_hosts:
             for host in state["hosts"]:
-                with open(os.path.join(host["dir"], "ssh", "ssh_host_ed25519_key.pub")) as public_key:
+                with open(os.path.join(host["dir"], "ssh", "ssh_host_ed25519_key.pub"), encoding="utf-8") as public_key:
                     key_type, key = public_key.read().split()[:2]
                 known_hosts.write("%s %s %s\n" % (self.ansible_host(host), key_type, key))
 
@@ -321,7 +321,7 @@ class Fleet(object):
         }
         inventory = {"all": {"children": {"pfemu": {"vars": fleet_vars, "hosts": {
             host["name"]: self.host_vars(host) for host in state["hosts"]}}}}}
-        with open(self.inventory_path(), "w") as inventory_file:
+        with open(self.inventory_path(), "w", encoding="utf-8") as inventory_file:
             inventory_file.write("# Written by `python -m tests.pfemu fleet up`; rewritten at every fleet up.\n")
             yaml.safe_dump(inventory, inventory_file, default_flow_style=False, sort_keys=False)
 
@@ -421,7 +421,7 @@ def _hostid(seed, name):
 
 
 def _write_executable(path, text):
-    with open(path, "w") as script:
+    with open(path, "w", encoding="utf-8") as script:
         script.write(text)
     os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
 
@@ -451,7 +451,7 @@ def _process_exited(pid):
     except ChildProcessError:
         pass
     try:
-        with open("/proc/%d/stat" % pid) as stat_file:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as stat_file:
             return stat_file.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
@@ -476,7 +476,7 @@ def _kill(pid, signum):
 def _stop_pidfile(path, must_mention):
     """SIGTERM the process of a pid file (if it still is ours), SIGKILL it after 3 s."""
     try:
-        with open(path) as pid_file:
+        with open(path, encoding="utf-8") as pid_file:
             pid = int(pid_file.read().split()[0])
     except (OSError, ValueError, IndexError):
         return
@@ -510,4 +510,3 @@ def _netns_pids(netns):
     result = subprocess.run(["ip", "netns", "pids", netns], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             universal_newlines=True, check=False)
     return [int(pid) for pid in result.stdout.split() if pid.isdigit()]
-

@@ -80,7 +80,7 @@ def read_memory_map(path="/proc/self/maps"):
     address above the first page counts as valid.
     """
     try:
-        with open(path, "r") as maps:
+        with open(path, "r", encoding="ascii") as maps:
             lines = maps.read().splitlines()
     except OSError:
         return [(4096, 2 ** 64 - 1, REGION_READ | REGION_WRITE)]
@@ -107,7 +107,7 @@ def encode_memory_map(regions):
 def load_config(directory=None):
     """The shim's configuration, a JSON file next to this module."""
     directory = directory or os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(directory, CONFIG_NAME), "r") as config_file:
+    with open(os.path.join(directory, CONFIG_NAME), "r", encoding="utf-8") as config_file:
         return json.load(config_file)
 
 
@@ -185,20 +185,20 @@ class PfShim(object):
             return None
         return device
 
-    def open(self, path, flags, mode=0o777, *args, **kwargs):
+    def open(self, path, flags, mode=0o777, **kwargs):
         if not self._is_device(path) or kwargs.get("dir_fd") is not None:
-            return self.real_open(path, flags, mode, *args, **kwargs)
+            return self.real_open(path, flags, mode, **kwargs)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
             send_message(sock, MSG_OPEN, flags & 0xFFFFFFFF)
             kind, error, length = recv_header(sock)
-        except FileNotFoundError:
+        except FileNotFoundError as error:
             sock.close()
-            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        except OSError:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path) from error
+        except OSError as error:
             sock.close()
-            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path)
+            raise OSError(errno.ENXIO, os.strerror(errno.ENXIO), path) from error
         if kind == MSG_REFUSED:
             reason = bytes(recv_exact(sock, length)).decode("utf-8", "replace")
             sock.close()
@@ -248,8 +248,8 @@ class PfShim(object):
                 else:
                     send_message(sock, MSG_IOCTL, request, len(data), data + memory_map)
                 return self._serve(sock)
-            except ConnectionError:
-                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+            except ConnectionError as error:
+                raise OSError(errno.ENXIO, os.strerror(errno.ENXIO)) from error
             finally:
                 sock.detach()
 
