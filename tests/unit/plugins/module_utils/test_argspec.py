@@ -1,0 +1,42 @@
+"""argspec: the shared option specs and their normalisation."""
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter
+
+
+def test_specs_have_the_agreed_names():
+    assert set(TRANSFORM_ARGSPEC) == {"filters", "rename"}
+    assert set(TRANSFORM_ARGSPEC["filters"]["options"]) == {
+        "interfaces", "protocols", "address_family", "networks", "ports", "direction"}
+    assert LOCK_LEASE_ARGSPEC["lease"]["default"] == 300
+    assert LOCK_LEASE_ARGSPEC["lease_file"]["default"] == "/var/run/netbsd_pf_lock.lease"
+
+
+def test_nothing_given_means_no_transform():
+    assert transforms_from_params({"filters": None, "rename": None}) == {"filters": None, "rename": None}
+    # What AnsibleModule makes of an empty filters dict: every suboption None.
+    empty = dict.fromkeys(TRANSFORM_ARGSPEC["filters"]["options"])
+    assert transforms_from_params({"filters": empty, "rename": {}}) == {"filters": None, "rename": None}
+
+
+def test_protocols_become_numbers_and_feed_state_filter():
+    result = transforms_from_params({"filters": {"protocols": ["TCP", "17", "ipv6-icmp"], "ports": [22, 53],
+                                                 "interfaces": None, "direction": "in"}, "rename": {"wm0": "ixg0"}})
+    assert result == {"filters": {"protocols": [6, 17, 58], "ports": [22, 53], "direction": "in"}, "rename": {"wm0": "ixg0"}}
+    assert StateFilter(**result["filters"]).active
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"filters": {"protocols": ["nosuch"]}}, "filters.protocols"),
+    ({"filters": {"protocols": ["300"]}}, "out of range"),
+    ({"filters": {"ports": [70000]}}, "filters.ports"),
+    ({"rename": {"wm0": ""}}, "non-empty"),
+    ({"rename": {"wm0": "a_very_long_interface_name"}}, "longer than 15"),
+])
+def test_bad_values_name_the_option(params, message):
+    with pytest.raises(TransformOptionError, match=message):
+        transforms_from_params(params)
