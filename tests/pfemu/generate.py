@@ -83,7 +83,7 @@ def generate_records(count, seed, byte_order="little", hostid=None, now=None, in
                 for n in range(publics)]
     rdr_pool = [_v4((203 << 24) | (113 << 8) | n % 256) if n < 256 else _v4((100 << 24) | (65 << 16) | n)
                 for n in range(publics)]
-    peers = [rng.getrandbits(32) or 1 for _ in range(3)]
+    peers = [rng.getrandbits(32) | 1 for peer_number in range(3)]
     out = bytearray(count * RECORD_SIZE)
     getrandbits = rng.getrandbits
     default_timeouts = DEFAULT_TIMEOUTS

@@ -85,10 +85,13 @@ class PfDeviceRouter(object):
         if isinstance(arg, str):
             arg = arg.encode()
         view = memoryview(arg).cast("B")
-        if mutate_flag and not view.readonly:
-            self.kernel.ioctl(handle, request, view, memory)
-            return 0
-        copy = bytearray(view)
+        try:
+            if mutate_flag and not view.readonly:
+                self.kernel.ioctl(handle, request, view, memory)
+                return 0
+            copy = bytearray(view)
+        finally:
+            view.release()  # a traceback must not keep the caller's buffer exported
         self.kernel.ioctl(handle, request, copy, memory)
         return bytes(copy)
 

@@ -504,8 +504,8 @@ class Kernel(object):
     def export_all(self):
         """Every linked state as DIOCGETSTATES would return it (the ABI's byte order)."""
         _count, runs = self._export_runs(self._linked)
-        view = memoryview(self._records)
-        return b"".join(view[start * RECORD_SIZE:end * RECORD_SIZE] for start, end in runs)
+        records = self._records
+        return b"".join(records[start * RECORD_SIZE:end * RECORD_SIZE] for start, end in runs)
 
     # ----------------------------------------------------------------- device entry points
 
@@ -619,10 +619,10 @@ class Kernel(object):
                 self.fill(count, seed=self._random.getrandbits(31))
             return
         count, runs = self._export_runs((ps_len & U32) // RECORD_SIZE)
-        view = memoryview(self._records)
         address = buffer
         for start, end in runs:
-            chunk = view[start * RECORD_SIZE:end * RECORD_SIZE]
+            # A copy, not a memoryview: a view kept alive by a traceback would pin the arena's size.
+            chunk = self._records[start * RECORD_SIZE:end * RECORD_SIZE]
             try:
                 memory.copyout(address, chunk)
             except OSError:

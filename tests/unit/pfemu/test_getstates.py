@@ -2,6 +2,7 @@
 
 import ctypes
 import errno
+import mmap
 
 import pytest
 
@@ -57,7 +58,6 @@ def test_negative_ps_len_overruns_and_faults_keeping_earlier_records(pf):
     pf.kernel.fill(40, seed=3)
     expected = pf.kernel.export_all()
     # A buffer at the very end of an anonymous mapping, followed by a guard page.
-    mmap = pytest.importorskip("mmap")
     page = mmap.PAGESIZE
     area = mmap.mmap(-1, 2 * page)
     base = ctypes.addressof(ctypes.c_char.from_buffer(area))
@@ -75,7 +75,6 @@ def test_negative_ps_len_overruns_and_faults_keeping_earlier_records(pf):
         assert ctypes.string_at(start, 3 * 240) == expected[:3 * 240]
     finally:
         libc.mprotect(base + page, page, 3)
-        del base
         area.close()
 
 

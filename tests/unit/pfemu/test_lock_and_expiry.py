@@ -94,3 +94,24 @@ def test_reboot_empties_the_table_and_clears_the_lock(pf, running):
     status = pf.status(fd)
     assert status["states"] == 0 and status["fcounters"] == (0, 0, 0) and status["running"] == 1
     assert status["stateid"] == int(pf.kernel.clock.now()) << 32
+
+
+def test_table_stays_consistent_after_purge_compacts_it(pf):
+    fd = pf.open()
+    pf.kernel.fill(100, seed=9)
+    pf.add_states(fd, pf.record(ifname=b"wm0", lan=(b"\x0a\x09\x09\x09", 7), state_id=b"\x11" * 8, creatorid=1))
+    pf.add_states(fd, pf.record(ifname=b"wm1", lan=(b"\x0a\x09\x09\x09", 7), state_id=b"\x12" * 8, creatorid=1))
+    assert pf.kill(fd, af=24) + pf.kill(fd, proto=17) > 0
+    survivors = pf.get_states(fd)
+    assert pf.kill(fd, proto=6) > len(survivors) // 2
+    pf.kernel.purge()  # frees the killed states and the due ones (expire 0), then compacts
+    left = pf.get_states(fd)
+    assert [rec[0:8] for rec in left] == [rec[0:8] for rec in survivors if rec[233] != 6 and pf.field(rec, "I", 192)]
+    assert pf.status(fd)["states"] == len(left)
+    for rec in left:  # every key and id is still indexed: re-adding each one collides
+        with pytest.raises(OSError):
+            pf.add_states(fd, rec)
+    assert pf.kill(fd, "DIOCCLRSTATES") == len(left)
+    pf.kernel.purge()
+    pf.add_states(fd, b"".join(left))
+    assert len(pf.get_states(fd)) == len(left)
