@@ -3,7 +3,7 @@
 #
 #   tests/integration/run-smoke.sh [COLLECTIONS_PATH]
 #
-# Brings up an ssh fleet of 3 hosts (2 OpenSSH, 1 paramiko_ssh; root needed:
+# Checks the emulator's transport (test_pfemu_transport.py), brings up an ssh fleet of 3 hosts (2 OpenSSH, 1 paramiko_ssh; root needed:
 # network namespaces and sshd), runs tests/integration/smoke.yml against it and
 # tears the fleet down on exit, also after a failure.
 #
@@ -37,6 +37,9 @@ if [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
 fi
 
 pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
+
+# The shim <-> daemon transport on the oldest and newest host Pythons (local fleet, seconds).
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/integration/test_pfemu_transport.py"
 
 trap 'pfemu fleet down --dir "$fleet_dir"' EXIT
 if [ "$flavour" = ssh ]; then
