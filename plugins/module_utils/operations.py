@@ -73,7 +73,8 @@ def summarize(blocks, byte_order):
     table costs a few passes over bytes, not one dict per state.
     """
     codec = StateCodec(byte_order)
-    interfaces, protocols, families, directions, tcp_states, creators = (Counter() for _ in range(6))
+    interfaces, protocols, families, directions, tcp_states, creators = (
+        Counter(), Counter(), Counter(), Counter(), Counter(), Counter())
     total = 0
     for block in blocks:
         count = record_count(block)

@@ -87,7 +87,7 @@ seealso:
   - module: netbsd.pf.states_dump
   - module: netbsd.pf.states_restore
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 """
 
 EXAMPLES = r"""

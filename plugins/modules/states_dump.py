@@ -98,6 +98,8 @@ attributes:
     support: full
   async:
     support: none
+  bypass_host_loop:
+    support: none
   safe_file_operations:
     support: full
   vault:
@@ -114,7 +116,7 @@ seealso:
   - module: netbsd.pf.states_convert
   - module: netbsd.pf.states_lock
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 """
 
 EXAMPLES = r"""

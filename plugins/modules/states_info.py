@@ -54,7 +54,7 @@ seealso:
   - module: netbsd.pf.states_lock
   - module: netbsd.pf.states_dump
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 """
 
 EXAMPLES = r"""
@@ -129,6 +129,15 @@ summary:
   description: Counts of the selected states.
   returned: always
   type: dict
+  contains:
+    count:
+      description: States selected by O(filters).
+      type: int
+      returned: always
+    total_in_table:
+      description: States in the whole table, before O(filters).
+      type: int
+      returned: always
   sample: {"count": 3, "total_in_table": 3, "by_interface": {"all": 3}, "by_protocol": {"tcp": 2, "udp": 1},
            "by_address_family": {"inet": 3}, "by_direction": {"out": 3}, "by_tcp_state": {"ESTABLISHED:ESTABLISHED": 2},
            "by_creatorid": {"1e35049e": 3}}

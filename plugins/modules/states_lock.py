@@ -46,7 +46,7 @@ seealso:
   - module: netbsd.pf.states_dump
   - module: netbsd.pf.states_info
 author:
-  - netbsd.pf contributors
+  - netbsd.pf contributors (@netbsd-pf)
 """
 
 EXAMPLES = r"""

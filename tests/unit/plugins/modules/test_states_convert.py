@@ -44,7 +44,7 @@ def test_inspect_only(dump, capsys):
 
 
 def test_byte_order_swap_round_trip(dump, tmp_path, capsys):
-    original, order, _ = read(dump)
+    original, order = read(dump)[:2]
     other = "big" if order == "little" else "little"
     swapped = str(tmp_path / "swapped.bin")
     result = run(capsys, src=dump, dest=swapped, format="pfs_binary", byte_order=other)
@@ -61,7 +61,7 @@ def test_byte_order_swap_round_trip(dump, tmp_path, capsys):
 
 
 def test_default_output_order_is_the_inputs_not_the_hosts(dump, tmp_path, capsys):
-    original, order, _ = read(dump)
+    original, order = read(dump)[:2]
     other = "big" if order == "little" else "little"
     foreign = str(tmp_path / "foreign.pfstate")
     run(capsys, src=dump, dest=foreign, byte_order=other)

@@ -95,14 +95,14 @@ def test_check_mode_reports_but_touches_nothing(kernel, tmp_path, capsys, lock_t
     result = run(capsys, tmp_path, check_mode=True, path=path, lock="hold")
     assert result["changed"] is True and result["count"] == 300
     assert not os.path.exists(path) and os.listdir(str(tmp_path)) == []
-    assert all(name != "DIOCSETLCK" for name, _ in lock_trace)
+    assert all(name != "DIOCSETLCK" for name, _locked in lock_trace)
 
 
 def test_lock_during_covers_only_the_copy(kernel, tmp_path, capsys, lock_trace):
     result = run(capsys, tmp_path, path=str(tmp_path / "d.pfstate"))
     fetches = [locked for name, locked in lock_trace if name == "DIOCGETSTATES"]
     assert fetches[-1] is True, "the copy must run locked"
-    assert [name for name, _ in lock_trace].count("DIOCSETLCK") == 2
+    assert [name for name, _locked in lock_trace].count("DIOCSETLCK") == 2
     assert kernel.lock is False
     assert result["lock"] == {"mode": "during", "taken": True}
     assert result["lock_window_ms"] > 0
@@ -111,7 +111,7 @@ def test_lock_during_covers_only_the_copy(kernel, tmp_path, capsys, lock_trace):
 
 def test_lock_none_never_locks(kernel, tmp_path, capsys, lock_trace):
     result = run(capsys, tmp_path, path=str(tmp_path / "d.pfstate"), lock="none")
-    assert "DIOCSETLCK" not in [name for name, _ in lock_trace]
+    assert "DIOCSETLCK" not in [name for name, _locked in lock_trace]
     assert result["lock_window_ms"] is None and not os.path.exists(str(tmp_path / "lease"))
 
 
