@@ -335,22 +335,24 @@ class Kernel(object):
 
     def _insert_kernel_made(self, block, now):
         decode = self.layout.creation_expire.unpack_from
-        timeouts = self._timeouts
+        timeouts = list(self._timeouts) + [0] * (256 - PFTM_MAX)
         keys, ext_gwy, ids = self._keys, self._ext_gwy, self._ids
         first_slot = len(self._status)
         new_keys, new_ext_gwy, new_ids = [], [], []
-        created, last_activity, on_default_rule = [], [], bytearray()
+        created, last_activity, on_default_rule, names = array("q"), array("q"), bytearray(), set()
+        add_key, add_ext_gwy, add_id = new_keys.append, new_ext_gwy.append, new_ids.append
+        add_created, add_last, add_default, add_name = created.append, last_activity.append, on_default_rule.append, names.add
         for offset in range(0, len(block), RECORD_SIZE):
             rec = block[offset:offset + RECORD_SIZE]
-            new_keys.append(lan_ext_key(rec))
-            new_ext_gwy.append(ext_gwy_key(rec))
-            new_ids.append(id_key(rec))
+            add_key(lan_ext_key(rec))
+            add_ext_gwy(ext_gwy_key(rec))
+            add_id(rec[0:8] + rec[228:232])
             age, remaining = decode(rec, OFF_CREATION)
-            index = rec[OFF_TIMEOUT]
-            created.append((now - age) & U32)
-            last_activity.append((now + remaining - (timeouts[index] if index < PFTM_MAX else 0)) & U32)
-            on_default_rule.append(rec[OFF_RULE:OFF_RULE + 4] == b"\xff\xff\xff\xff")
-            self._interfaces.add(rec[OFF_IFNAME:OFF_IFNAME + 16].rstrip(b"\0"))
+            add_created((now - age) & U32)
+            add_last((now + remaining - timeouts[rec[OFF_TIMEOUT]]) & U32)
+            add_default(rec[OFF_RULE:OFF_RULE + 4] == b"\xff\xff\xff\xff")
+            add_name(rec[OFF_IFNAME:OFF_IFNAME + 16])
+        self._interfaces.update(name.rstrip(b"\0") for name in names)
         count = len(new_ids)
         if (len(set(new_keys)) != count or not keys.keys().isdisjoint(new_keys) or not ext_gwy.isdisjoint(new_ext_gwy)
                 or not ids.keys().isdisjoint(new_ids)):
