@@ -90,6 +90,7 @@ def generate_records(count, seed, byte_order="little", hostid=None, now=None, in
     out = bytearray(count * RECORD_SIZE)
     getrandbits = rng.getrandbits
     default_timeouts = DEFAULT_TIMEOUTS
+
     def key_hosts(index, af, proto, translation, ext_port):
         """lan, gwy and ext (addr, port) of state ``index``; unique lan/ext and ext/gwy keys by construction."""
         host, slot = index % hosts, index // hosts
