@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Benchmarks of netbsd.pf (make bench): the library against the in-process pf emulator at
+# 10k, 100k and 1M states, then the fleet benchmark (capture vs command + fetch).
+#
+#   bench/run.sh                 everything (about 15-25 minutes on 2 cores)
+#   BENCH_SIZES=10000,100000 bench/run.sh     smaller tables only
+#   BENCH_FLEET=0 bench/run.sh   skip the fleet benchmark
+#
+# Results: bench/results/*.json (git-ignored); the figures of record are in docs/performance.md.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${VENV:-$repo/.venv}
+collections=${ANSIBLE_COLLECTIONS_PATH:-}
+if [ -z "$collections" ] || [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
+    collections=$repo/build
+    [ -d "$collections/ansible_collections/netbsd/pf" ] || collections=/work/collections
+fi
+export NETBSD_PF_COLLECTIONS=$collections
+
+"$venv/bin/python" "$repo/bench/pfbench.py" --sizes "${BENCH_SIZES:-10000,100000,1000000}"
+if [ "${BENCH_FLEET:-1}" != 0 ]; then
+    ANSIBLE_COLLECTIONS_PATH=$collections bash "$repo/bench/fleet/run-fleet-bench.sh"
+fi
