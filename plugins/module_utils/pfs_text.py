@@ -114,21 +114,130 @@ def format_record(values, id_number, peer_cache=None):
         id_number, values[44], values[35], values[50], first_text, second_text)
 
 
-def format_block(block, byte_order):
-    """pfs text (str) of every record of a block."""
-    record_count(block)
-    codec = StateCodec(byte_order)
-    id_unpack = struct.Struct(prefix_for(byte_order) + "Q").unpack
-    # Peers without sequence numbers (UDP, ICMP, other) repeat a lot: cache their text.
-    peer_cache = _BoundedCache()
-    return "".join([format_record(values, id_unpack(values[0])[0], peer_cache) for values in codec.iter_unpack(block)])
+# Record layout the writer and the fast reader work on: the text-carried fields of
+# pfsync_state in memory order (reference 3.5), everything else skipped.  id and
+# creatorid are numbers in the file's byte order; ports stay raw network-order bytes.
+_TEXT_FIELDS = "Q16s" + "16s2s6x" * 3 + "HBBIIIIHHBB6x" * 2 + "32xI32xIBBB2xB2x"
 
 
-class _BoundedCache(dict):
-    def __setitem__(self, key, value):
-        if len(self) >= 4096:
+class _Cache(dict):
+    """dict that fills itself through `compute(key)` and empties itself when full."""
+
+    def __init__(self, compute, limit=65536):
+        dict.__init__(self)
+        self.compute = compute
+        self.limit = limit
+
+    def __missing__(self, key):
+        value = self.compute(key)
+        if len(self) >= self.limit:
             self.clear()
-        dict.__setitem__(self, key, value)
+        self[key] = value
+        return value
+
+
+def _ifname_text(raw):
+    if raw[-1:] == b"\0":
+        raw = raw[:raw.index(b"\0")]
+    return raw.decode(ENCODING)
+
+
+_PORT_TEXT_BY_RAW = _Cache(lambda raw: _PORT_TEXT[_port_unpack(raw)[0]], limit=65537)
+_IFNAME_TEXT = _Cache(_ifname_text, limit=4096)
+# Address text by af and raw 16 bytes (unknown af: '?', as inet_ntop fails in pfs).
+_ADDRESS_TEXT = {AF_INET: _Cache(lambda raw: inet_ntoa(raw[:4])), AF_INET6: _Cache(lambda raw: inet_ntop(AF_INET6, raw))}
+_UNKNOWN_AF_TEXT = _Cache(lambda raw: "?", limit=1)
+
+
+def _scrub_text(scrub_flag, flags, ttl, ts_mod):
+    if scrub_flag == 1:
+        return " scrub flags %dttl %dmod %d" % (flags, ttl, ts_mod)
+    return " no-scrub"
+
+
+def _peer_prefix_tables():
+    """Per protocol: text of a peer without its scrub part, by state, for peers without sequence numbers."""
+    udp = tuple("state " + UDP_STATE_NAMES[state] if state < len(UDP_STATE_NAMES) else "" for state in range(256))
+    numeric = tuple(" state %d" % state for state in range(256))
+    other = tuple(" state " + OTHER_STATE_NAMES[state] if state < len(OTHER_STATE_NAMES) else "" for state in range(256))
+    return tuple(udp if proto == IPPROTO_UDP else numeric if proto in _NUMERIC_STATE_PROTOS else other
+                 for proto in range(256))
+
+
+_PEER_PREFIX = _peer_prefix_tables()
+_TCP_STATE_TEXT = tuple("state " + TCP_STATE_NAMES[state] if state < len(TCP_STATE_NAMES) else "" for state in range(256))
+
+
+def _tcp_peer_text(flags, ttl, scrub_flag, ts_mod, seqlo, seqhi, seqdiff, max_win, mss, state, wscale):
+    if seqdiff:
+        seq = "%s seq [%d:%d,%d]" % (_TCP_STATE_TEXT[state], seqlo, seqhi, seqdiff)
+    else:
+        seq = "%s seq [%d:%d]" % (_TCP_STATE_TEXT[state], seqlo, seqhi)
+    if mss:
+        window = " max_win %d mss %d wscale %d" % (max_win, mss, wscale)
+    else:
+        window = " max_win %d wscale %d" % (max_win, wscale)
+    if scrub_flag == 1:
+        return seq + window + " scrub flags %dttl %dmod %d" % (flags, ttl, ts_mod)
+    return seq + window + " no-scrub"
+
+
+_TCP_LINE = ("state %s on %s proto tcp from %s%s to %s%s%s id %d cid %d expire %d timeout %d"
+             " src %s seq [%d:%d] max_win %d wscale %d no-scrub dst %s seq [%d:%d] max_win %d wscale %d no-scrub\n")
+_LINE = "state %s on %s proto %s from %s%s to %s%s%s id %d cid %d expire %d timeout %d src %s dst %s\n"
+
+
+def format_block(block, byte_order):
+    """pfs text (str) of every record of a block (same text as format_record, one record at a time)."""
+    record_count(block)
+    lines = []
+    append = lines.append
+    for (state_id, ifname, lan, lan_port, gwy, gwy_port, ext, ext_port,
+         f1, t1, s1, m1, lo1, hi1, d1, w1, ms1, st1, ws1,
+         f2, t2, s2, m2, lo2, hi2, d2, w2, ms2, st2, ws2,
+         expire, creatorid, af, proto, direction, timeout) in _text_struct(byte_order).iter_unpack(block):
+        names = _ADDRESS_TEXT.get(af, _UNKNOWN_AF_TEXT)
+        if gwy != lan or gwy_port != lan_port:
+            using = " using " + names[gwy] + _PORT_TEXT_BY_RAW[gwy_port]
+        else:
+            using = ""
+        if proto == IPPROTO_TCP:
+            if not (d1 or ms1 or d2 or ms2) and s1 != 1 and s2 != 1:
+                # The common TCP state, one template for the whole line.
+                if direction == PF_OUT:
+                    append(_TCP_LINE % (
+                        "out", _IFNAME_TEXT[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
+                        _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1, _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2))
+                else:
+                    append(_TCP_LINE % (
+                        "in", _IFNAME_TEXT[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
+                        _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2, _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1))
+                continue
+            src = _tcp_peer_text(f1, t1, s1, m1, lo1, hi1, d1, w1, ms1, st1, ws1)
+            dst = _tcp_peer_text(f2, t2, s2, m2, lo2, hi2, d2, w2, ms2, st2, ws2)
+        else:
+            prefix = _PEER_PREFIX[proto]
+            src = prefix[st1] + (" no-scrub" if s1 != 1 else _scrub_text(s1, f1, t1, m1))
+            dst = prefix[st2] + (" no-scrub" if s2 != 1 else _scrub_text(s2, f2, t2, m2))
+        if direction == PF_OUT:
+            append(_LINE % ("out", _IFNAME_TEXT[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
+                            names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, src, dst))
+        else:
+            append(_LINE % ("in", _IFNAME_TEXT[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
+                            names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, dst, src))
+    return "".join(lines)
+
+
+_TEXT_STRUCTS = {}
+
+
+def _text_struct(byte_order):
+    layout = _TEXT_STRUCTS.get(byte_order)
+    if layout is None:
+        layout = _TEXT_STRUCTS[byte_order] = struct.Struct(prefix_for(byte_order) + _TEXT_FIELDS)
+    return layout
 
 
 class PfsTextWriter:

@@ -197,10 +197,14 @@ def swap_records(block, from_order, to_order=None):
 
 _NTOP6_CACHE = {}
 _CACHE_LIMIT = 65536
+_WORDS6 = struct.Struct(">8H")
 
 
 def _ntop6(raw):
-    words = struct.unpack(">8H", raw)
+    words = _WORDS6.unpack(raw)
+    text = "%x:%x:%x:%x:%x:%x:%x:%x" % words
+    if ":0:0:" not in ":" + text + ":":
+        return text     # no run of two zero groups: nothing to compress, no dotted form
     best_base, best_len, cur_base, cur_len = -1, 0, -1, 0
     for i, word in enumerate(words):
         if word == 0:
@@ -212,8 +216,6 @@ def _ntop6(raw):
                 best_base, best_len = cur_base, cur_len
         else:
             cur_base = -1
-    if best_len < 2:
-        return ":".join(["%x" % word for word in words])
     if best_base == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xffff)):
         return ("::ffff:" if best_len == 5 else "::") + socket.inet_ntoa(raw[12:16])
     head = ":".join(["%x" % word for word in words[:best_base]])
