@@ -18,14 +18,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import io
+import itertools
+import json
+import operator
 import re
+import socket
 import struct
 from socket import inet_ntoa
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, MAX_IFNAME_LEN,
     OTHER_STATE_NAMES, PF_IN, PF_OUT, PF_TCPS_PROXY_SRC, TCP_STATE_NAMES, UDP_STATE_NAMES,
-    PROTOCOL_NAMES, peer_state_names, protocol_name, protocol_number,
+    PROTOCOL_NAMES, PROTOCOL_NUMBERS, RECORD_SIZE, peer_state_names, protocol_name, protocol_number,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     StateCodec, inet_ntop, inet_pton, prefix_for, record_count,
@@ -264,21 +269,139 @@ _GLUED_RE = re.compile(r"([0-9]+)(ttl|mod|mode)\Z")
 _SEQ_RE = re.compile(r"\[([0-9]+):([0-9]+)(?:,([0-9]+))?\]\Z")
 _HOST_RE = re.compile(r"(.*):\[([0-9]{1,6})\]\Z")
 
-_PEER_FAST = (r"(?: ?state (\S+))?(?: seq \[(\d+):(\d+)(?:,(\d+))?\] max_win (\d+)(?: mss (\d+))? wscale (\d+))?"
-              r" (?:no-scrub|scrub flags (\d+)ttl (\d+)mod (\d+))")
-_FAST_RE = re.compile(
-    r"state (in|out) on (\S+) proto (\S+) from (\S+?):\[(\d{1,6})\] to (\S+?):\[(\d{1,6})\]"
-    r"(?: using (\S+?):\[(\d{1,6})\])? id (\d+) cid (\d+) expire (\d+) timeout (\d+)"
-    r" src " + _PEER_FAST + " dst " + _PEER_FAST + r"[\r\n]*\Z")
+# Fast path of the reader: whole runs of lines in the printed form, matched by one
+# regular expression over many lines at once.  Each group is a whole token (the
+# character classes are those of _TOKEN_RE, bounded by single spaces), so the
+# fast path takes the same tokens the tokenizer would; whatever it does not
+# match, or cannot convert, goes to the tokenizer, which gives the error.
+_FAST_TOKEN = rb"[A-Za-z0-9:\[][A-Za-z0-9\[\]_:%.\-/+,]"
+_FAST_NUMBER = rb"([0-9]{1,20})"
+_FAST_HOST = rb"([0-9A-Fa-f:][0-9A-Fa-f.:]*):\[([0-9]{1,6})\]"
+# Optional parts are spelled (?:X|), which sre matches faster than (?:X)?.
+_FAST_PEER = (rb"(?: |)(?:state (" + _FAST_TOKEN + rb"*)|)"
+              rb"(?: seq \[" + _FAST_NUMBER + b":" + _FAST_NUMBER + b"(?:," + _FAST_NUMBER + rb"|)\]"
+              rb" max_win " + _FAST_NUMBER + b"(?: mss " + _FAST_NUMBER + b"|) wscale " + _FAST_NUMBER + b"|)"
+              rb" (?:no-scrub|(s)crub flags " + _FAST_NUMBER + b"ttl " + _FAST_NUMBER + b"mod " + _FAST_NUMBER + b")")
+_FAST_LINES = re.compile(
+    rb"^state (in|out) on (" + _FAST_TOKEN + b"{0,%d}) proto (" % (MAX_IFNAME_LEN - 1) + _FAST_TOKEN + b"*) from "
+    + _FAST_HOST + b" to " + _FAST_HOST + b"(?: using " + _FAST_HOST + b"|) id " + _FAST_NUMBER + b" cid " + _FAST_NUMBER
+    + b" expire " + _FAST_NUMBER + b" timeout " + _FAST_NUMBER + b" src " + _FAST_PEER + b" dst " + _FAST_PEER
+    + rb"(?:\n|\r\n|\Z)", re.M)
+# Groups: 0 in/out, 1 ifname, 2 proto, 3-4 lan, 5-6 ext, 7-8 gwy, 9 id, 10 cid, 11 expire,
+# 12 timeout, then per peer (13 for src, 24 for dst): +0 state, +1 seqlo, +2 seqhi,
+# +3 seqdiff, +4 max_win, +5 mss, +6 wscale, +7 's' of scrub, +8 flags, +9 ttl, +10 mod.
+_PEER_NUMBERS = (8, 9, 10, 1, 2, 3, 4, 5, 6)     # pfss_flags, ttl, ts_mod, seqlo ... wscale
+# Numbers of a line in the order _fast_run unpacks them; the first and the last are never empty.
+_FAST_NUMBERS = operator.itemgetter(*((9,) + tuple(13 + i for i in _PEER_NUMBERS) + tuple(24 + i for i in _PEER_NUMBERS)
+                                      + (10, 11, 12)))
+_FAST_WORDS = operator.itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 8, 13, 20, 24, 31)
+_NUMBERS_PER_LINE = 22
+
+_PROTOCOL_BY_TOKEN = dict((str(number).encode(), number) for number in range(256))
+_PROTOCOL_BY_TOKEN.update((name.encode(ENCODING), number) for name, number in PROTOCOL_NUMBERS.items())
 
 
-_PROTOCOL_BY_TEXT = dict((str(number), number) for number in range(256))
-_PROTOCOL_BY_TEXT.update((name, number) for number, name in PROTOCOL_NAMES.items())
-# peer state text -> value, by protocol (0 = every protocol but TCP and UDP)
-_STATE_VALUES = dict(
-    (proto, dict([(name, value) for value, name in enumerate(names)] + [(str(v), v) for v in range(256)]))
-    for proto, names in ((IPPROTO_TCP, TCP_STATE_NAMES), (IPPROTO_UDP, UDP_STATE_NAMES), (0, OTHER_STATE_NAMES)))
+def _state_tables():
+    """Per protocol: peer state token (bytes, b'' when absent) -> value, as _pack_peer maps it."""
+    tables = {}
+    for proto in range(256):
+        names = peer_state_names(proto)
+        if names not in tables:
+            table = dict((str(value).encode(), value) for value in range(256))
+            table.update((name.encode(), value) for value, name in enumerate(names))
+            table[b""] = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
+            tables[names] = table
+    return tuple(tables[peer_state_names(proto)] for proto in range(256))
+
+
+_STATE_BY_TOKEN = _state_tables()
+
+
+def _address(token):
+    """(af, 16 raw bytes) of an address token, the af chosen as _assemble() does."""
+    address = token.decode(ENCODING)
+    if address.count(":") > 1 or address == "::":
+        return AF_INET6, inet_pton(AF_INET6, address)
+    try:
+        # the strict dotted quad of records.inet_pton, without its cache (this one is in front)
+        return AF_INET, socket.inet_pton(socket.AF_INET, address) + _IPV4_PADDING
+    except OSError:
+        raise ValueError(address)
+
+
+_IPV4_PADDING = bytes(12)
+
+
 _port_pack = struct.Struct(">H").pack
+_ADDRESS_BY_TOKEN = _Cache(_address)
+_PORT_BY_TOKEN = _Cache(lambda token: _port_pack(int(token)), limit=65537)
+_RUN_GROUP = 128
+# Structs for runs of 1.._RUN_GROUP records, by (byte order, count).
+_FAST_RUN_STRUCTS = _Cache(lambda key: struct.Struct(prefix_for(key[0]) + _TEXT_FIELDS * key[1]), limit=2 * _RUN_GROUP)
+_TEXT_FIELD_COUNT = len(struct.unpack("<" + _TEXT_FIELDS, bytes(RECORD_SIZE)))
+
+
+def _lines_of(chunk):
+    """The lines of a chunk, each with its newline (the last one may have none)."""
+    lines = chunk.split(b"\n")
+    last = lines.pop()
+    lines = [line + b"\n" for line in lines]
+    if last:
+        lines.append(last)
+    return lines
+
+
+class _Lines:
+    """Whole lines of a binary file object or of an iterable of lines (bytes or str).
+
+    Hands out chunks of many lines (next_chunk) while no single line is left,
+    and single lines by iteration, taken from a chunk given back with split().
+    """
+
+    CHUNK_BYTES = 1 << 20
+    CHUNK_LINES = 4096
+
+    def __init__(self, source):
+        self._chunks = self._read(source) if hasattr(source, "read") else self._join(source)
+        self.lines = []             # single lines still to hand out, last first
+
+    def _read(self, fileobj):
+        rest = b""
+        while True:
+            data = fileobj.read(self.CHUNK_BYTES)
+            if not data:
+                if rest:
+                    yield rest
+                return
+            data = rest + data
+            end = data.rfind(b"\n") + 1
+            if end:
+                yield data[:end]
+            rest = data[end:]
+
+    def _join(self, lines):
+        lines = iter(lines)
+        while True:
+            group = [line if isinstance(line, bytes) else line.encode(ENCODING)
+                     for line in itertools.islice(lines, self.CHUNK_LINES)]
+            if not group:
+                return
+            yield b"".join(group)
+
+    def next_chunk(self):
+        return next(self._chunks, None)
+
+    def split(self, chunk):
+        self.lines = _lines_of(chunk)
+        self.lines.reverse()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.lines:
+            self.split(next(self._chunks))
+        return self.lines.pop()
 
 
 class _Peer:
@@ -302,28 +425,29 @@ class _Tokens:
     def next_line(self):
         for raw in self.lines:
             self.lineno += 1
-            return raw.decode(ENCODING) if isinstance(raw, bytes) else raw
+            return raw
         return None
 
-    def load(self, text):
+    def load(self, raw):
+        text = raw.decode(ENCODING)
         self.pending = [(m.group(), self.lineno, m.start() + 1) for m in _TOKEN_RE.finditer(text)]
         self.pending.reverse()
 
     def take(self, what):
         while not self.pending:
-            text = self.next_line()
-            if text is None:
+            raw = self.next_line()
+            if raw is None:
                 raise TextFormatError("line %d: unexpected end of file, expected %s" % (self.last[1] or self.lineno, what))
-            self.load(text)
+            self.load(raw)
         self.last = self.pending.pop()
         return self.last[0]
 
     def peek(self):
         while not self.pending:
-            text = self.next_line()
-            if text is None:
+            raw = self.next_line()
+            if raw is None:
                 return None
-            self.load(text)
+            self.load(raw)
         return self.pending[-1][0]
 
     def fail(self, message):
@@ -473,6 +597,7 @@ class PfsTextReader:
         self.byte_order = byte_order
         self.block_records = block_records
         self.codec = StateCodec(byte_order)
+        self._pack_group = _FAST_RUN_STRUCTS[byte_order, _RUN_GROUP].pack
         self._id_pack = struct.Struct(prefix_for(byte_order) + "Q").pack
         self.count = 0
 
@@ -480,86 +605,102 @@ class PfsTextReader:
         return self.blocks()
 
     def blocks(self):
-        batch = []
-        for record in self.records():
-            batch.append(record)
-            if len(batch) >= self.block_records:
-                yield b"".join(batch)
-                batch = []
-        if batch:
-            yield b"".join(batch)
+        limit = self.block_records * RECORD_SIZE
+        pending, size = [], 0
+        for run in self._runs():
+            pending.append(run)
+            size += len(run)
+            if size >= limit:
+                data = b"".join(pending)
+                whole = len(data) - len(data) % limit
+                for start in range(0, whole, limit):
+                    yield data[start:start + limit]
+                pending = [data[whole:]]
+                size = len(pending[0])
+        if size:
+            yield b"".join(pending)
 
-    def records(self):
-        tokens = _Tokens(iter(self.fileobj))
-        fast = _FAST_RE.match
+    def _runs(self):
+        """Records (bytes, one or more at a time) in file order; counts them."""
+        lines = _Lines(self.fileobj)
+        tokens = _Tokens(lines)
         while True:
-            if not tokens.pending:
-                text = tokens.next_line()
-                if text is None:
-                    return
-                match = fast(text)
-                if match:
-                    record = self._fast_record(match.groups())
-                    if record is not None:
-                        self.count += 1
-                        yield record
+            if tokens.pending:
+                run = self._general_record(tokens)
+            elif lines.lines:
+                # A chunk the fast path refused: line by line, the fast path first.
+                raw = tokens.next_line()
+                run = self._fast_run(raw)
+                if run is None:
+                    tokens.load(raw)
+                    if not tokens.pending:
                         continue
-                tokens.load(text)
-                if not tokens.pending:
+                    run = self._general_record(tokens)
+            else:
+                chunk = lines.next_chunk()
+                if chunk is None:
+                    return
+                run = self._fast_run(chunk)
+                if run is None:
+                    lines.split(chunk)
                     continue
-            yield self._general_record(tokens)
-            self.count += 1
+                tokens.lineno += chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+            self.count += len(run) // RECORD_SIZE
+            yield run
 
-    def _fast_record(self, g):
-        """Record from the groups of _FAST_RE, or None to let the tokenizer path report the error."""
-        proto = _PROTOCOL_BY_TEXT.get(g[2])
-        if proto is None:
+    def _fast_run(self, chunk):
+        """Records of a chunk whose every line is in the printed form, else None.
+
+        None whenever the regular expression misses a line or a value is out of
+        range or unknown: the caller then reads the chunk line by line.
+        """
+        matches = _FAST_LINES.findall(chunk)
+        if not matches or len(matches) != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
             return None
-        peers = []
-        for base in (13, 23):
-            name = g[base]
-            if name is None:
-                state = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
-            else:
-                state = _STATE_VALUES[proto if proto in _STATE_VALUES else 0].get(name)
-                if state is None:
-                    return None
-            if g[base + 1] is None:
-                seq = (0, 0, 0, 0, 0)
-                wscale = 0
-            else:
-                seq = (int(g[base + 1]), int(g[base + 2]), int(g[base + 3] or 0), int(g[base + 4]), int(g[base + 5] or 0))
-                wscale = int(g[base + 6])
-            if g[base + 7] is None:
-                scrub = (0, 0, 0, 0)
-            else:
-                scrub = (int(g[base + 7]), int(g[base + 8]), 1, int(g[base + 9]))
-            peers.append(scrub + seq + (state, wscale))
-        ifname = g[1]
+        # All numbers of the chunk in one call; an absent optional number is an empty group: 0.
+        numbers = b",".join(itertools.chain.from_iterable(map(_FAST_NUMBERS, matches)))
+        values = []
+        extend = values.extend
         try:
-            af = AF_INET6 if g[3].count(":") else AF_INET
-            lan = inet_pton(af, g[3])
-            ext = inet_pton(af, g[5])
-            lan_port = _port_pack(int(g[4]))
-            ext_port = _port_pack(int(g[6]))
-            if g[7] is None:
-                gwy, gwy_port = lan, lan_port
-            else:
-                gwy, gwy_port = inet_pton(af, g[7]), _port_pack(int(g[8]))
-            if g[0] == "out":
-                src, dst, direction = peers[0], peers[1], PF_OUT
-            else:
-                src, dst, direction = peers[1], peers[0], PF_IN
-            if len(ifname) > MAX_IFNAME_LEN or (af == AF_INET6) != (g[5].count(":") > 0) \
-                    or (g[7] is not None and (af == AF_INET6) != (g[7].count(":") > 0)):
-                return None
-            return self.codec.pack(
-                (self._id_pack(int(g[9])), ifname.encode(ENCODING), lan, lan_port, gwy, gwy_port, ext, ext_port)
-                + src + dst
-                + (b"", 0, 0, 0, 0, int(g[11]), 0, 0, 0, 0, 0, 0, 0, 0, int(g[10]), af, proto, direction, 0, 0,
-                   int(g[12]), 0, 0))
-        except (ValueError, struct.error):
-            return None     # out of range somewhere: the general path says where
+            numbers = json.loads(b"[" + numbers.replace(b",,", b",0,").replace(b",,", b",0,") + b"]")
+            for (direction, ifname, proto, lan, lan_port, ext, ext_port, gwy, gwy_port, state_a, scrub_a, state_b, scrub_b), \
+                (state_id, fa, ta, ma, loa, hia, da, wa, msa, wsa, fb, tb, mb, lob, hib, db, wb, msb, wsb, cid, expire, timeout) \
+                    in zip(map(_FAST_WORDS, matches), zip(*[iter(numbers)] * _NUMBERS_PER_LINE)):
+                proto = _PROTOCOL_BY_TOKEN[proto]
+                states = _STATE_BY_TOKEN[proto]
+                af, lan = _ADDRESS_BY_TOKEN[lan]
+                ext_af, ext = _ADDRESS_BY_TOKEN[ext]
+                lan_port = _PORT_BY_TOKEN[lan_port]
+                if gwy:
+                    gwy_af, gwy = _ADDRESS_BY_TOKEN[gwy]
+                    gwy_port = _PORT_BY_TOKEN[gwy_port]
+                else:
+                    gwy_af, gwy, gwy_port = af, lan, lan_port
+                if ext_af != af or gwy_af != af:
+                    return None
+                if direction == b"out":
+                    extend((state_id, ifname, lan, lan_port, gwy, gwy_port, ext, _PORT_BY_TOKEN[ext_port],
+                            fa, ta, len(scrub_a), ma, loa, hia, da, wa, msa, states[state_a], wsa,
+                            fb, tb, len(scrub_b), mb, lob, hib, db, wb, msb, states[state_b], wsb,
+                            expire, cid, af, proto, PF_OUT, timeout))
+                else:
+                    extend((state_id, ifname, lan, lan_port, gwy, gwy_port, ext, _PORT_BY_TOKEN[ext_port],
+                            fb, tb, len(scrub_b), mb, lob, hib, db, wb, msb, states[state_b], wsb,
+                            fa, ta, len(scrub_a), ma, loa, hia, da, wa, msa, states[state_a], wsa,
+                            expire, cid, af, proto, PF_IN, timeout))
+            return self._pack_run(values)
+        except (KeyError, ValueError, struct.error):
+            return None
+
+    def _pack_run(self, values):
+        """Records from their _TEXT_FIELDS values, packed a group of records per call."""
+        step = _RUN_GROUP * _TEXT_FIELD_COUNT
+        whole = len(values) - len(values) % step
+        pack = self._pack_group
+        packed = [pack(*values[start:start + step]) for start in range(0, whole, step)]
+        if whole < len(values):
+            packed.append(_FAST_RUN_STRUCTS[self.byte_order, (len(values) - whole) // _TEXT_FIELD_COUNT].pack(*values[whole:]))
+        return b"".join(packed)
 
     def _general_record(self, tokens):
         direction, (ifname, ifname_pos), proto, host_tokens, numbers, first, second = _parse_general(tokens)
@@ -623,5 +764,4 @@ def parse_text(data, byte_order):
     """All records of a pfs text (bytes or str) as one block."""
     if isinstance(data, str):
         data = data.encode(ENCODING)
-    reader = PfsTextReader(data.splitlines(True), byte_order)
-    return b"".join(reader.records())
+    return b"".join(PfsTextReader(io.BytesIO(data), byte_order)._runs())  # pylint: disable=protected-access

@@ -254,6 +254,19 @@ def _pton4(text):
 
 
 def _pton6(text):
+    # The C parser first, trusted only when the ISC printer gives the text back
+    # (as it does for everything pfs prints): inet_pton implementations differ
+    # on odd spellings, and the rules below are NetBSD's.
+    try:
+        raw = socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError, UnicodeError):
+        raw = None
+    if raw is not None and _ntop6(raw) == text:
+        return raw
+    return _parse6(text)
+
+
+def _parse6(text):
     if text.count("::") > 1 or not text:
         raise ValueError
     tail4 = b""
