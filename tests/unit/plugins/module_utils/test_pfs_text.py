@@ -1,10 +1,11 @@
 import glob
+import io
 import os
 
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import (
-    PfsTextReader, TextFormatError, format_block, parse_text,
+    PfsTextReader, TextFormatError, _Lines, format_block, format_record, parse_text,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
 from statefactory import random_block
@@ -169,3 +170,96 @@ def test_reader_streams_blocks_and_counts():
 def test_random_round_trip(order):
     block = random_block(300, order, seed=4)
     assert parse_text(format_block(block, order), order) == block
+
+
+# --- fast paths against the general ones ------------------------------------------
+
+def general_only(monkeypatch):
+    """Make the reader's chunk fast path refuse everything: every line goes to the tokenizer."""
+    monkeypatch.setattr(PfsTextReader, "_fast_run", lambda self, chunk: None)
+
+
+def generated_text(count, order, seed):
+    from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+    block = generate_records(count, seed, order, now=1700000000)
+    return block, format_block(block, order).encode("latin-1")
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_writer_matches_format_record_on_generated_records(order):
+    block, text = generated_text(3000, order, seed=5)
+    codec = StateCodec(order)
+    slow = "".join(format_record(values, codec.id_number(values[0])) for values in codec.iter_unpack(block))
+    assert text.decode("latin-1") == slow
+    mixed = random_block(500, order, seed=8)
+    assert format_block(mixed, order) == "".join(
+        format_record(values, codec.id_number(values[0])) for values in codec.iter_unpack(mixed))
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_reader_fast_path_matches_tokenizer_on_generated_records(monkeypatch, order):
+    _, text = generated_text(3000, order, seed=6)
+    text += format_block(random_block(500, order, seed=9), order).encode("latin-1")
+    fast = parse_text(text, order)
+    general_only(monkeypatch)
+    assert parse_text(text, order) == fast and len(fast) == 3500 * 240
+
+
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(GOLDEN, "*.txt"))))
+def test_reader_fast_path_matches_tokenizer_on_golden_files(monkeypatch, name):
+    fast = parse_text(read(name), "little")
+    general_only(monkeypatch)
+    assert parse_text(read(name), "little") == fast
+
+
+def test_fast_path_takes_the_printed_form_in_chunks(monkeypatch):
+    _, text = generated_text(200, "little", seed=3)
+    calls = []
+    original = PfsTextReader._fast_run
+
+    def counting(self, chunk):
+        calls.append(chunk.count(b"\n"))
+        return original(self, chunk)
+    monkeypatch.setattr(PfsTextReader, "_fast_run", counting)
+    assert len(parse_text(text, "little")) == 200 * 240
+    assert calls == [200]
+
+
+@pytest.mark.parametrize("odd", [
+    BASE.replace("id 70", "id 070"),                               # leading zero: not JSON
+    BASE.replace("\n", "\r\n"),
+    BASE.replace(" src ", "\t src "),
+    BASE.replace("max_win 512 wscale 3", "max_win 512 wscale 3 mss 1460"),
+    BASE.replace("wscale 3 no-scrub", "wscale 3 scrub flags 1 mode 9 ttl 64"),
+    BASE.replace("proto tcp", "proto TCP"),
+    BASE.replace("ESTABLISHED seq [1000", "4 seq [1000"),
+    "\n" + BASE,
+])
+def test_lines_the_fast_path_refuses_read_as_the_tokenizer_reads_them(monkeypatch, odd):
+    text = (BASE * 5 + odd + BASE * 5).encode("latin-1")
+    fast = parse_text(text, "little")
+    general_only(monkeypatch)
+    assert parse_text(text, "little") == fast and len(fast) == 11 * 240
+
+
+def test_error_after_fast_chunks_names_its_line(monkeypatch):
+    monkeypatch.setattr(_Lines, "CHUNK_BYTES", 4096)
+    _, text = generated_text(100, "little", seed=2)
+    lines = text.splitlines(True)
+    lines[57] = lines[57].replace(b" cid ", b" cid 99999999999 x ")
+    with pytest.raises(TextFormatError) as info:
+        b"".join(PfsTextReader(io.BytesIO(b"".join(lines)), "little"))
+    assert str(info.value).startswith("line 58")
+
+
+def test_state_spanning_two_chunks(monkeypatch):
+    monkeypatch.setattr(_Lines, "CHUNK_BYTES", 300)
+    text = (BASE * 3).replace(" src ", "\n src ").encode("latin-1")
+    assert b"".join(PfsTextReader(io.BytesIO(text), "little")) == parse_text(BASE * 3, "little")
+
+
+def test_out_of_range_values_in_the_printed_form_leave_the_fast_path():
+    for change, message in [(("id 70", "id 18446744073709551616"), "id"), (("timeout 2", "timeout 256"), "timeout"),
+                            (("[49152]", "[65536]"), "port 65536"), (("max_win 512", "max_win 65536"), "max_win")]:
+        with pytest.raises(TextFormatError, match=message):
+            parse_text(BASE * 3 + BASE.replace(*change), "little")
