@@ -92,10 +92,12 @@ integration: copy
 	if [ -z "$$scripts" ]; then echo "SKIP integration: no tests/integration/run-*.sh yet"; exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then echo "integration needs root (network namespaces, sshd)" >&2; exit 1; fi; \
 	tools/ensure-system-packages.sh sshd=openssh-server nc=netcat-openbsd ip=iproute2; \
+	failed=(); \
 	for script in $$scripts; do \
 		echo "--- $$script"; \
-		ANSIBLE_COLLECTIONS_PATH=$(BUILD) bash "$$script"; \
-	done
+		ANSIBLE_COLLECTIONS_PATH=$(BUILD) bash "$$script" || failed+=("$$script"); \
+	done; \
+	if [ "$${#failed[@]}" -ne 0 ]; then echo "integration scripts failed: $${failed[*]}" >&2; exit 1; fi
 
 molecule: copy
 	@if [ -z "$$(ls extensions/molecule/*/molecule.yml 2>/dev/null)" ]; then \
