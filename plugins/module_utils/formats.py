@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
 from ansible_collections.netbsd.pf.plugins.module_utils.native import MAGIC, NativeReader, NativeWriter
@@ -137,12 +138,126 @@ def _file_digest(fileobj):
     return size, digest.hexdigest()
 
 
-def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compress="zlib", mode=0o600):
-    """Write `blocks` to `path` atomically; returns (bytes written, SHA-256 hex of the file, records).
+# Writes of at least this many bytes are hashed by a second thread while they are written:
+# hashlib and file writes both release the GIL, so a big dump costs one pass, not two.
+_PARALLEL_HASH_BYTES = 4 << 20
+# Blocks are handed to the text formatter and to zlib in slices of this many records, so
+# neither holds a whole table's worth of output at once.
+_SLICE_RECORDS = {PFS_TEXT: 4096, NATIVE: 65536}
 
-    The temp file is created in the target directory with O_EXCL and `mode`
-    from the start, flushed and fsynced, renamed over `path`, and the directory
-    fsynced.  On any error the temp file is removed and `path` is untouched.
+
+class _HashingFile:
+    """The temp file of a dump: what is written goes to the file and into SHA-256, in order.
+
+    A writer that seeks back (native with zlib rewrites its prelude once the payload
+    length is known) makes the running digest void; the file is then hashed from disk.
+    """
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.rewritten = False
+
+    def write(self, data):
+        view = memoryview(data).cast("B")
+        if len(view) < _PARALLEL_HASH_BYTES:
+            self.digest.update(view)
+            return self.handle.write(view)
+        hasher = threading.Thread(target=self.digest.update, args=(view,))
+        hasher.start()
+        try:
+            return self.handle.write(view)
+        finally:
+            hasher.join()
+
+    def tell(self):
+        return self.handle.tell()
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        if offset < self.handle.tell():
+            self.rewritten = True
+        return self.handle.seek(offset, whence)
+
+    def size_and_sha256(self):
+        if self.rewritten:
+            return _file_digest(self.handle)
+        return self.handle.tell(), self.digest.hexdigest()
+
+
+class StagedDump:
+    """A dump written and hashed in a temp file beside ``path``, not yet in place.
+
+    ``size``, ``sha256`` (of the file), ``count`` and, for native, ``records_sha256``
+    describe it.  commit() fsyncs it and renames it over ``path``; discard() removes
+    it.  Used as a context manager it is discarded unless committed.
+    """
+
+    def __init__(self, path, temp_path, handle):
+        self.path = path
+        self.temp_path = temp_path
+        self._handle = handle
+        self.size = self.sha256 = self.count = self.records_sha256 = None
+
+    def same_as_existing(self):
+        """True if ``path`` already holds exactly these bytes (compared in 1 MiB steps, stopping at the first difference)."""
+        try:
+            if not os.path.isfile(self.path) or os.path.getsize(self.path) != self.size:
+                return False
+            self._handle.flush()
+            with open(self.path, "rb") as old, open(self.temp_path, "rb") as new:
+                for chunk in iter(lambda: new.read(1 << 20), b""):
+                    if old.read(len(chunk)) != chunk:
+                        return False
+            return True
+        except OSError:
+            return False
+
+    def commit(self):
+        """fsync, rename over ``path``, fsync the directory; on failure the temp file is removed."""
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.rename(self.temp_path, self.path)
+            self.temp_path = None
+            _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+        finally:
+            self.discard()
+
+    def discard(self):
+        if not self._handle.closed:
+            self._handle.close()
+        if self.temp_path is not None:
+            if os.path.lexists(self.temp_path):
+                os.unlink(self.temp_path)
+            self.temp_path = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.discard()
+
+
+def _slices(blocks, records):
+    """The blocks cut into zero-copy slices of at most ``records`` records."""
+    step = records * RECORD_SIZE
+    for block in blocks:
+        if len(block) <= step:
+            yield block
+            continue
+        view = memoryview(block).cast("B")
+        for start in range(0, len(view), step):
+            yield view[start:start + step]
+
+
+def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compress="zlib", mode=0o600,
+               records_sha256=None):
+    """Write ``blocks`` to a temp file beside ``path`` and return it as a StagedDump (not yet in place).
+
+    The temp file is created with O_EXCL and ``mode`` before its first byte.  For
+    native, ``count`` and ``records_sha256`` (the SHA-256 of the records, if the
+    caller already has it) spare a hashing pass over the records.
     """
     if fmt not in FORMATS:
         raise DumpFormatError("unknown dump format %r (one of %s)" % (fmt, ", ".join(FORMATS)))
@@ -150,32 +265,48 @@ def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
     fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w+b") as handle:
-            fd = None
-            if fmt == NATIVE:
-                writer = NativeWriter(handle, byte_order, metadata, compression=compress or "none")
-            elif fmt == PFS_BINARY:
-                writer = PfsBinaryWriter(handle, byte_order, count)
-            else:
-                writer = PfsTextWriter(handle, byte_order)
-            for block in blocks:
-                writer.write_block(block)
-            if hasattr(writer, "close"):
-                writer.close()
-            if count is not None and writer.count != count:
-                raise DumpFormatError("expected %d states, got %d" % (count, writer.count))
-            handle.flush()
-            os.fsync(handle.fileno())
-            size, digest = _file_digest(handle)
-        os.rename(temp_path, path)
-        temp_path = None
-        _fsync_directory(directory)
-        return size, digest, writer.count
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if temp_path is not None and os.path.exists(temp_path):
-            os.unlink(temp_path)
+        handle = os.fdopen(fd, "w+b")
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp_path)
+        raise
+    staged = StagedDump(path, temp_path, handle)
+    try:
+        sink = _HashingFile(handle)
+        if fmt == NATIVE:
+            writer = NativeWriter(sink, byte_order, metadata, compression=compress or "none", count=count,
+                                  records_sha256=records_sha256)
+        elif fmt == PFS_BINARY:
+            writer = PfsBinaryWriter(sink, byte_order, count)
+        else:
+            writer = PfsTextWriter(sink, byte_order)
+        slice_records = _SLICE_RECORDS.get(fmt) if fmt != NATIVE or compress == "zlib" else None
+        for block in (_slices(blocks, slice_records) if slice_records else blocks):
+            writer.write_block(block)
+        if hasattr(writer, "close"):
+            writer.close()
+        if count is not None and writer.count != count:
+            raise DumpFormatError("expected %d states, got %d" % (count, writer.count))
+        handle.flush()
+        staged.size, staged.sha256 = sink.size_and_sha256()
+        staged.count = writer.count
+        staged.records_sha256 = getattr(writer, "records_sha256", None)
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compress="zlib", mode=0o600):
+    """Write `blocks` to `path` atomically; returns (bytes written, SHA-256 hex of the file, records).
+
+    The temp file is created in the target directory with O_EXCL and `mode`
+    from the start, hashed while written, fsynced, renamed over `path`, and the
+    directory fsynced.  On any error the temp file is removed and `path` is untouched.
+    """
+    with stage_dump(path, fmt, blocks, byte_order, count, metadata, compress, mode) as staged:
+        staged.commit()
+        return staged.size, staged.sha256, staged.count
 
 
 def _fsync_directory(directory):

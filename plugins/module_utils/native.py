@@ -45,9 +45,18 @@ def _code_name(codes, code, what):
 
 
 class NativeWriter:
-    """Streams blocks into a seekable binary file object; call close() to seal the header."""
+    """Streams blocks into a seekable binary file object; call close() to seal the header.
 
-    def __init__(self, fileobj, byte_order, metadata=None, compression="zlib", level=DEFAULT_COMPRESSION_LEVEL):
+    The prelude holds the count, payload length and SHA-256 of the records, so it
+    is normally written twice: a placeholder, then the real one at close().  A
+    caller that knows ``count`` and ``records_sha256`` in advance (it has the
+    records in memory) vouches for them: the records are not hashed again, and
+    without compression the first prelude is final and the file is written
+    strictly in order.
+    """
+
+    def __init__(self, fileobj, byte_order, metadata=None, compression="zlib", level=DEFAULT_COMPRESSION_LEVEL,
+                 count=None, records_sha256=None):
         if compression not in COMPRESSION_CODES:
             raise ValueError("compression must be one of %s" % ", ".join(COMPRESSION_CODES))
         self.fileobj = fileobj
@@ -60,17 +69,26 @@ class NativeWriter:
         if len(self._metadata_bytes) > MAX_METADATA:
             raise ValueError("metadata larger than %d bytes" % MAX_METADATA)
         self._compressor = zlib.compressobj(level) if compression == "zlib" else None
-        self._digest = hashlib.sha256()
+        self._declared_count = count
+        self._declared_sha256 = bytes.fromhex(records_sha256) if records_sha256 else None
+        self._digest = None if self._declared_sha256 else hashlib.sha256()
+        self._final_prelude = self._declared_sha256 is not None and count is not None and compression == "none"
         self.count = 0
         self.payload_length = 0
         self._start = fileobj.tell()
-        fileobj.write(self._prelude())
+        fileobj.write(self._prelude(count, count * RECORD_SIZE) if self._final_prelude else self._prelude(0, 0))
         fileobj.write(self._metadata_bytes)
 
-    def _prelude(self):
+    @property
+    def records_sha256(self):
+        """Hex SHA-256 of the records (after close())."""
+        return (self._declared_sha256 or self._digest.digest()).hex()
+
+    def _prelude(self, count, payload_length):
         head = PRELUDE.pack(MAGIC, FORMAT_VERSION, BYTE_ORDER_CODES[self.byte_order],
-                            COMPRESSION_CODES[self.compression], RECORD_SIZE, 0, self.count,
-                            self.payload_length, self._digest.digest(), len(self._metadata_bytes), 0)
+                            COMPRESSION_CODES[self.compression], RECORD_SIZE, 0, count,
+                            payload_length, self._declared_sha256 or self._digest.digest(),
+                            len(self._metadata_bytes), 0)
         crc = zlib.crc32(head[:-4] + self._metadata_bytes) & 0xffffffff
         return head[:-4] + struct.pack(">I", crc)
 
@@ -81,16 +99,21 @@ class NativeWriter:
 
     def write_block(self, block):
         self.count += record_count(block)
-        self._digest.update(block)
+        if self._digest is not None:
+            self._digest.update(block)
         self._emit(self._compressor.compress(block) if self._compressor else block)
 
     def close(self):
         if self._compressor:
             self._emit(self._compressor.flush())
             self._compressor = None
+        if self._declared_count is not None and self.count != self._declared_count:
+            raise ValueError("declared %d records but %d were written" % (self._declared_count, self.count))
+        if self._final_prelude:
+            return
         end = self.fileobj.tell()
         self.fileobj.seek(self._start)
-        self.fileobj.write(self._prelude())
+        self.fileobj.write(self._prelude(self.count, self.payload_length))
         self.fileobj.seek(end)
 
 
@@ -153,22 +176,34 @@ class NativeReader:
         self.verified = False
 
     def _raw_blocks(self):
-        """Unverified record blocks (each a whole number of records)."""
+        """Unverified record blocks (each a whole number of records).
+
+        Decompression is bounded: never more than one block's worth of output per
+        step, and never more than the header's count of records in all, so a small
+        crafted zlib payload cannot inflate into memory before the checks refuse it.
+        """
         self.fileobj.seek(self.payload_offset)
         left = self.header["payload_length"]
         decompressor = zlib.decompressobj() if self.header["compression"] == "zlib" else None
+        allowed = self.count * RECORD_SIZE
         pending = bytearray()
         limit = self.block_records * RECORD_SIZE
-        while left:
-            chunk = self.fileobj.read(min(READ_SIZE, left))
-            if not chunk:
-                raise NativeFormatError("truncated .pfstate payload (%d bytes missing)" % left)
-            left -= len(chunk)
+        while left or (decompressor and decompressor.unconsumed_tail):
+            if decompressor and decompressor.unconsumed_tail:
+                chunk = decompressor.unconsumed_tail
+            else:
+                chunk = self.fileobj.read(min(READ_SIZE, left))
+                if not chunk:
+                    raise NativeFormatError("truncated .pfstate payload (%d bytes missing)" % left)
+                left -= len(chunk)
             if decompressor:
                 try:
-                    chunk = decompressor.decompress(chunk)
+                    chunk = decompressor.decompress(chunk, limit)
                 except zlib.error as exc:
                     raise NativeFormatError("corrupt compressed .pfstate payload: %s" % exc)
+            allowed -= len(chunk)
+            if allowed < 0:
+                raise NativeFormatError("header announces %d records, payload holds more" % self.count)
             pending += chunk
             consumed = 0
             while len(pending) - consumed >= limit:

@@ -27,7 +27,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, write_dump,
+    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
@@ -37,7 +37,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, l
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_AF, OFF_DIRECTION, OFF_DST, OFF_PROTO, OFF_SRC, RecordError, StateCodec, column, peer_state_name,
+    OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_IFNAME, OFF_PROTO, OFF_SRC, RecordError, column,
+    peer_state_name,
     record_count, state_to_dict, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
@@ -50,6 +51,9 @@ FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 # Errors that mean "this file is not a usable dump".
 DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
 _PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
+_IFNAME_FIELD = struct.Struct("%dx16s%dx" % (OFF_IFNAME, RECORD_SIZE - OFF_IFNAME - 16))
+_IFNAME_AND_CREATOR = struct.Struct("%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16,
+                                                       RECORD_SIZE - OFF_CREATORID - 4))
 
 
 class OperationError(Exception):
@@ -66,13 +70,14 @@ def canonical_format(name):
 
 # --- summaries -------------------------------------------------------------------
 
-def summarize(blocks, byte_order):
+def summarize(blocks, byte_order, brief=False):
     """Counts of the states in ``blocks`` by interface, protocol, family, direction, TCP state and creator.
 
-    Works on single-byte columns and the ifname/creatorid fields, so a large
-    table costs a few passes over bytes, not one dict per state.
+    Counts raw fields (byte columns, 16-byte interface names, 4-byte creator
+    ids) at C speed and decodes only the distinct values, so a million states
+    cost a few passes over bytes, not one Python object per field.  ``brief``
+    stops at count, interfaces, protocols and families (what states_dump returns).
     """
-    codec = StateCodec(byte_order)
     interfaces, protocols, families, directions, tcp_states, creators = (
         Counter(), Counter(), Counter(), Counter(), Counter(), Counter())
     total = 0
@@ -81,26 +86,49 @@ def summarize(blocks, byte_order):
         if not count:
             continue
         total += count
-        interfaces.update(codec.ifnames(block))
-        protocols.update(column(block, OFF_PROTO))
-        families.update(column(block, OFF_AF))
-        directions.update(column(block, OFF_DIRECTION))
-        creators.update(creatorid for _id, creatorid in codec.keys(block))
         proto = column(block, OFF_PROTO)
-        src = column(block, OFF_SRC + _PEER_STATE)
-        dst = column(block, OFF_DST + _PEER_STATE)
-        tcp_states.update((src[i], dst[i]) for i in range(count) if proto[i] == IPPROTO_TCP)
-    creator_order = "<I" if byte_order == "little" else ">I"
-    return {
+        protocols.update(_byte_counts(proto))
+        families.update(_byte_counts(column(block, OFF_AF)))
+        if brief:
+            interfaces.update(raw for (raw,) in _IFNAME_FIELD.iter_unpack(block))
+            continue
+        for (raw_ifname, raw_creator), n in Counter(_IFNAME_AND_CREATOR.iter_unpack(block)).items():
+            interfaces[raw_ifname] += n
+            creators[raw_creator] += n
+        directions.update(_byte_counts(column(block, OFF_DIRECTION)))
+        if IPPROTO_TCP in proto:
+            peers = Counter(zip(proto, column(block, OFF_SRC + _PEER_STATE), column(block, OFF_DST + _PEER_STATE)))
+            tcp_states.update(dict(((src, dst), n) for (number, src, dst), n in peers.items() if number == IPPROTO_TCP))
+    names = Counter()
+    for raw, n in interfaces.items():
+        names[raw.split(b"\0", 1)[0].decode("ascii", "replace")] += n
+    summary = {
         "count": total,
-        "by_interface": dict(interfaces),
+        "by_interface": dict(names),
         "by_protocol": dict((protocol_name(number), n) for number, n in protocols.items()),
         "by_address_family": dict((AF_NAMES.get(af, str(af)), n) for af, n in families.items()),
+    }
+    if brief:
+        return summary
+    creator_order = "<I" if byte_order == "little" else ">I"
+    summary.update({
         "by_direction": dict(("out" if d == PF_OUT else "in", n) for d, n in directions.items()),
         "by_tcp_state": dict(("%s:%s" % (peer_state_name(IPPROTO_TCP, s), peer_state_name(IPPROTO_TCP, d)), n)
                              for (s, d), n in tcp_states.items()),
         "by_creatorid": dict(("%08x" % _u32(raw, creator_order), n) for raw, n in creators.items()),
-    }
+    })
+    return summary
+
+
+def _byte_counts(values):
+    """{byte value: occurrences} of a bytes column: one C-speed count per distinct value."""
+    counts = {}
+    rest = values
+    while rest:
+        value = rest[0]
+        counts[value] = values.count(value)
+        rest = rest.translate(None, bytes((value,)))
+    return counts
 
 
 def _u32(raw, fmt):
@@ -156,7 +184,8 @@ def _arm(lease_file, lease, device_path, holder):
 
 
 class Snapshot:
-    """States read from the kernel: ``block`` (bytes), ``byte_order``, ``status``, and how the lock went."""
+    """States read from the kernel: ``block`` (a memoryview of the reply buffer), ``byte_order``, ``status``,
+    and how the lock went."""
 
     def __init__(self, block, byte_order, status, lock_mode, lock_window_ms, lock_taken, lease_token):
         self.block = block
@@ -175,7 +204,9 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
     copy only, then unlocked and the lease released.  ``hold``: the table
     stays locked under the lease when this returns.  A table already locked
     under a lease (states_lock) is left as it is by ``during``; ``hold`` takes
-    the lease over with its own duration.
+    the lease over with its own duration.  The reply buffer is sized and
+    allocated before locking, and the records are not copied afterwards, so
+    the lock covers the kernel's copy-out and nothing else.
     """
     if lock not in LOCK_MODES:
         raise OperationError("lock must be one of %s, not %r" % (", ".join(LOCK_MODES), lock))
@@ -183,21 +214,22 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         status = device.get_status()
         byte_order = device.abi.byte_order
         if lock == "none" or (lock == "during" and lease_view(lease_file).get("locked_by_lease")):
-            return Snapshot(bytes(device.get_states()), byte_order, status, lock, None, False, None)
+            return Snapshot(device.get_states(), byte_order, status, lock, None, False, None)
+        buffer = device.states_buffer()
         token = _arm(lease_file, lease, device_path, holder)
         if lock == "during":
             try:
-                started = time.time()
+                started = time.perf_counter()
                 with locked(device):
-                    block = bytes(device.get_states())
-                window = (time.time() - started) * 1000.0
+                    block = device.get_states(buffer)
+                window = (time.perf_counter() - started) * 1000.0
             finally:
                 release_lease(lease_file, token)
             return Snapshot(block, byte_order, status, lock, round(window, 3), True, None)
         try:
             device.set_lock(True)
             locked_at = time.time()
-            block = bytes(device.get_states())
+            block = device.get_states(buffer)
         except BaseException:
             _unlock_quietly(device, lease_file, token)
             raise
@@ -239,24 +271,30 @@ def capture_metadata(hostid, now=None):
     }
 
 
+def native_content_digest(byte_order, compression, records_sha256):
+    """Identity of a native dump's content: byte order, compression and the SHA-256 of the records.
+
+    All three are in the header, so an existing file is judged without
+    decompressing it; when and where it was captured does not count.
+    """
+    return hashlib.sha256(("native|%s|%s|%s" % (byte_order, compression, records_sha256)).encode("ascii")).hexdigest()
+
+
 def content_digest(fmt, byte_order, compress, block):
-    """Identity of a dump's content, the basis of ``changed``.
+    """Identity of a dump's content, the basis of ``changed``, computed without writing anything.
 
     pfs files hold nothing but the records, so their identity is the SHA-256 of
-    the exact bytes that would be written.  A native file also records when
-    and where it was captured; its identity leaves that out and covers the
-    format, byte order, compression and records.
+    the exact bytes that would be written (rendered here into a hash only:
+    check mode).  A native file's is native_content_digest().
     """
-    if fmt != NATIVE:
-        sink = _HashingSink()
-        writer = PfsBinaryWriter(sink, byte_order, record_count(block)) if fmt == PFS_BINARY else PfsTextWriter(sink, byte_order)
-        writer.write_block(block)
-        if hasattr(writer, "close"):
-            writer.close()
-        return sink.digest.hexdigest()
-    digest = hashlib.sha256(("native|%s|%s|" % (byte_order, compress)).encode("ascii"))
-    digest.update(block)
-    return digest.hexdigest()
+    if fmt == NATIVE:
+        return native_content_digest(byte_order, compress, hashlib.sha256(block).hexdigest())
+    sink = _HashingSink()
+    writer = PfsBinaryWriter(sink, byte_order, record_count(block)) if fmt == PFS_BINARY else PfsTextWriter(sink, byte_order)
+    writer.write_block(block)
+    if hasattr(writer, "close"):
+        writer.close()
+    return sink.digest.hexdigest()
 
 
 class _HashingSink:
@@ -270,23 +308,20 @@ class _HashingSink:
         return len(data)
 
 
-def existing_content_digest(path, fmt, compress):
-    """content_digest() of the file already at ``path``, or None if there is none or it is not such a dump."""
+def existing_content_digest(path, fmt):
+    """content_digest() of the ``fmt`` dump already at ``path``, or None if there is none or it is not such a dump.
+
+    A native file is judged by its header: the CRC-checked prelude and a size
+    that matches it, not a decompression of the payload.
+    """
     if not os.path.isfile(path):
         return None
-    if fmt != NATIVE:
-        try:
-            return file_sha256(path)[1]
-        except OSError:
-            return None
     try:
-        with open_dump(path) as reader:
-            if reader.format != NATIVE or reader.header["compression"] != compress:
-                return None
-            digest = hashlib.sha256(("native|%s|%s|" % (reader.byte_order, compress)).encode("ascii"))
-            for block in reader.blocks(verify=True):
-                digest.update(block)
-            return digest.hexdigest()
+        if fmt != NATIVE:
+            return file_sha256(path)[1]
+        with open_dump(path, NATIVE) as reader:
+            header = reader.header
+            return native_content_digest(header["byte_order"], header["compression"], header["sha256"])
     except DUMP_ERRORS + (OSError,):
         return None
 
@@ -364,39 +399,85 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now):
     byte_order = snapshot.byte_order
     stats = TransformStats()
-    block = b"".join(apply_transforms([snapshot.block], byte_order, transforms, stats))
-    summary = summarize([block], byte_order)
-    new_digest = content_digest(fmt, byte_order, compression, block)
-    changed = existing_content_digest(path, fmt, compression) != new_digest
+    block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    summary = summarize([block], byte_order, brief=True)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
-        "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read, "changed": changed,
-        "content_sha256": new_digest,
+        "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
         "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
         "by_address_family": summary["by_address_family"],
     }
-    if check_mode:
-        return result
-    if not changed:
-        result["bytes"], result["sha256"] = file_sha256(path)
-        if fmt == NATIVE:
-            with open_dump(path) as reader:
-                result["header"] = reader.header
-        return result
-    if backup and os.path.isfile(path):
-        result["backup_file"] = backup_file(path, now)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
-    try:
-        size, sha256, _count = write_dump(path, fmt, [block], byte_order, count=stats.kept, metadata=metadata,
-                                          compress=compression, mode=mode)
-    except OSError as exc:
-        raise OperationError("cannot write %s: %s; the previous file (if any) is unchanged"
-                             % (path, os.strerror(exc.errno) if exc.errno else exc))
-    result["bytes"], result["sha256"] = size, sha256
-    if fmt == NATIVE:
-        with open_dump(path) as reader:
-            result["header"] = reader.header
+    result.update(store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
+                             check_mode=check_mode, now=now))
     return result
+
+
+def _one_block(blocks):
+    """The blocks as one block; a single block (the unfiltered table) is passed on without a copy."""
+    blocks = list(blocks)
+    return blocks[0] if len(blocks) == 1 else b"".join(blocks)
+
+
+def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, backup=False, mode=0o600,
+               check_mode=False, now=None):
+    """Write ``block`` to ``path`` unless the file there already has the same content.
+
+    Returns ``changed`` and ``content_sha256``, and unless in check mode the
+    ``bytes`` and ``sha256`` of the file now at ``path``, ``backup_file`` if
+    one was made and, for native, its ``header``.  The dump is rendered once: pfs files are written to a temp
+    file (hashed while written) and compared with the old one, which stays
+    when equal; a native file's identity comes from the records' SHA-256 and
+    the old file's header, so an unchanged native dump is not compressed at all.
+    """
+    if fmt == NATIVE:
+        records_sha256 = hashlib.sha256(block).hexdigest()
+        digest = native_content_digest(byte_order, compression, records_sha256)
+        changed = existing_content_digest(path, NATIVE) != digest
+        outcome = {"changed": changed, "content_sha256": digest}
+        if check_mode:
+            return outcome
+        if changed:
+            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
+    elif check_mode:
+        digest = content_digest(fmt, byte_order, compression, block)
+        return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
+    else:
+        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
+        changed = not staged.same_as_existing()
+        outcome = {"changed": changed, "content_sha256": staged.sha256}
+        if not changed:
+            staged.discard()
+            outcome.update(bytes=staged.size, sha256=staged.sha256)
+            return outcome
+    if not changed:
+        outcome["bytes"], outcome["sha256"] = file_sha256(path)
+    else:
+        with staged:
+            if backup and os.path.isfile(path):
+                outcome["backup_file"] = backup_file(path, now)
+            try:
+                staged.commit()
+            except OSError as exc:
+                raise _write_error(path, exc)
+        outcome.update(bytes=staged.size, sha256=staged.sha256)
+    if fmt == NATIVE:
+        with open_dump(path, NATIVE) as reader:
+            outcome["header"] = reader.header
+    return outcome
+
+
+def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None):
+    try:
+        return stage_dump(path, fmt, [block], byte_order, count=count, metadata=metadata, compress=compression,
+                          mode=mode, records_sha256=records_sha256)
+    except OSError as exc:
+        raise _write_error(path, exc)
+
+
+def _write_error(path, exc):
+    return OperationError("cannot write %s: %s; the previous file (if any) is unchanged"
+                          % (path, os.strerror(exc.errno) if exc.errno else exc))
 
 
 # --- inspect and convert ---------------------------------------------------------
@@ -458,25 +539,19 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         "src_byte_order": source_order, "byte_order": target_order, "read": stats.read, "filtered": stats.filtered,
         "renamed": stats.renamed, "count": stats.kept,
     }
-    new_digest = content_digest(fmt, target_order, compression, block)
-    result["changed"] = existing_content_digest(dest, fmt, compression) != new_digest
-    if check_mode or not result["changed"]:
-        return result
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not check_mode and not os.path.isdir(directory):
+        raise OperationError("directory %s does not exist; create it first" % directory)
     metadata = None
     if fmt == NATIVE:
         metadata = dict(((header or {}).get("metadata") or {}))
         metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
         metadata["converted_at"] = time.time() if now is None else now
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(directory):
-        raise OperationError("directory %s does not exist; create it first" % directory)
-    try:
-        size, sha256, _count = write_dump(dest, fmt, [block], target_order, count=stats.kept, metadata=metadata,
-                                          compress=compression, mode=mode)
-    except OSError as exc:
-        raise OperationError("cannot write %s: %s; the previous file (if any) is unchanged"
-                             % (dest, os.strerror(exc.errno) if exc.errno else exc))
-    result.update(bytes=size, sha256=sha256)
+    stored = store_dump(dest, fmt, block, target_order, stats.kept, compression, metadata, mode=mode,
+                        check_mode=check_mode)
+    result["changed"] = stored["changed"]
+    if result["changed"] and not check_mode:
+        result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
 
 
@@ -488,10 +563,10 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         status = device.get_status()
         state_limit = device.get_limit()
         timeout_values = device.get_timeouts_by_name() if timeouts else None
-        block = bytes(device.get_states())
+        block = device.get_states()
         byte_order = device.abi.byte_order
     stats = TransformStats()
-    selected = b"".join(apply_transforms([block], byte_order, transforms, stats))
+    selected = _one_block(apply_transforms([block], byte_order, transforms, stats))
     result = {
         "status": {
             "running": status["running"], "states": status["states"], "src_nodes": status["src_nodes"],

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import fcntl
 import ipaddress
+import mmap
 import os
 import signal
 import struct
@@ -30,6 +31,9 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import record_co
 
 INT_MAX = 0x7fffffff
 DEFAULT_CHUNK_RECORDS = 4096
+# Room for states created between the size query and the fetch (a full reply is fetched again).
+STATES_HEADROOM = 0.02
+STATES_MINIMUM_EXTRA = 256
 # pf.conf port operators -> PF_OP_* (pfvar.h)
 PORT_OPS = {"><": 1, "=": 2, "!=": 3, "<": 4, "<=": 5, ">": 6, ">=": 7, "<>": 8, ":": 9}
 
@@ -86,8 +90,21 @@ class HostSyscalls:
         fcntl.ioctl(fd, request, arg, True)
 
     def alloc(self, size):
-        buffer = ctypes.create_string_buffer(max(size, 1))
-        return ctypes.addressof(buffer), buffer
+        # An anonymous mapping: zero pages that become resident only where the kernel writes,
+        # and are unmapped as soon as the last view of them is gone.
+        memory = mmap.mmap(-1, max(size, 1))
+        return ctypes.addressof(ctypes.c_char.from_buffer(memory)), memory
+
+
+class StatesBuffer:
+    """Memory the kernel copies states into: its address, the object that owns it, and its size in bytes."""
+
+    __slots__ = ("address", "memory", "size")
+
+    def __init__(self, address, memory, size):
+        self.address = address
+        self.memory = memory
+        self.size = size
 
 
 def _byte_view(buffer, size):
@@ -147,25 +164,43 @@ class PfDevice:
         self._ioctl("DIOCGETSTATES", arg)
         return struct.unpack_from(self._prefix + "i", arg, 0)[0]
 
-    def get_states(self, headroom=0.125, minimum_extra=64):
-        """All states as one zero-copy memoryview of n * 240 bytes, in kernel (insertion) order.
+    def states_buffer(self, headroom=STATES_HEADROOM, minimum_extra=STATES_MINIMUM_EXTRA):
+        """Memory for one DIOCGETSTATES reply: the table's current size plus headroom.
 
-        The kernel truncates silently when the buffer is too small, so a reply
-        that fills the buffer is retried with a bigger one until it does not.
+        Allocate it before locking the table, so the lock covers the copy only.
+        The memory comes from calloc and is not touched here: unused headroom
+        costs address space, not resident memory.
         """
         needed = self.state_table_size() // RECORD_SIZE
-        capacity = needed + max(minimum_extra, int(needed * headroom))
+        return self._alloc_states(needed + max(minimum_extra, int(needed * headroom)))
+
+    def _alloc_states(self, capacity):
+        size = capacity * RECORD_SIZE
+        if size > INT_MAX:
+            raise PfError(errno.ENOMEM, "DIOCGETSTATES", "state table larger than one ioctl can return")
+        address, memory = self.syscalls.alloc(size)
+        return StatesBuffer(address, memory, size)
+
+    def get_states(self, buffer=None, headroom=STATES_HEADROOM, minimum_extra=STATES_MINIMUM_EXTRA):
+        """All states as one zero-copy memoryview of n * 240 bytes, in kernel (insertion) order.
+
+        ``buffer`` (from states_buffer()) makes the fetch a single
+        DIOCGETSTATES.  The kernel truncates silently when the buffer is too
+        small, so a reply that fills it is fetched again into a buffer sized
+        by a new size query (at least 1.5 times bigger) until one does not.
+        """
+        if buffer is None:
+            buffer = self.states_buffer(headroom, minimum_extra)
         while True:
-            size = capacity * RECORD_SIZE
-            if size > INT_MAX:
-                raise PfError(errno.ENOMEM, "DIOCGETSTATES", "state table larger than one ioctl can return")
-            address, buffer = self.syscalls.alloc(size)
-            arg = self._states_arg(size, address)
+            arg = self._states_arg(buffer.size, buffer.address)
             self._ioctl("DIOCGETSTATES", arg)
             returned = struct.unpack_from(self._prefix + "i", arg, 0)[0]
-            if returned < size:
-                return _byte_view(buffer, returned - returned % RECORD_SIZE)
-            capacity *= 2
+            if returned < buffer.size:
+                return _byte_view(buffer.memory, returned - returned % RECORD_SIZE)
+            capacity = buffer.size // RECORD_SIZE
+            buffer = None       # free the full reply before allocating the next one
+            needed = self.state_table_size() // RECORD_SIZE
+            buffer = self._alloc_states(max(needed + max(minimum_extra, int(needed * headroom)), capacity * 3 // 2 + 1))
 
     def get_status(self):
         arg = bytearray(self.abi.pf_status_size)

@@ -88,5 +88,85 @@ def test_count_mismatch_detected():
     meta_len = int.from_bytes(data[64:68], "big")
     crc = zlib.crc32(bytes(data[:68]) + bytes(data[72:72 + meta_len]))
     data[68:72] = crc.to_bytes(4, "big")
-    with pytest.raises(NativeFormatError, match="announces 4 records, payload holds 5"):
+    with pytest.raises(NativeFormatError, match="announces 4 records, payload holds more"):
         reader(bytes(data)).verify()
+
+
+class _WriteOnlyInOrder(io.BytesIO):
+    """A file that refuses to seek back: what a writer with a final first prelude must never need."""
+
+    def seek(self, offset, whence=0):
+        if whence == 0 and offset < self.tell():
+            raise AssertionError("the writer went back to offset %d" % offset)
+        return super(_WriteOnlyInOrder, self).seek(offset, whence)
+
+
+@pytest.mark.parametrize("compression", ["zlib", "none"])
+def test_declared_count_and_digest_give_the_same_file(compression):
+    import hashlib
+    block = random_block(30, "little", seed=4, text_safe=False)
+    expected = make(block, compression, blocks=1)
+    out = io.BytesIO() if compression == "zlib" else _WriteOnlyInOrder()
+    writer = NativeWriter(out, "little", META, compression=compression, count=30,
+                          records_sha256=hashlib.sha256(block).hexdigest())
+    writer.write_block(block)
+    writer.close()
+    assert out.getvalue() == expected
+    assert writer.records_sha256 == hashlib.sha256(block).hexdigest() == reader(expected).header["sha256"]
+
+
+def test_declared_count_is_checked():
+    import hashlib
+    block = random_block(3, "little", seed=4)
+    writer = NativeWriter(io.BytesIO(), "little", META, compression="none", count=4,
+                          records_sha256=hashlib.sha256(block).hexdigest())
+    writer.write_block(block)
+    with pytest.raises(ValueError, match="declared 4 records but 3"):
+        writer.close()
+
+
+def _zlib_bomb(count, inflated):
+    """A valid native header for ``count`` records whose zlib payload inflates to ``inflated`` zero bytes."""
+    import zlib
+    compressor = zlib.compressobj(9)
+    payload = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(inflated >> 20)) + compressor.flush()
+    data = bytearray(make(random_block(count), "zlib"))
+    meta_len = int.from_bytes(data[64:68], "big")
+    data[24:32] = len(payload).to_bytes(8, "big")
+    crc = zlib.crc32(bytes(data[:68]) + bytes(data[72:72 + meta_len]))
+    data[68:72] = crc.to_bytes(4, "big")
+    return bytes(data[:72 + meta_len]) + payload
+
+
+def test_zlib_bomb_is_refused_without_inflating_it(monkeypatch):
+    """R3: 256 MiB of zeros compress to ~250 KiB; the reader must stop after count * 240 bytes, in small steps."""
+    import zlib
+    data = _zlib_bomb(5, 256 << 20)
+    largest = []
+    real = zlib.decompressobj
+
+    class Recording(object):
+        def __init__(self):
+            self._inner = real()
+
+        def decompress(self, chunk, max_length=0):
+            assert max_length > 0, "decompression without an output bound"
+            out = self._inner.decompress(chunk, max_length)
+            largest.append(len(out))
+            return out
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(native.zlib, "decompressobj", Recording)
+    with pytest.raises(NativeFormatError, match="announces 5 records, payload holds more"):
+        reader(data).verify()
+    assert max(largest) <= 7 * 240
+
+
+def test_bounded_decompression_reads_every_record_through_unconsumed_tail():
+    """Output bounded to one block per step still yields the whole payload (many steps per input chunk)."""
+    block = random_block(300, "little", seed=6, text_safe=False)
+    dump = reader(make(block, "zlib", blocks=1))
+    assert dump.verify() == 300
+    assert b"".join(dump.blocks()) == block

@@ -39,10 +39,13 @@ def test_content_digest_ignores_capture_metadata_but_not_options(kernel, tmp_pat
     path = str(tmp_path / "d.pfstate")
     lease_file = str(tmp_path / "lease")
     first = ops.dump_states(path, lock="none", lease_file=lease_file, now=1000.0)
-    assert ops.existing_content_digest(path, "native", "zlib") == first["content_sha256"]
-    assert ops.existing_content_digest(path, "native", "none") is None
-    assert ops.dump_states(path, lock="none", lease_file=lease_file, now=2000.0)["changed"] is False
-    assert ops.dump_states(path, lock="none", lease_file=lease_file, compress=False)["changed"] is True
+    assert ops.existing_content_digest(path, "native") == first["content_sha256"]
+    assert ops.existing_content_digest(path, "pfs-binary") != first["content_sha256"]
+    again = ops.dump_states(path, lock="none", lease_file=lease_file, now=2000.0)
+    assert again["changed"] is False and again["sha256"] == first["sha256"]
+    assert again["header"]["metadata"]["captured_at"] == 1000.0, "an unchanged dump keeps the old file"
+    raw = ops.dump_states(path, lock="none", lease_file=lease_file, compress=False)
+    assert raw["changed"] is True and raw["content_sha256"] != first["content_sha256"]
 
 
 def test_take_snapshot_during_respects_a_lock_held_by_states_lock(kernel, tmp_path):
@@ -59,7 +62,7 @@ def test_hold_failure_unlocks(kernel, tmp_path, monkeypatch):
 
     def boom(*args, **kwargs):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(ops, "write_dump", boom)
+    monkeypatch.setattr(ops, "stage_dump", boom)
     with pytest.raises(ops.OperationError, match="Input/output error"):
         ops.dump_states(str(tmp_path / "d"), lock="hold", lease_file=lease_file)
     assert kernel.lock is False
