@@ -21,6 +21,8 @@ teardown() {
     python -m tests.pfemu fleet down --dir "$fleet" >/dev/null 2>&1 || echo "    (fleet down failed; run: python -m tests.pfemu fleet down --dir $fleet)"
     if [ "$status" -ne 0 ]; then
         echo "    The playbook log is in $work/ansible.log"
+    else
+        echo "    done: nothing left running"
     fi
     exit "$status"
 }
