@@ -4,7 +4,9 @@
 """Action plugin of netbsd.pf.states_dump: runs the module, then fetches the dump (fetch_to).
 
 The file lands in ``<fetch_to>/<inventory_hostname>/<basename of path>``:
-directories mode 0700, the file 0600, moved into place only after its
+directories mode 0700 (the host directory is set to 0700 on every run), the
+file 0600 from its first byte (umask 077 and a 0600 ``.part`` file created
+before the transfer), moved into place only after its
 SHA-256 matched the one the module computed on the target.  The transfer
 itself is ansible.builtin.fetch (which handles become and large files).
 """
@@ -64,15 +66,21 @@ class ActionModule(ActionBase):
         host_dir = os.path.join(base, safe_host_dir(task_vars.get("inventory_hostname", self._play_context.remote_addr)))
         if os.path.dirname(os.path.realpath(host_dir)) != base:
             raise _FetchError("host directory %s would leave %s" % (host_dir, base))
-        for directory in (base, host_dir):
-            if not os.path.isdir(directory):
-                os.makedirs(directory, 0o700)
-                os.chmod(directory, 0o700)
         final = os.path.join(host_dir, os.path.basename(remote_path))
         partial = final + ".part"
-        if os.path.lexists(partial):
-            os.unlink(partial)
+        # Dumps hold every connection of the firewall: nothing created here may be readable by
+        # others, not even for a moment.  umask 077 covers whatever the transport creates; the
+        # .part file is also created 0600 before the transfer (transports keep an existing file's mode).
+        previous_umask = os.umask(0o077)
         try:
+            if not os.path.isdir(base):
+                os.makedirs(base, 0o700)
+            if not os.path.isdir(host_dir):
+                os.mkdir(host_dir, 0o700)
+            os.chmod(host_dir, 0o700)
+            if os.path.lexists(partial):
+                os.unlink(partial)
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             fetched = self._run_builtin_fetch(remote_path, partial, task_vars)
             if fetched.get("failed"):
                 raise _FetchError(fetched.get("msg", "ansible.builtin.fetch failed"))
@@ -82,6 +90,7 @@ class ActionModule(ActionBase):
                 raise _FetchError("SHA-256 mismatch: the target reported %s, the fetched copy is %s" % (expected_sha256, actual))
             os.rename(partial, final)
         finally:
+            os.umask(previous_umask)
             if os.path.lexists(partial):
                 os.unlink(partial)
         return final

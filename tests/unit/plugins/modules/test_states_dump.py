@@ -1,14 +1,18 @@
 """netbsd.pf.states_dump through its main(), against the in-process pf emulator."""
 
 import errno
+import hashlib
 import json
 import os
+import stat
 import time
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from ansible_collections.netbsd.pf.plugins.action import states_dump as states_dump_action
 from ansible_collections.netbsd.pf.plugins.module_utils import formats
+from ansible_collections.netbsd.pf.plugins.module_utils import operations as states_dump_operations
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease, release_lease
 from ansible_collections.netbsd.pf.plugins.modules import states_dump
@@ -79,15 +83,43 @@ def test_native_header_carries_capture_metadata(kernel, tmp_path, capsys):
     assert run(capsys, tmp_path, path=str(tmp_path / "raw.pfstate"), compress=False)["header"]["compression"] == "none"
 
 
-def test_same_content_is_not_rewritten(kernel, tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["native", "pfs_binary", "pfs_text"])
+def test_same_content_is_not_rewritten(kernel, tmp_path, capsys, fmt):
+    path = str(tmp_path / "d.pfstate")
+    first = run(capsys, tmp_path, path=path, format=fmt)
+    mtime = os.stat(path).st_mtime_ns
+    second = run(capsys, tmp_path, path=path, format=fmt)
+    assert second["changed"] is False and second["sha256"] == first["sha256"]
+    assert second["content_sha256"] == first["content_sha256"] and second["bytes"] == first["bytes"]
+    assert os.stat(path).st_mtime_ns == mtime
+    assert sorted(os.listdir(str(tmp_path))) == ["d.pfstate", "lease"], "the unused temp file must be gone"
+    kernel.fill(1, seed=99)
+    third = run(capsys, tmp_path, path=path, format=fmt)
+    assert third["changed"] is True and third["sha256"] == formats._file_digest(open(path, "rb"))[1]
+
+
+def test_unchanged_native_dump_is_judged_by_the_header_without_writing(kernel, tmp_path, capsys, monkeypatch):
     path = str(tmp_path / "d.pfstate")
     first = run(capsys, tmp_path, path=path)
-    mtime = os.stat(path).st_mtime_ns
+
+    def must_not_write(*args, **kwargs):
+        raise AssertionError("an unchanged native dump must not be compressed or written again")
+    monkeypatch.setattr(states_dump_operations, "stage_dump", must_not_write)
     second = run(capsys, tmp_path, path=path)
     assert second["changed"] is False and second["sha256"] == first["sha256"]
-    assert os.stat(path).st_mtime_ns == mtime
-    kernel.fill(1, seed=99)
-    assert run(capsys, tmp_path, path=path)["changed"] is True
+    assert second["header"] == first["header"]
+
+
+def test_native_with_a_damaged_header_is_rewritten(kernel, tmp_path, capsys):
+    path = str(tmp_path / "d.pfstate")
+    run(capsys, tmp_path, path=path)
+    with open(path, "r+b") as handle:
+        handle.seek(40)         # inside the records' SHA-256: the header CRC no longer matches
+        handle.write(b"\xff")
+    again = run(capsys, tmp_path, path=path)
+    assert again["changed"] is True
+    with open_dump(path) as reader:
+        assert reader.verify() == 300
 
 
 def test_check_mode_reports_but_touches_nothing(kernel, tmp_path, capsys, lock_trace):
@@ -101,7 +133,7 @@ def test_check_mode_reports_but_touches_nothing(kernel, tmp_path, capsys, lock_t
 def test_lock_during_covers_only_the_copy(kernel, tmp_path, capsys, lock_trace):
     result = run(capsys, tmp_path, path=str(tmp_path / "d.pfstate"))
     fetches = [locked for name, locked in lock_trace if name == "DIOCGETSTATES"]
-    assert fetches[-1] is True, "the copy must run locked"
+    assert fetches == [False, True], "size query (and allocation) before the lock, then one locked copy"
     assert [name for name, _locked in lock_trace].count("DIOCSETLCK") == 2
     assert kernel.lock is False
     assert result["lock"] == {"mode": "during", "taken": True}
@@ -181,3 +213,81 @@ def test_mode_is_applied(kernel, tmp_path, capsys):
     path = str(tmp_path / "d.pfstate")
     run(capsys, tmp_path, path=path, mode="0640")
     assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+# --- the action plugin's fetch (fetch_to) -------------------------------------------------------
+
+class _Loader(object):
+    @staticmethod
+    def path_dwim(path):
+        return path
+
+
+class _PlayContext(object):
+    remote_addr = "192.0.2.1"
+
+
+def _action(transfer):
+    """The action plugin with ansible.builtin.fetch replaced by ``transfer(remote, local)``."""
+    action = states_dump_action.ActionModule.__new__(states_dump_action.ActionModule)
+    action._loader = _Loader()
+    action._play_context = _PlayContext()
+    action._run_builtin_fetch = lambda remote, local, task_vars: transfer(remote, local)
+    return action
+
+
+@pytest.fixture
+def open_umask():
+    previous = os.umask(0)
+    yield
+    os.umask(previous)
+
+
+def test_fetched_dump_is_private_from_the_first_byte(tmp_path, open_umask):
+    """R4: under umask 0, an existing 0755 host directory and a transport that truncates like shutil.copyfile."""
+    content = b"states" * 1000
+    base = tmp_path / "captures"
+    (base / "fw1").mkdir(parents=True)
+    os.chmod(str(base / "fw1"), 0o755)
+    seen = []
+
+    def transfer(remote, local):
+        seen.append(stat.S_IMODE(os.stat(local).st_mode))
+        with open(local, "wb") as handle:
+            handle.write(content)
+        return {"changed": True}
+
+    final = _action(transfer)._fetch("/var/db/pf.pfstate", hashlib.sha256(content).hexdigest(), str(base),
+                                     {"inventory_hostname": "fw1"})
+    assert final == str(base / "fw1" / "pf.pfstate") and open(final, "rb").read() == content
+    assert seen == [0o600], "the .part file must be 0600 before the transfer writes into it"
+    assert stat.S_IMODE(os.stat(final).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(base / "fw1")).st_mode) == 0o700, "an existing host directory is made private"
+    assert os.umask(0) == 0, "the caller's umask is restored"
+
+
+def test_fetch_creates_missing_directories_private(tmp_path, open_umask):
+    base = tmp_path / "a" / "b"
+    created = []
+
+    def transfer(remote, local):
+        created.append(local)
+        with open(local, "wb") as handle:
+            handle.write(b"x")
+        return {"changed": True}
+
+    _action(transfer)._fetch("/var/db/pf.pfstate", hashlib.sha256(b"x").hexdigest(), str(base),
+                             {"inventory_hostname": "fw2"})
+    for directory in (tmp_path / "a", base, base / "fw2"):
+        assert stat.S_IMODE(os.stat(str(directory)).st_mode) == 0o700, directory
+
+
+def test_fetch_with_a_wrong_checksum_leaves_nothing(tmp_path, open_umask):
+    def transfer(remote, local):
+        with open(local, "wb") as handle:
+            handle.write(b"tampered")
+        return {"changed": True}
+
+    with pytest.raises(states_dump_action._FetchError, match="SHA-256 mismatch"):
+        _action(transfer)._fetch("/var/db/pf.pfstate", "0" * 64, str(tmp_path), {"inventory_hostname": "fw3"})
+    assert os.listdir(str(tmp_path / "fw3")) == []
