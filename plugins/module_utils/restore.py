@@ -31,6 +31,7 @@ import os
 import re
 import struct
 import time
+from array import array
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
@@ -41,7 +42,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter, TransformError, rename_interfaces
 
@@ -199,67 +200,161 @@ def resolve_age(age, now, captured_at=None, header_captured_at=None, source_mtim
 
 # --- planning ------------------------------------------------------------------
 
+_ZERO_IDENT = bytes(12)
+
+# Verdicts of TableModel.classify: a new state, one the table already holds, or the conflict in the way.
+NEW = "new"
+ALREADY_PRESENT = "already_present"
+SAME_ID = "same id"
+SAME_CONNECTION = "same connection"
+SAME_TRANSLATION = "same translation"
+
+_STRUCTS = {}
+
+
+def _view_struct(byte_order):
+    parser = _STRUCTS.get(byte_order)
+    if parser is None:
+        parser = _STRUCTS[byte_order] = struct.Struct(prefix_for(byte_order) + _VIEW_FORMAT)
+    return parser
+
+
+def _name(raw_ifname):
+    return raw_ifname.split(b"\0", 1)[0]
+
+
+def _keys(fields):
+    """(ident, raw ifname, key1, key2, expire) of one unpacked record (see record_keys)."""
+    raw_id, raw_ifname, lan, lan_port, gwy, gwy_port, ext, ext_port, expire, raw_creatorid, af, proto = fields[:12]
+    if af == AF_INET:
+        lan, gwy, ext = lan[:4], gwy[:4], ext[:4]
+    elif af != AF_INET6:
+        lan = gwy = ext = b""
+    head = bytes((proto, af))
+    return (raw_id + raw_creatorid, raw_ifname, b"".join((head, lan, ext, lan_port, ext_port)),
+            b"".join((head, ext, gwy, ext_port, gwy_port)), expire)
+
+
+def record_keys(block, byte_order):
+    """(ident, raw ifname, key1, key2, expire) for every record of a block, as packed bytes.
+
+    These are what pf's three trees compare (reference 5.5 step 6): ident is id +
+    creatorid; key1 is proto, af, lan and ext address and ports (looked up per
+    interface); key2 is proto, af, ext and gwy address and ports (global).
+    Addresses count 4 bytes for inet, 16 for inet6 and none for other families,
+    as pf_addr_cmp compares them.  Nothing but these bytes objects is made per record.
+    """
+    for fields in _view_struct(byte_order).iter_unpack(block):
+        yield _keys(fields)
+
+
+def keys_at(block, byte_order, index):
+    """record_keys of the single record ``index`` of a block."""
+    return _keys(_view_struct(byte_order).unpack_from(block, index * RECORD_SIZE))
+
+
+def state_summary(record, byte_order):
+    """One line naming a 240-byte record the way pfs prints it."""
+    return StateView(0, _view_struct(byte_order).unpack_from(record)).summary()
+
+
 class TableModel:
-    """The kernel's three state trees, reduced to what decides whether an insert fails."""
+    """The kernel's three state trees, reduced to what decides whether an insert fails.
 
-    def __init__(self, views=()):
+    Only packed keys are kept (see record_keys).  Each key maps to its *holder*,
+    the index of the record that owns it: ``n`` in the live table block, ``~n`` in
+    the restore's own block, so that a conflict can name the state in the way.
+    """
+
+    def __init__(self, byte_order, live=b"", own=b""):
+        self.byte_order = byte_order
+        self.live = live
+        self.own = own
         self.by_ident = {}
-        self.key1_ifnames = {}
-        self.key2_owner = {}
-        for view in views:
-            self.insert(view)
+        self.by_key1 = {}           # key1 -> holder on the first interface that uses it
+        self.key1_elsewhere = {}    # key1 + interface name -> holder, for a key used on several interfaces
+        self.by_key2 = {}
+        for index, keys in enumerate(record_keys(live, byte_order)):
+            self.insert(index, *keys[:4])
 
-    def insert(self, view):
-        if not view.zero_ident:
-            self.by_ident[view.ident] = view
-        ifnames = self.key1_ifnames.get(view.key1)
-        if ifnames is None:
-            self.key1_ifnames[view.key1] = {view.ifname: view}
-            self.key2_owner.setdefault(view.key2, view)
+    def record(self, holder):
+        block, index = (self.live, holder) if holder >= 0 else (self.own, ~holder)
+        return block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
+
+    def _holder_name(self, holder):
+        record = self.record(holder)
+        return _name(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
+
+    def insert(self, holder, ident, raw_ifname, key1, key2):
+        if ident != _ZERO_IDENT:
+            self.by_ident[ident] = holder
+        if key1 in self.by_key1:
+            self.key1_elsewhere[key1 + _name(raw_ifname)] = holder
         else:
-            ifnames[view.ifname] = view
+            self.by_key1[key1] = holder
+            self.by_key2.setdefault(key2, holder)
 
-    def classify(self, view):
-        """(bucket, reason): ("new", None), ("already_present", None) or ("conflict", why)."""
-        if not view.zero_ident:
-            twin = self.by_ident.get(view.ident)
+    def classify(self, ident, raw_ifname, key1, key2):
+        """(verdict, holder): (NEW, None), (ALREADY_PRESENT, twin) or a conflict verdict with the state in the way."""
+        if ident != _ZERO_IDENT:
+            twin = self.by_ident.get(ident)
             if twin is not None:
-                if twin.key1 == view.key1 and twin.ifname == view.ifname:
-                    return "already_present", None
-                return "conflict", "id and creatorid already used by %s" % twin.summary()
-        ifnames = self.key1_ifnames.get(view.key1)
-        if ifnames is not None:
-            holder = ifnames.get(view.ifname)
-            if holder is not None:
-                if view.zero_ident:
-                    # A state without identity is its key: the same key is the same state.
-                    return "already_present", None
-                return "conflict", "same connection already in the table on %s as %s" % (view.ifname, holder.summary())
-            return "new", None      # joins the key held on other interfaces
-        owner = self.key2_owner.get(view.key2)
+                twin_keys = next(record_keys(self.record(twin), self.byte_order))
+                if twin_keys[2] == key1 and _name(twin_keys[1]) == _name(raw_ifname):
+                    return ALREADY_PRESENT, twin
+                return SAME_ID, twin
+        first = self.by_key1.get(key1)
+        if first is not None:
+            name = _name(raw_ifname)
+            holder = first if self._holder_name(first) == name else self.key1_elsewhere.get(key1 + name)
+            if holder is None:
+                return NEW, None        # joins the key held on other interfaces
+            # A state without identity is its key: the same key is the same state.
+            return (ALREADY_PRESENT if ident == _ZERO_IDENT else SAME_CONNECTION), holder
+        owner = self.by_key2.get(key2)
         if owner is not None:
-            return "conflict", "translated (ext/gwy) side collides with %s" % owner.summary()
-        return "new", None
+            return SAME_TRANSLATION, owner
+        return NEW, None
+
+    def why(self, verdict, holder, raw_ifname):
+        """The reason for a conflict verdict, naming the state in the way."""
+        other = state_summary(self.record(holder), self.byte_order)
+        if verdict == SAME_ID:
+            return "id and creatorid already used by %s" % other
+        if verdict == SAME_CONNECTION:
+            return "same connection already in the table on %s as %s" % (_name(raw_ifname).decode("ascii", "replace"), other)
+        return "translated (ext/gwy) side collides with %s" % other
 
 
-def limit_priority(view):
-    """Sort key for limit_policy=fit: established TCP, other TCP, UDP, other, ICMP; longer-lived first."""
-    if view.proto == IPPROTO_TCP:
-        rank = 0 if view.timeout == PFTM_TCP_ESTABLISHED else 1
-    elif view.proto == IPPROTO_UDP:
-        rank = 2
-    elif view.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
-        rank = 4
-    else:
-        rank = 3
-    return (rank, -view.expire, view.index)
+_PRIORITY = struct.Struct("%dxB3xB2x" % OFF_PROTO)   # proto, timeout (single bytes: no byte order)
+
+
+def limit_priority(block, byte_order):
+    """Sort key over record indexes for limit_policy=fit: established TCP, other TCP, UDP, other, ICMP; longer-lived first."""
+    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+
+    def priority(index):
+        offset = index * RECORD_SIZE
+        proto, timeout = _PRIORITY.unpack_from(block, offset)
+        if proto == IPPROTO_TCP:
+            rank = 0 if timeout == PFTM_TCP_ESTABLISHED else 1
+        elif proto == IPPROTO_UDP:
+            rank = 2
+        elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            rank = 4
+        else:
+            rank = 3
+        return (rank, -expire_field.unpack_from(block, offset + OFF_EXPIRE)[0], index)
+    return priority
 
 
 class Outcome:
-    """Where every input state went."""
+    """Where every input state went; the first REJECTED_LIST_LIMIT rejected ones are listed with a reason."""
 
-    def __init__(self, total):
+    def __init__(self, total, block=b"", byte_order="little"):
         self.total = total
+        self.block = block
+        self.byte_order = byte_order
         self.counts = dict((bucket, 0) for bucket in BUCKETS)
         self.rejected_states = []
         self.rejected_by_reason = {}
@@ -267,11 +362,19 @@ class Outcome:
     def add(self, bucket, count=1):
         self.counts[bucket] += count
 
-    def reject(self, view, reason, category):
+    def wants_details(self):
+        """Whether the next rejected state gets listed (its reason is worth composing)."""
+        return len(self.rejected_states) < REJECTED_LIST_LIMIT
+
+    def describe(self, index):
+        return state_summary(self.block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE], self.byte_order)
+
+    def reject(self, index, category, reason):
         self.counts["rejected"] += 1
         self.rejected_by_reason[category] = self.rejected_by_reason.get(category, 0) + 1
-        if len(self.rejected_states) < REJECTED_LIST_LIMIT:
-            self.rejected_states.append({"record": view.index + 1, "reason": reason, "category": category, "state": view.summary()})
+        if self.wants_details():
+            self.rejected_states.append({"record": index + 1, "reason": reason, "category": category,
+                                         "state": self.describe(index)})
 
     def as_dict(self):
         result = dict(self.counts)
@@ -286,88 +389,87 @@ class Outcome:
 
 
 class Plan:
-    """What a restore will do: the records to add (kernel byte order, ready to send) and the buckets so far."""
+    """What a restore will do: the records to add (indexes into ``block``, input order) and the buckets so far."""
 
-    def __init__(self, outcome, to_add, block, live_views):
+    def __init__(self, outcome, to_add, block, without_identity, summary_before):
         self.outcome = outcome
-        self.to_add = to_add          # StateViews, input order
-        self.block = block            # bytearray, records indexed by StateView.index
-        self.live_views = live_views  # the table the plan was made against
+        self.to_add = to_add                        # array of record indexes
+        self.block = block                          # bytearray in kernel byte order, aged and renamed
+        self.without_identity = without_identity    # indexes of records with id and creatorid 0
+        self.summary_before = summary_before        # the table the plan was made against, by interface and protocol
 
-    def record(self, view):
-        start = view.index * RECORD_SIZE
-        return self.block[start:start + RECORD_SIZE]
-
-
-def age_records(block, byte_order, views, seconds):
-    """Subtract ``seconds`` from the expire of the given records in place; returns the views still alive.
-
-    A record already at 0 is dropped whatever the age: the kernel would read
-    expire 0 as "give it a full default timeout" (reference 5.5 step 4).
-    """
-    expire = struct.Struct(prefix_for(byte_order) + "I")
-    alive = []
-    for view in views:
-        remaining = view.expire - seconds
-        if remaining <= 0:
-            continue
-        if seconds:
-            expire.pack_into(block, view.index * RECORD_SIZE + OFF_EXPIRE, remaining)
-            view.expire = remaining
-        alive.append(view)
-    return alive
+    def record(self, index):
+        return self.block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
 
 
-def swap_mss(block, views):
-    """Byte-swap both peers' mss so that the kernel's ntohs() on a little-endian host restores the dumped value."""
-    for view in views:
-        base = view.index * RECORD_SIZE
-        for offset in _MSS_OFFSETS:
-            low = base + offset
-            block[low], block[low + 1] = block[low + 1], block[low]
+def swap_mss(block):
+    """Byte-swap both peers' mss of every record so that the kernel's ntohs() on a little-endian host restores the dumped value."""
+    for offset in _MSS_OFFSETS:
+        low, high = block[offset::RECORD_SIZE], block[offset + 1::RECORD_SIZE]
+        block[offset::RECORD_SIZE], block[offset + 1::RECORD_SIZE] = high, low
 
 
 def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, age_seconds=0,
                  on_conflict="skip", limit_policy="refuse", room=None):
     """Decide the fate of every record before anything is sent.
 
-    ``block`` holds the input in kernel byte order; the returned Plan carries
-    a copy with renames and ageing applied.  ``state_filter`` is a
-    transforms.StateFilter, ``rename`` a dict old -> new interface name.
-    ``room`` is how many more states the table takes (None: no limit check).
-    Raises RestoreError for on_conflict=fail with conflicts, and for
-    limit_policy=refuse when the states do not fit; nothing has been sent then.
+    ``block`` holds the input in kernel byte order; a bytearray is taken over
+    and aged in place (anything else is copied), renames give a new block.
+    ``state_filter`` is a transforms.StateFilter, ``rename`` a dict old -> new
+    interface name.  ``room`` is how many more states the table takes (None: no
+    limit check).  Raises RestoreError for on_conflict=fail with conflicts, and
+    for limit_policy=refuse when the states do not fit; nothing has been sent then.
+
+    Memory: besides the blocks, one packed id, two packed keys and an index per
+    state (input and table), no object per record.
     """
     total = record_count(block)
-    keep = state_filter.mask(block) if state_filter is not None and state_filter.active else [True] * total
-    work = bytearray(block)
+    keep = state_filter.mask(block) if state_filter is not None and state_filter.active else None
     if rename:
-        work = bytearray(rename_interfaces(work, rename)[0])
-    views = [view for view in state_views(work, byte_order) if keep[view.index]]
-    outcome = Outcome(total)
-    outcome.add("filtered", total - len(views))
-    alive = age_records(work, byte_order, views, age_seconds)
-    outcome.add("expired", len(views) - len(alive))
-
-    live_views = state_views(live_block, byte_order)
-    model = TableModel(live_views)
-    candidates, conflicts = [], []
-    for view in alive:
-        verdict, reason = model.classify(view)
-        if verdict == "already_present":
-            outcome.add("already_present")
-        elif verdict == "conflict":
-            conflicts.append((view, reason))
+        block = rename_interfaces(block, rename)[0]
+    if not isinstance(block, bytearray):
+        block = bytearray(block)
+    outcome = Outcome(total, block, byte_order)
+    model = TableModel(byte_order, live_block, block)
+    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    candidates = array("i")
+    without_identity = set()
+    conflicts = []
+    counts = {"filtered": 0, "expired": 0, "already_present": 0}
+    for index, (ident, raw_ifname, key1, key2, expire) in enumerate(record_keys(block, byte_order)):
+        if keep is not None and not keep[index]:
+            counts["filtered"] += 1
+            continue
+        # A record already at 0 is dropped whatever the age: the kernel would read
+        # expire 0 as "give it a full default timeout" (reference 5.5 step 4).
+        remaining = expire - age_seconds
+        if remaining <= 0:
+            counts["expired"] += 1
+            continue
+        if age_seconds:
+            expire_field.pack_into(block, index * RECORD_SIZE + OFF_EXPIRE, remaining)
+        verdict, holder = model.classify(ident, raw_ifname, key1, key2)
+        if verdict == NEW:
+            model.insert(~index, ident, raw_ifname, key1, key2)
+            candidates.append(index)
+            if ident == _ZERO_IDENT:
+                without_identity.add(index)
+        elif verdict == ALREADY_PRESENT:
+            counts["already_present"] += 1
+        elif on_conflict == "fail":
+            if len(conflicts) < 10:
+                conflicts.append("record %d (%s): %s" % (index + 1, outcome.describe(index), model.why(verdict, holder, raw_ifname)))
+            else:
+                conflicts.append(None)
         else:
-            model.insert(view)
-            candidates.append(view)
-    if conflicts and on_conflict == "fail":
-        listed = "; ".join("record %d (%s): %s" % (view.index + 1, view.summary(), reason) for view, reason in conflicts[:10])
+            outcome.reject(index, "conflict", model.why(verdict, holder, raw_ifname) if outcome.wants_details() else None)
+    for bucket, count in counts.items():
+        outcome.add(bucket, count)
+    if conflicts:
         more = " and %d more" % (len(conflicts) - 10) if len(conflicts) > 10 else ""
         raise RestoreError("refusing to restore: %d states conflict with the table (on_conflict=fail), nothing was added: %s%s"
-                           % (len(conflicts), listed, more), outcome.as_dict())
-    for view, reason in conflicts:
-        outcome.reject(view, reason, "conflict")
+                           % (len(conflicts), "; ".join(conflicts[:10]), more), outcome.as_dict())
+    del model
 
     if room is not None and len(candidates) > max(room, 0):
         room = max(room, 0)
@@ -375,27 +477,29 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
             raise RestoreError(
                 "refusing to restore: %d states to add but the state limit leaves room for %d (limit_policy=refuse), nothing was added; "
                 "raise the limit with 'set limit states' in pf.conf or use limit_policy=fit" % (len(candidates), room), outcome.as_dict())
-        chosen = set(view.index for view in sorted(candidates, key=limit_priority)[:room])
-        for view in candidates:
-            if view.index not in chosen:
-                outcome.reject(view, "state limit: no room left in the table", "state limit")
-        candidates = [view for view in candidates if view.index in chosen]
-    return Plan(outcome, candidates, work, live_views)
+        chosen = bytearray(total)
+        for index in sorted(candidates, key=limit_priority(block, byte_order))[:room]:
+            chosen[index] = 1
+        for index in candidates:
+            if not chosen[index]:
+                outcome.reject(index, "state limit", "state limit: no room left in the table")
+        candidates = array("i", (index for index in candidates if chosen[index]))
+    return Plan(outcome, candidates, block, without_identity, summarize_records(live_block, byte_order))
 
 
 # --- adding --------------------------------------------------------------------
 
-def _batches(views, chunk_size):
+def _batches(to_add, without_identity, chunk_size):
     """Chunks for DIOCADDSTATES; records without identity travel alone (nothing else can tell whether they got in)."""
     batch = []
-    for view in views:
-        if view.zero_ident:
+    for index in to_add:
+        if index in without_identity:
             if batch:
                 yield batch
                 batch = []
-            yield [view]
+            yield [index]
             continue
-        batch.append(view)
+        batch.append(index)
         if len(batch) >= chunk_size:
             yield batch
             batch = []
@@ -408,10 +512,30 @@ _ADD_ERRORS = {
     errno.EINVAL: ("invalid", "EINVAL: the kernel refused the record's timeout index"),
     errno.ENOENT: ("interface", "ENOENT: the kernel could not create the interface (kif) the state is bound to"),
 }
+_SETTLED_ERRNOS = (errno.ENOMEM,) + tuple(_ADD_ERRORS)
+
+_APPEARED = ("ENOMEM: an identical state (same id, creator and connection) was added to the table by someone else "
+             "during the restore (a pfsync peer, another writer); the state is in the table")
 
 
 class Restorer:
-    """Sends a Plan to the kernel chunk by chunk and accounts for every record."""
+    """Sends a Plan to the kernel chunk by chunk and accounts for every record.
+
+    The kernel adds a chunk in array order and stops at the first record it
+    cannot insert, without saying which (reference 5.5).  When a chunk fails:
+
+    * the table is read back; the kernel's state-insert counter (DIOCGETSTATUS,
+      read just before the call) says how many of the chunk's records it took,
+      the table says which records it holds: a record held there that this
+      restore did not add was added identically by someone else (already present);
+    * the rest of the plan is checked against that table, so that states which
+      appeared since the plan cost no further failed calls;
+    * the record the kernel stopped at is sent again alone and rejected only if
+      it fails alone, with the reason found in the table (a conflict, an identical
+      state, a full table: then the rest is rejected without further calls).
+
+    ``table_reads`` counts the tables read back: at most one per failed call.
+    """
 
     def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, state_limit=None):
         self.device = device
@@ -421,65 +545,171 @@ class Restorer:
         self.state_limit = state_limit
         self.calls = 0
         self.failures = 0
-        self.restored_views = []
+        self.table_reads = 0
+        self.restored = array("i")
+        self._settled = bytearray(record_count(plan.block))
+        self._table = None          # (version, TableModel) of the last table read back
+        self._full_at = None        # the state limit, once the table is known to be full
 
     def add(self):
         outcome = self.plan.outcome
-        for batch in _batches(self.plan.to_add, self.chunk_size):
-            pending = batch
+        for batch in _batches(self.plan.to_add, self.plan.without_identity, self.chunk_size):
+            pending = [index for index in batch if not self._settled[index]]
+            alone = False
             while pending:
-                block = b"".join(self.plan.record(view) for view in pending)
-                self.calls += 1
-                try:
-                    self.device.add_states(block)
-                except PfError as exc:
-                    failed_errno = exc.errno
-                    if failed_errno not in (errno.ENOMEM, errno.EINVAL, errno.ENOENT):
-                        raise RestoreError("DIOCADDSTATES failed: %s; %d states were restored before the failure"
-                                           % (exc, outcome.counts["restored"]), outcome.as_dict())
-                    self.failures += 1
-                    pending = self._settle_failure(pending, failed_errno)
-                    continue
-                outcome.add("restored", len(pending))
-                self.restored_views.extend(pending)
-                pending = []
+                if self._full_at is not None:
+                    for index in pending:
+                        self._reject(index, "state limit", "ENOMEM: state limit of %d reached; not sent" % self._full_at)
+                    break
+                settled, alone = self._send(pending[:1] if alone else pending)
+                pending = [index for index in pending[settled:] if not self._settled[index]]
         return outcome
 
-    def _settle_failure(self, pending, failed_errno):
-        """Count the records the kernel took before the failing one, reject that one, return the rest."""
-        live_block = self.device.get_states()
-        live = state_views(live_block, self.byte_order)
-        if len(pending) == 1 and pending[0].zero_ident:
-            got_in = 0
-        else:
-            present = set(view.ident for view in live)
-            got_in = 0
-            while got_in < len(pending) and pending[got_in].ident in present:
-                got_in += 1
-            if got_in == len(pending):
-                raise RestoreError("DIOCADDSTATES reported errno %d but every state of the chunk is in the table; "
-                                   "something else is adding states, restore again to account for them" % failed_errno,
-                                   self.plan.outcome.as_dict())
-        outcome = self.plan.outcome
-        outcome.add("restored", got_in)
-        self.restored_views.extend(pending[:got_in])
-        failed = pending[got_in]
-        category, reason = self._failure_reason(failed, failed_errno, live)
-        outcome.reject(failed, reason, category)
-        return pending[got_in + 1:]
+    def _send(self, chunk):
+        """One DIOCADDSTATES; returns (records settled from the start of chunk, whether the next one goes alone)."""
+        inserts_before = self._version()[0] if len(chunk) > 1 else None
+        self.calls += 1
+        try:
+            self.device.add_states(self._records(chunk), chunk_records=len(chunk))
+        except PfError as exc:
+            if exc.errno not in _SETTLED_ERRNOS:
+                raise RestoreError("DIOCADDSTATES failed: %s; %d states were restored before the failure"
+                                   % (exc, self.plan.outcome.counts["restored"]), self.plan.outcome.as_dict())
+            self.failures += 1
+            if len(chunk) == 1:
+                self._reject_alone(chunk[0], exc.errno)
+                return 1, False
+            return self._settle_chunk(chunk, inserts_before)
+        self._restore(chunk)
+        return len(chunk), False
 
-    def _failure_reason(self, view, failed_errno, live):
+    def _records(self, chunk):
+        block = self.plan.block
+        first, last = chunk[0], chunk[-1]
+        if last - first == len(chunk) - 1:      # consecutive records: one slice of the block
+            return memoryview(block)[first * RECORD_SIZE:(last + 1) * RECORD_SIZE]
+        return b"".join(block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE] for index in chunk)
+
+    def _settle_chunk(self, chunk, inserts_before):
+        version, model = self._read_table()
+        positions = []      # where the table holds the chunk's leading records (DIOCGETSTATES: insertion order)
+        for index in chunk:
+            verdict, holder = self._classify(model, index)
+            if verdict != ALREADY_PRESENT:
+                break
+            positions.append(holder)
+        held = len(positions)
+        # The kernel took a prefix of the chunk and stopped at the record after it: at most len - 1, no more
+        # than the insert counter grew, and appended in array order, after any copy that was already there.
+        ours = min(version[0] - inserts_before, held, len(chunk) - 1)
+        for count in range(1, ours):
+            if positions[count] < positions[count - 1]:
+                ours = count
+                break
+        self._restore(chunk[:ours])
+        for index in chunk[ours:held]:
+            self._reject(index, "already present", _APPEARED)
+        failing = chunk[held] if ours == held else None
+        self._replan(model, failing)
+        return held, failing is not None
+
+    def _replan(self, model, failing):
+        """Settle, against the table just read, the records still to send, as the planner would have."""
+        for index in self.plan.to_add:
+            if self._settled[index] or index == failing:
+                continue
+            verdict, holder = self._classify(model, index)
+            if verdict == ALREADY_PRESENT:
+                self._reject(index, "already present", _APPEARED)
+            elif verdict != NEW:
+                self._reject_conflict(model, index, verdict, holder)
+
+    def _reject_alone(self, index, failed_errno):
+        """Classify a record that failed in a call of its own."""
         if failed_errno in _ADD_ERRORS:
-            return _ADD_ERRORS[failed_errno]
-        verdict, why = TableModel(live).classify(view)
-        if verdict != "new":
-            return "conflict", "ENOMEM: %s (appeared during the restore)" % (why or "state already in the table")
-        if self.state_limit is not None and self.device.get_status()["states"] >= self.state_limit:
-            return "state limit", "ENOMEM: state limit of %d reached" % self.state_limit
-        return "memory", "ENOMEM: the kernel could not allocate the state"
+            self._reject(index, *_ADD_ERRORS[failed_errno])
+            return
+        reads = self.table_reads
+        model = self._current_table()
+        verdict, holder = self._classify(model, index)
+        if verdict == ALREADY_PRESENT:
+            self._reject(index, "already present", _APPEARED)
+        elif verdict != NEW:
+            self._reject_conflict(model, index, verdict, holder)
+        else:
+            limit = self.device.get_limit(PF_LIMIT_STATES)
+            if self.device.get_status()["states"] >= limit:
+                self._full_at = limit
+                self._reject(index, "state limit", "ENOMEM: state limit of %d reached" % limit)
+            else:
+                self._reject(index, "memory", "ENOMEM: the kernel could not allocate the state")
+        if self.table_reads > reads:
+            self._replan(model, None)
+
+    def _classify(self, model, index):
+        return model.classify(*keys_at(self.plan.block, self.byte_order, index)[:4])
+
+    def _reject_conflict(self, model, index, verdict, holder):
+        reason = None
+        if self.plan.outcome.wants_details():
+            raw_ifname = keys_at(self.plan.block, self.byte_order, index)[1]
+            reason = "ENOMEM: %s (appeared during the restore)" % model.why(verdict, holder, raw_ifname)
+        self._reject(index, "conflict", reason)
+
+    def _restore(self, indexes):
+        self.plan.outcome.add("restored", len(indexes))
+        self.restored.extend(indexes)
+        for index in indexes:
+            self._settled[index] = 1
+
+    def _reject(self, index, category, reason):
+        self.plan.outcome.reject(index, category, reason)
+        self._settled[index] = 1
+
+    def _version(self):
+        """(states inserted ever, states removed ever, states now): changes whenever the table does."""
+        status = self.device.get_status()
+        counters = status["state_counters"]
+        return counters["inserts"], counters["removals"], status["states"]
+
+    def _read_table(self):
+        version = self._version()
+        self.table_reads += 1
+        self._table = (version, TableModel(self.byte_order, self.device.get_states()))
+        return self._table
+
+    def _current_table(self):
+        """The model of the table as it is now: the last one read back if nothing changed since."""
+        if self._table is not None and self._table[0] == self._version():
+            return self._table[1]
+        return self._read_table()[1]
 
 
 # --- diff and summaries ---------------------------------------------------------
+
+_SUMMARY_FIELDS = struct.Struct("%dx%ds%dxB%dx" % (OFF_IFNAME, IFNAMSIZ, OFF_PROTO - OFF_IFNAME - IFNAMSIZ, RECORD_SIZE - OFF_PROTO - 1))
+
+
+def summarize_records(block, byte_order=None, indexes=None):
+    """Counts by (interface, protocol name) of a block's records (all of them, or those at ``indexes``).
+
+    ``byte_order`` is accepted for symmetry with the other block helpers: the
+    interface name and the protocol are single bytes, the same in both orders.
+    """
+    del byte_order
+    if indexes is None:
+        pairs = _SUMMARY_FIELDS.iter_unpack(block)
+    else:
+        pairs = (_SUMMARY_FIELDS.unpack_from(block, index * RECORD_SIZE) for index in indexes)
+    raw_counts = {}
+    for pair in pairs:
+        raw_counts[pair] = raw_counts.get(pair, 0) + 1
+    counts = {}
+    for (raw_ifname, proto), count in raw_counts.items():
+        key = (_name(raw_ifname).decode("ascii", "replace"), protocol_name(proto))
+        counts[key] = counts.get(key, 0) + count
+    return counts
+
 
 def summarize_views(views):
     """Counts by (interface, protocol name)."""
@@ -497,8 +727,13 @@ def summary_text(counts):
 
 
 def merged_counts(before, added_views):
+    return add_counts(before, summarize_views(added_views))
+
+
+def add_counts(before, added):
+    """``before`` plus ``added`` (both counts by interface and protocol)."""
     after = dict(before)
-    for key, count in summarize_views(added_views).items():
+    for key, count in added.items():
         after[key] = after.get(key, 0) + count
     return after
 
@@ -700,26 +935,27 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
         raise RestoreError("cannot read the state table: %s" % exc)
     room = state_limit - status["states"]
     plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
+    del live_block
     if fix_mss and kernel_order == "little":
-        swap_mss(plan.block, plan.to_add)
-    before = summarize_views(plan.live_views)
+        swap_mss(plan.block)
     result = {"state_limit": state_limit, "states_before": status["states"]}
     if check_mode:
         plan.outcome.add("restored", len(plan.to_add))
-        added_views = plan.to_add
-        result.update(add_calls=0, add_failures=0, states_after=status["states"] + len(plan.to_add))
+        added = plan.to_add
+        result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
         restorer = Restorer(device, plan, kernel_order, chunk_size, state_limit)
         try:
             restorer.add()
-        except PfError as exc:      # re-reading the table after a failed chunk
+        except PfError as exc:      # reading the table back after a failed chunk
             raise RestoreError("lost track of the restore after a failed chunk: %s" % exc, plan.outcome.as_dict())
-        added_views = restorer.restored_views
-        result.update(add_calls=restorer.calls, add_failures=restorer.failures, states_after=device.get_status()["states"])
+        added = restorer.restored
+        result.update(add_calls=restorer.calls, add_failures=restorer.failures, table_reads=restorer.table_reads,
+                      states_after=device.get_status()["states"])
     if not plan.outcome.balanced():
         raise RestoreError("internal accounting error: %r does not add up to %d" % (plan.outcome.counts, plan.outcome.total),
                            plan.outcome.as_dict())
     result.update(plan.outcome.as_dict())
-    result["summary_before"] = before
-    result["summary_after"] = merged_counts(before, added_views)
+    result["summary_before"] = plan.summary_before
+    result["summary_after"] = add_counts(plan.summary_before, summarize_records(plan.block, kernel_order, added))
     return result

@@ -107,8 +107,6 @@ def test_enomem_at_state_limit_in_the_middle_of_a_restore(pfemu_kernel, tmp_path
     assert_unlocked_and_released(pfemu_kernel, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="restore.Restorer._settle_failure counts an identical rival as restored and rejects "
-                   "the next record, which the kernel never reached (docs/reliability.md, finding R1)")
 @pytest.mark.parametrize("position", range(5))
 def test_identical_duplicate_in_every_chunk_position(pfemu_kernel, tmp_path, monkeypatch, position):
     """An identical copy of record ``position`` of every 5-record chunk appears after the plan (pfsync, a second restore)."""

@@ -5,6 +5,7 @@ import fcntl
 import os
 import struct
 import sys
+import tracemalloc
 
 import pytest
 
@@ -151,7 +152,9 @@ def test_failed_chunk_is_settled_exactly(pfemu_kernel, tmp_path, monkeypatch, po
     assert_balanced(report, 15)
     assert report["rejected"] == len(rivals)
     assert report["restored"] == 15 - len(rivals)
-    assert report["add_failures"] == len(rivals)
+    # One chunk fails, the table read back settles every rival at once; the record the kernel stopped
+    # at is rejected only after failing again alone.
+    assert (report["add_failures"], report["table_reads"]) == (2, 1)
     assert sorted(item["record"] - 1 for item in report["rejected_states"]) == rivals
     assert all(item["category"] == "conflict" and "appeared during the restore" in item["reason"]
                for item in report["rejected_states"])
@@ -160,13 +163,118 @@ def test_failed_chunk_is_settled_exactly(pfemu_kernel, tmp_path, monkeypatch, po
         assert (CODEC.to_dict(record)["id"] in restored_ids) == (n not in rivals)
 
 
-def test_injected_enomem_rejects_first_record_only(pfemu_kernel, tmp_path):
+def test_transient_enomem_loses_nothing(pfemu_kernel, tmp_path):
+    """A chunk refused once (a pool briefly exhausted) is sent again: the failing record alone, then the rest."""
     pfemu_kernel.inject_fault("DIOCADDSTATES", 2, errno.ENOMEM)
+    records = [make_state(n) for n in range(9)]
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=3)
+    assert_balanced(report, 9)
+    assert (report["restored"], report["rejected"]) == (9, 0)
+    assert (report["add_calls"], report["add_failures"], report["table_reads"]) == (5, 1, 1)   # [0-2] [3-5]x [3] [4, 5] [6-8]
+    assert [state["id"] for state in table()] == [CODEC.to_dict(r)["id"] for r in records]
+
+
+def test_enomem_that_persists_alone_is_rejected_as_memory(pfemu_kernel, tmp_path, monkeypatch):
+    pfemu_kernel.inject_fault("DIOCADDSTATES", 2, errno.ENOMEM)
+    real_add = PfDevice.add_states
+    calls = []
+
+    def fail_again_alone(self, block, *args, **kwargs):
+        calls.append(len(block))
+        if len(calls) == 3:
+            pfemu_kernel.inject_fault("DIOCADDSTATES", 1, errno.ENOMEM)
+        return real_add(self, block, *args, **kwargs)
+
+    monkeypatch.setattr(PfDevice, "add_states", fail_again_alone)
     report = restore(write_states(tmp_path / "d.bin", [make_state(n) for n in range(9)]), tmp_path, chunk_size=3)
     assert_balanced(report, 9)
     assert (report["restored"], report["rejected"]) == (8, 1)
     assert report["rejected_states"][0]["record"] == 4
     assert report["rejected_states"][0]["category"] == "memory"
+    assert report["table_reads"] == 1       # the lone failure reuses the table read for the chunk: nothing changed
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 100])
+def test_identical_rivals_are_already_present_not_restored(pfemu_kernel, tmp_path, monkeypatch, chunk_size):
+    """Exact copies of records 0, 5 and 11 appear after the plan: listed as rejected 'already present', none lost."""
+    records = [make_state(n) for n in range(12)]
+    rivals = [0, 5, 11]
+    real_plan = restore_mod.plan_restore
+
+    def plan_then_race(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        add_directly([records[n] for n in rivals])
+        return plan
+
+    monkeypatch.setattr(restore_mod, "plan_restore", plan_then_race)
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=chunk_size, fix_mss=False)
+    assert_balanced(report, 12)
+    assert (report["restored"], report["rejected"], report["rejected_by_reason"]) == (9, 3, {"already present": 3})
+    assert [item["record"] - 1 for item in report["rejected_states"]] == rivals
+    assert all("identical state" in item["reason"] for item in report["rejected_states"])
+    assert sorted(state["id"] for state in table()) == sorted(CODEC.to_dict(r)["id"] for r in records)
+    assert report["table_reads"] == 1       # the first failure's read settles the later rivals too
+    assert report["summary_after"] == {("all", "tcp"): 9}      # what this restore added; the rivals are not its doing
+
+
+def test_counts_survive_a_foreign_insert_during_the_failed_call(pfemu_kernel, tmp_path, monkeypatch):
+    """The insert counter over-counts when someone else inserts during the call: the table caps it."""
+    records = [make_state(n) for n in range(6)]
+    real_plan = restore_mod.plan_restore
+    real_add = PfDevice.add_states
+
+    def plan_then_race(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        add_directly([records[2]])
+        return plan
+
+    seeds = iter(range(70, 90))
+
+    def add_then_foreign_insert(self, block, *args, **kwargs):
+        try:
+            return real_add(self, block, *args, **kwargs)
+        finally:
+            pfemu_kernel.fill(1, seed=next(seeds))      # a new connection right after the call
+
+    monkeypatch.setattr(restore_mod, "plan_restore", plan_then_race)
+    monkeypatch.setattr(PfDevice, "add_states", add_then_foreign_insert)
+    report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=6)
+    assert_balanced(report, 6)
+    assert (report["restored"], report["rejected"]) == (5, 1)
+    assert report["rejected_states"][0]["record"] == 3
+
+
+def test_full_table_rejects_the_rest_without_more_calls(pfemu_kernel, tmp_path, monkeypatch):
+    pfemu_kernel.state_limit = 20
+    records = [make_state(n) for n in range(40)]
+    real_plan = restore_mod.plan_restore
+
+    def plan_then_fill(*args, **kwargs):
+        plan = real_plan(*args, **kwargs)
+        pfemu_kernel.fill(15, seed=5)           # room drops to 5 after the plan
+        return plan
+
+    monkeypatch.setattr(restore_mod, "plan_restore", plan_then_fill)
+    report = restore(write_states(tmp_path / "d.bin", records[:18]), tmp_path, chunk_size=3)
+    assert_balanced(report, 18)
+    assert (report["restored"], report["rejected"], report["rejected_by_reason"]) == (5, 13, {"state limit": 13})
+    # [0-2] [3-5]x (2 in) [5] alone: full; the 12 others are rejected without a call or a table read.
+    assert (report["add_calls"], report["add_failures"], report["table_reads"]) == (3, 2, 1)
+
+
+def test_plan_keeps_no_object_per_record():
+    """Planning 20,000 states into a table of 20,000 stays far below the old ~1.4 KB per state."""
+    count = 20000
+    block = b"".join(make_state(n) for n in range(count))
+    live = b"".join(make_state(n + count) for n in range(count))
+    tracemalloc.start()
+    try:
+        plan = restore_mod.plan_restore(bytearray(block), ORDER, live)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan.to_add) == count
+    assert peak / (2 * count) < 450, peak
 
 
 def test_states_without_identity_travel_alone(pfemu_kernel, tmp_path):
