@@ -29,23 +29,23 @@ __metaclass__ = type
 import argparse
 import json
 import signal
-import socket
 import sys
 import time
 
-from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE, Abi
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_TEXT, DumpFormatError, open_dump, write_dump,
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
+    DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block
-from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count, swap_records
+from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter, TransformError
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
 PROG = "pfstate"
 EXIT_OK = 0
@@ -53,7 +53,6 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 DEFAULT_DEVICE = "/dev/pf"
-STDOUT = "-"
 
 
 class CommandError(Exception):
@@ -70,75 +69,40 @@ def _terminate(signum, frame):
 
 # --- dump -------------------------------------------------------------------------------
 
-def _state_filter(args):
-    criteria = dict(interfaces=args.interface or None, protocols=args.proto or None,
-                    address_family=args.family, networks=args.network or None, ports=args.port or None)
-    try:
-        state_filter = StateFilter(**criteria)
-    except TransformError as exc:
-        raise CommandError("bad filter: %s" % exc)
-    return state_filter if state_filter.active else None
+def _transforms(args, rename=None):
+    filters = dict((key, value) for key, value in (
+        ("interfaces", args.interface), ("protocols", args.proto), ("address_family", args.family),
+        ("networks", args.network), ("ports", args.port)) if value)
+    return {"filters": filters or None, "rename": rename}
 
 
-def _select(block, state_filter):
-    if state_filter is None:
-        return block
-    view = memoryview(block)
-    return b"".join(view[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
-                    for index, keep in enumerate(state_filter.mask(block)) if keep)
+def _written(result, path):
+    """How a file was stored: rewritten, or left alone because it already held the same states."""
+    if result.get("changed", True):
+        return "written to %s, %d bytes" % (path, result["bytes"])
+    return "already in %s (same content, file left alone)" % path
 
 
 def cmd_dump(args):
-    if args.file == STDOUT and args.format != PFS_TEXT:
-        raise CommandError("only the pfs-text format can be written to standard output (-F pfs-text)")
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
-    state_filter = _state_filter(args)
-    byte_order = Abi.host().byte_order
-    token = None
-    locked_at = None
-    with PfDevice(args.device) as device:
-        try:
-            if args.lock != "none":
-                token = arm_lease(args.lease_file, args.lease, args.device, holder=PROG)
-                device.set_lock(True)
-                locked_at = time.time()
-            block = bytes(device.get_states())
-            if args.lock == "during":
-                _unlock(device, args.lease_file, token)
-                token = None
-            block = _select(block, state_filter)
-            if args.file == STDOUT:
-                sys.stdout.write(format_block(block, byte_order))
-                sys.stdout.flush()
-                count, size = record_count(block), None
-            else:
-                metadata = {"captured_at": time.time(), "hostname": socket.gethostname(), "tool": PROG,
-                            "filtered": state_filter is not None}
-                size, _digest, count = write_dump(args.file, args.format, [block], byte_order, count=record_count(block),
-                                                  metadata=metadata)
-        except BaseException:
-            if token is not None:
-                _unlock(device, args.lease_file, token)
-            raise
-    lock_seconds = time.time() - locked_at if locked_at and args.lock == "during" else None
-    if args.file != STDOUT:
-        _say(args, "%d states written to %s (%s, %d bytes)%s" % (
-            count, args.file, args.format, size, "" if lock_seconds is None else ", table locked for %.3f s" % lock_seconds))
+    result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
+                         lease_file=args.lease_file, device_path=args.device)
+    window = result.get("lock_window_ms")
+    _say(args, "%d states %s (%s)%s" % (
+        result["count"], _written(result, args.file), args.format,
+        "" if window is None or args.lock == "hold" else ", table locked for %.1f ms" % window))
     if args.lock == "hold":
         _say(args, "the state table stays locked; the lease unlocks it in %d s unless the host reboots first "
                    "(pfstate unlock ends it now)" % args.lease, always=True)
     return EXIT_OK
 
 
-def _unlock(device, lease_file, token):
-    try:
-        device.set_lock(False)
-    finally:
-        release_lease(lease_file, token)
-
-
 # --- restore ------------------------------------------------------------------------------
+
+def _input_format(args):
+    return canonical_format(args.format) if args.format else None
+
 
 def _rename_map(pairs):
     mapping = {}
@@ -152,21 +116,15 @@ def _rename_map(pairs):
 
 def cmd_restore(args):
     if args.max_age is not None:
-        dump = load_dump(args.file, args.format)
+        dump = load_dump(args.file, _input_format(args))
         _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
                                                  file_mtime=dump.mtime)
         if captured is not None and time.time() - captured > args.max_age:
             _say(args, "not restoring %s: captured %d s ago (%s), more than --max-age %d s"
                  % (args.file, time.time() - captured, source, args.max_age), always=True)
             return EXIT_OK
-    filters = None
-    if args.interface or args.proto or args.family or args.network or args.port:
-        filters = dict((key, value) for key, value in (
-            ("interfaces", args.interface), ("protocols", args.proto), ("address_family", args.family),
-            ("networks", args.network), ("ports", args.port)) if value)
     report = restore_file(
-        args.file, fmt=args.format, byte_order=args.byte_order,
-        transforms={"filters": filters, "rename": _rename_map(args.rename)},
+        args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
         lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
     for warning in report.get("warnings", ()):
@@ -185,7 +143,7 @@ def cmd_restore(args):
 
 def cmd_show(args):
     if args.file:
-        with open_dump(args.file, args.format, args.byte_order) as reader:
+        with open_dump(args.file, _input_format(args), args.byte_order) as reader:
             block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
             info = {"file": args.file, "format": reader.format, "byte_order": reader.byte_order,
                     "states": record_count(block)}
@@ -227,48 +185,24 @@ def cmd_show(args):
 
 
 def cmd_convert(args):
-    with open_dump(args.source, args.from_format, args.byte_order) as reader:
-        source_order = reader.byte_order
-        target_order = args.to_byte_order or source_order
-        block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
-        metadata = dict(((reader.header or {}).get("metadata") or {}))
-    if target_order != source_order:
-        block = swap_records(block, source_order, target_order)
-    metadata.setdefault("converted_from", {"format": reader.format, "byte_order": source_order})
-    if args.dest == STDOUT:
-        if args.format != PFS_TEXT:
-            raise CommandError("only the pfs-text format can be written to standard output (-F pfs-text)")
-        sys.stdout.write(format_block(block, target_order))
-        return EXIT_OK
-    size, _digest, count = write_dump(args.dest, args.format, [block], target_order, count=record_count(block),
-                                      metadata=metadata)
-    _say(args, "%d states converted from %s (%s-endian) to %s (%s, %s-endian, %d bytes)" % (
-        count, args.source, source_order, args.dest, args.format, target_order, size))
+    result = convert_dump(args.source, args.dest, args.format, byte_order=args.to_byte_order,
+                          src_format=canonical_format(args.from_format) if args.from_format else None,
+                          text_byte_order=args.byte_order)
+    _say(args, "%d states of %s %s (%s, %s-endian)" % (
+        result["count"], args.source, _written(result, args.dest), args.format, result["byte_order"]))
     return EXIT_OK
 
 
 def cmd_lock(args):
     if not args.lease:
         raise CommandError("refusing to lock without a lease (--lease SECONDS > 0): nothing would ever unlock the table")
-    with PfDevice(args.device) as device:
-        token = arm_lease(args.lease_file, args.lease, args.device, holder=PROG)
-        try:
-            device.set_lock(True)
-        except BaseException:
-            release_lease(args.lease_file, token)
-            raise
+    lock_table(args.device, args.lease, args.lease_file, holder=PROG)
     _say(args, "state table locked; the lease unlocks it in %d s (pfstate unlock ends it now)" % args.lease)
     return EXIT_OK
 
 
 def cmd_unlock(args):
-    with PfDevice(args.device) as device:
-        device.set_lock(False)
-    try:
-        released = release_lease(args.lease_file)
-    except LeaseError as exc:
-        _warn("the table is unlocked, but the lease in %s could not be released: %s" % (args.lease_file, exc))
-        released = False
+    _before, released = unlock_table(args.device, args.lease_file)
     _say(args, "state table unlocked%s" % ("; lease released" if released else ""))
     return EXIT_OK
 
@@ -322,8 +256,8 @@ def build_parser():
     commands.required = True
 
     dump = commands.add_parser("dump", help="write the state table to a file (like pfs -W)")
-    dump.add_argument("file", help="output file, or - for pfs text on standard output")
-    dump.add_argument("-F", "--format", choices=FORMATS, default=NATIVE, help="file format (default %(default)s)")
+    dump.add_argument("file", help="output file (pfstate show -l prints the table as pfs text)")
+    dump.add_argument("-F", "--format", choices=FORMAT_CHOICES, default=NATIVE, help="file format (default %(default)s)")
     dump.add_argument("-L", "--lock", choices=("during", "hold", "none"), default="during",
                       help="lock the table while reading it (during, the default), keep it locked for a reboot "
                            "that follows (hold, needs a lease), or not at all (none)")
@@ -333,7 +267,7 @@ def build_parser():
 
     restore = commands.add_parser("restore", help="add the states of a file to the table (like pfs -R)")
     restore.add_argument("file")
-    restore.add_argument("-F", "--format", choices=FORMATS, help="file format (default: detected)")
+    restore.add_argument("-F", "--format", choices=FORMAT_CHOICES, help="file format (default: detected)")
     restore.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file (default: detected)")
     restore.add_argument("--age", default="auto", help="seconds to take off every state, auto (time since the capture) or none")
     restore.add_argument("--max-age", type=_positive_int, metavar="SECONDS",
@@ -351,7 +285,7 @@ def build_parser():
 
     show = commands.add_parser("show", help="summarise the table or a dump file")
     show.add_argument("file", nargs="?", help="dump file (default: the live table)")
-    show.add_argument("-F", "--format", choices=FORMATS, help="file format (default: detected)")
+    show.add_argument("-F", "--format", choices=FORMAT_CHOICES, help="file format (default: detected)")
     show.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file")
     show.add_argument("-l", "--list", action="store_true", help="print every state, as pfs prints them")
     show.add_argument("--json", action="store_true", help="machine-readable summary")
@@ -360,10 +294,10 @@ def build_parser():
 
     convert = commands.add_parser("convert", help="rewrite a dump in another format or byte order")
     convert.add_argument("source")
-    convert.add_argument("dest", help="output file, or - for pfs text on standard output")
-    convert.add_argument("--from-format", choices=FORMATS, help="format of SOURCE (default: detected)")
-    convert.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary SOURCE")
-    convert.add_argument("-F", "--format", choices=FORMATS, default=NATIVE, help="format of DEST (default %(default)s)")
+    convert.add_argument("dest", help="output file")
+    convert.add_argument("--from-format", choices=FORMAT_CHOICES, help="format of SOURCE (default: detected)")
+    convert.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order in which to read a pfs text SOURCE")
+    convert.add_argument("-F", "--format", choices=FORMAT_CHOICES, default=NATIVE, help="format of DEST (default %(default)s)")
     convert.add_argument("-T", "--to-byte-order", choices=("little", "big"),
                          help="byte order of DEST (default: that of SOURCE); the host that restores it must have it")
     convert.set_defaults(handler=cmd_convert)
@@ -376,6 +310,9 @@ def build_parser():
     unlock.add_argument("--lease-file", default=DEFAULT_LEASE_FILE, metavar="FILE", help="lease record to release")
     unlock.set_defaults(handler=cmd_unlock)
     return parser
+
+
+_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
 
 
 def main(argv=None):
@@ -392,7 +329,7 @@ def main(argv=None):
             pass
     try:
         return args.handler(args)
-    except (CommandError, RestoreError, PfError, DumpFormatError, LeaseError, TransformError) as exc:
+    except _EXPECTED_ERRORS as exc:
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE
     except (IOError, OSError) as exc:

@@ -1,5 +1,6 @@
 """The pfstate command end to end: main(argv) against the emulated kernel behind /dev/pf."""
 
+import errno
 import json
 import os
 import re
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli
+from ansible_collections.netbsd.pf.plugins.module_utils import operations, pfstate_cli
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
@@ -92,12 +93,15 @@ def test_dump_hold_keeps_the_lock_under_a_lease(filled, tmp_path, lease_file, ca
     assert read_lease(lease_file)["state"] == "released"
 
 
-def test_failed_dump_never_leaves_the_table_locked(filled, tmp_path, lease_file, capsys):
-    missing_dir = tmp_path / "no" / "such" / "dir" / "d"
-    assert run("dump", "--lock", "hold", "--lease-file", lease_file, missing_dir) == 1
+def test_failed_dump_never_leaves_the_table_locked(filled, tmp_path, lease_file, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "d"))
+
+    monkeypatch.setattr(operations, "store_dump", disk_full)
+    assert run("dump", "--lock", "hold", "--lease-file", lease_file, tmp_path / "d") == 1
     assert filled.lock == 0
     assert read_lease(lease_file)["state"] == "released"
-    assert capsys.readouterr().err.startswith("pfstate:")
+    assert "No space left on device" in capsys.readouterr().err
 
 
 def test_hold_without_lease_is_refused(filled, tmp_path, lease_file, capsys):
@@ -159,7 +163,7 @@ def test_convert_byte_order_round_trip(filled, tmp_path, lease_file, capsys):
     assert run("convert", "-T", other, native, tmp_path / "swapped.pfstate") == 0
     with open_dump(str(tmp_path / "swapped.pfstate")) as reader:
         assert reader.byte_order == other and reader.count == 300
-    assert run("convert", "-T", _host_order(), "-F", PFS_BINARY, tmp_path / "swapped.pfstate", tmp_path / "back.pfs") == 0
+    assert run("convert", "-T", _host_order(), "-F", "pfs_binary", tmp_path / "swapped.pfstate", tmp_path / "back.pfs") == 0
     PfDevice(writable=True).clear_states()
     capsys.readouterr()
     assert run("restore", "--lease-file", lease_file, tmp_path / "back.pfs") == 0
@@ -170,4 +174,5 @@ def test_usage_and_missing_files(pfemu_kernel, tmp_path, capsys):
     assert run("frobnicate") == 2
     assert run("restore", tmp_path / "missing") == 1
     assert "missing" in capsys.readouterr().err
-    assert run("dump", "-F", NATIVE, "-") == 1
+    assert run("dump", tmp_path / "no-such-dir" / "d") == 1
+    assert "does not exist" in capsys.readouterr().err
