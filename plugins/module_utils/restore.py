@@ -843,24 +843,63 @@ def _no_context():
     yield
 
 
+# A lease recorded this long before the computed boot time is from an earlier boot (absorbs clock steps at boot).
+STALE_LEASE_MARGIN = 120
+
+
+def _seconds_since_boot():
+    """The monotonic clock: on NetBSD (CLOCK_MONOTONIC, the kernel's uptime) and Linux it counts from boot."""
+    return time.monotonic()
+
+
+def _watchdog_running(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def lease_predates_boot(lease, now=None):
+    """Whether a held lease was recorded before the host last booted, with no watchdog of it running.
+
+    The kernel forgets DIOCSETLCK at boot, but the lease file may survive
+    (on NetBSD /var/run is cleared at boot; a lease_file elsewhere is not).
+    """
+    now = time.time() if now is None else now
+    locked_at = lease.get("locked_at")
+    if not isinstance(locked_at, (int, float)):
+        return False
+    booted_at = now - _seconds_since_boot()
+    return locked_at < booted_at - STALE_LEASE_MARGIN and not _watchdog_running(lease.get("watchdog_pid"))
+
+
 @contextmanager
 def table_lock(device, mode, lease_seconds, lease_file, report):
     """Lock the table for the body (mode "during"), under a lease so a killed module cannot leave it locked.
 
     A lock already held under a lease (netbsd.pf.states_lock) is left alone:
-    the restore neither takes nor releases it.
+    the restore neither takes nor releases it.  A lease left over from before
+    the last boot guards nothing (the kernel lock died with the boot): it is
+    taken over like a released one, with a warning.
     """
     if mode != "during":
         report["lock"] = {"mode": mode, "taken": False}
         yield
         return
-    try:
-        current = lease_view(lease_file)
-        if current.get("locked_by_lease"):
+    current = lease_view(lease_file)
+    if current.get("locked_by_lease"):
+        if not lease_predates_boot(current):
             report["lock"] = {"mode": mode, "taken": False, "held_by_lease": current.get("token"),
                               "message": "the table is already locked under the lease in %s; it stays locked" % lease_file}
             yield
             return
+        report.setdefault("warnings", []).append(
+            "the lease in %s (%s, locked at %s) dates from before the last boot; the kernel lock it recorded is gone, "
+            "so the restore took the lock under a lease of its own" % (lease_file, current.get("holder"), current.get("locked_at")))
+    try:
         token = arm_lease(lease_file, lease_seconds, device.path, holder="netbsd.pf.states_restore")
     except LeaseError as exc:
         raise RestoreError("cannot lock the table safely: %s" % exc)

@@ -2,6 +2,7 @@
 
 import errno
 import fcntl
+import json
 import os
 import struct
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import restore as restore_mod
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import arm_lease, read_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
@@ -437,3 +438,30 @@ def test_concurrent_restore_is_refused_after_timeout(pfemu_kernel, tmp_path):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released afterwards
     finally:
         os.close(fd)
+
+
+def test_lease_from_before_the_last_boot_is_taken_over(pfemu_kernel, tmp_path, monkeypatch):
+    """A states_lock lease (no watchdog) recorded before the boot guards nothing: the restore locks for itself."""
+    lease_file = str(tmp_path / "lease")
+    arm_lease(lease_file, 0, holder="netbsd.pf.states_lock")
+    lease = read_lease(lease_file)
+    lease["locked_at"] -= 3600                  # recorded an hour ago; the host booted a minute ago
+    with open(lease_file, "w") as handle:
+        json.dump(lease, handle)
+    monkeypatch.setattr(restore_mod, "_seconds_since_boot", lambda: 60.0)
+    seen = []
+    real_add = PfDevice.add_states
+    monkeypatch.setattr(PfDevice, "add_states", lambda self, block, **kw: seen.append(pfemu_kernel.lock) or real_add(self, block, **kw))
+    report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path)
+    assert report["lock"]["taken"] is True and seen == [True]
+    assert any("before the last boot" in warning for warning in report["warnings"])
+    assert read_lease(lease_file)["state"] == "released" and pfemu_kernel.lock is False
+
+
+def test_lease_of_this_boot_is_left_alone(pfemu_kernel, tmp_path, monkeypatch):
+    lease_file = str(tmp_path / "lease")
+    arm_lease(lease_file, 0, holder="netbsd.pf.states_lock")
+    monkeypatch.setattr(restore_mod, "_seconds_since_boot", lambda: 86400.0)
+    report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path)
+    assert report["lock"]["taken"] is False and report["lock"]["held_by_lease"] == read_lease(lease_file)["token"]
+    assert read_lease(lease_file)["state"] == "held"
