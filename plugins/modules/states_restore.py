@@ -96,7 +96,7 @@ options:
   chunk_size:
     description:
       - Number of states per C(DIOCADDSTATES) call.
-      - When a call fails, the table is read back to find out which of its states got in; smaller chunks make that cheaper.
+      - When a call fails, the table is read back to find out which of its states got in.
     type: int
     default: 1000
   fix_mss:
@@ -159,7 +159,10 @@ notes:
     C(log) and source nodes are not restored by NetBSD's kernel. Their expiry follows the kernel's current default timeouts.
   - The kernel answers C(ENOMEM) for a duplicate, a collision and a full table alike, and stops at the first failing state
     of a call. The module predicts those cases; if one still happens (another process added a state in between), it reads
-    the table back, counts the states that got in, rejects the failing one with the reason and continues with the rest.
+    the table back, counts the states that got in (the state-insert counter and the table's order tell its own from
+    identical copies added by someone else), settles the rest of the plan against that table, sends the failing state
+    again alone and rejects it only if it fails alone, with the reason. Once the table is at its state limit, the remaining
+    states are rejected without further calls.
   - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
 seealso:
   - module: netbsd.pf.states_dump
@@ -230,7 +233,11 @@ rejected_states:
       reason: "same connection already in the table on all as out on all proto tcp 10.0.0.1:1025 -> 203.0.113.5:443 id 0000000000000065 cid 0badcafe"
       state: "out on all proto tcp 10.0.0.1:1025 -> 203.0.113.5:443 id 0000000000000002 cid 0badcafe"
 rejected_by_reason:
-  description: Count of rejected states by category (C(conflict), C(state limit), C(memory), C(invalid), C(interface)).
+  description:
+    - Count of rejected states by category (C(conflict), C(already present), C(state limit), C(memory), C(invalid),
+      C(interface)).
+    - C(already present) means an identical state was added by someone else (a pfsync peer, another writer) while the restore
+      ran; the state is in the table, this restore did not add it.
   returned: success
   type: dict
   sample: {"conflict": 2}
@@ -285,7 +292,11 @@ add_calls:
   returned: success
   type: int
 add_failures:
-  description: Calls the kernel refused (each one settled by reading the table back).
+  description: Calls the kernel refused (a chunk, or a state sent again alone).
+  returned: success
+  type: int
+table_reads:
+  description: Times the table was read back to settle a refused call; at most one per refused call, 0 when nothing failed.
   returned: success
   type: int
 lock:
