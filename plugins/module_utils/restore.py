@@ -398,9 +398,6 @@ class Plan:
         self.without_identity = without_identity    # indexes of records with id and creatorid 0
         self.summary_before = summary_before        # the table the plan was made against, by interface and protocol
 
-    def record(self, index):
-        return self.block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
-
 
 def swap_mss(block):
     """Byte-swap both peers' mss of every record so that the kernel's ntohs() on a little-endian host restores the dumped value."""
@@ -484,7 +481,7 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
             if not chosen[index]:
                 outcome.reject(index, "state limit", "state limit: no room left in the table")
         candidates = array("i", (index for index in candidates if chosen[index]))
-    return Plan(outcome, candidates, block, without_identity, summarize_records(live_block, byte_order))
+    return Plan(outcome, candidates, block, without_identity, summarize_records(live_block))
 
 
 # --- adding --------------------------------------------------------------------
@@ -537,12 +534,11 @@ class Restorer:
     ``table_reads`` counts the tables read back: at most one per failed call.
     """
 
-    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, state_limit=None):
+    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE):
         self.device = device
         self.plan = plan
         self.byte_order = byte_order
         self.chunk_size = max(1, chunk_size)
-        self.state_limit = state_limit
         self.calls = 0
         self.failures = 0
         self.table_reads = 0
@@ -690,13 +686,11 @@ class Restorer:
 _SUMMARY_FIELDS = struct.Struct("%dx%ds%dxB%dx" % (OFF_IFNAME, IFNAMSIZ, OFF_PROTO - OFF_IFNAME - IFNAMSIZ, RECORD_SIZE - OFF_PROTO - 1))
 
 
-def summarize_records(block, byte_order=None, indexes=None):
+def summarize_records(block, indexes=None):
     """Counts by (interface, protocol name) of a block's records (all of them, or those at ``indexes``).
 
-    ``byte_order`` is accepted for symmetry with the other block helpers: the
-    interface name and the protocol are single bytes, the same in both orders.
+    Interface name and protocol are bytes, so the block's byte order does not matter.
     """
-    del byte_order
     if indexes is None:
         pairs = _SUMMARY_FIELDS.iter_unpack(block)
     else:
@@ -983,7 +977,7 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
         added = plan.to_add
         result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
-        restorer = Restorer(device, plan, kernel_order, chunk_size, state_limit)
+        restorer = Restorer(device, plan, kernel_order, chunk_size)
         try:
             restorer.add()
         except PfError as exc:      # reading the table back after a failed chunk
@@ -996,5 +990,5 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
                            plan.outcome.as_dict())
     result.update(plan.outcome.as_dict())
     result["summary_before"] = plan.summary_before
-    result["summary_after"] = add_counts(plan.summary_before, summarize_records(plan.block, kernel_order, added))
+    result["summary_after"] = add_counts(plan.summary_before, summarize_records(plan.block, added))
     return result
