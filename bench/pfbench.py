@@ -1,6 +1,6 @@
 """Benchmarks of the netbsd.pf library against the in-process pf emulator.
 
-    python bench/pfbench.py [--sizes 10000,100000,1000000] [--runs-small 5] [--runs-large 3] [--out DIR]
+    python bench/pfbench.py [--sizes 10000,100000,1000000] [--runs-small 5] [--runs-large 3] [--out DIR] [--dump-only]
 
 Each run is a child process (``pfbench.py child ...``) that fills an emulated kernel of the
 host ABI (tests/pfemu Kernel behind the patched os.open/fcntl.ioctl, like the unit-test
@@ -102,6 +102,23 @@ def _timed_kernel(kernel, emulator_seconds):
     return kernel
 
 
+def _warm_page_cache(workdir, size):
+    """Write and delete a scratch file of four times ``size`` bytes.
+
+    In a virtual machine the first use of a guest page is several times slower than later
+    uses (the hypervisor backs it on first touch): 240 MB written to a new file take ~1 s
+    the first time and ~0.12 s on pages that were used and freed before.  A long-running
+    host has touched all its memory; warming up enough pages for the reply buffer, the
+    emulator's own copy and the file keeps that effect off whichever case comes first.
+    """
+    scratch = os.path.join(workdir, "warm-up")
+    chunk = b"\0" * (1 << 20)
+    with open(scratch, "wb") as handle:
+        for _offset in range(0, 4 * size + len(chunk), len(chunk)):
+            handle.write(chunk)
+    os.unlink(scratch)
+
+
 def _measure(work):
     """(seconds, peak MiB added, result of work())."""
     probe = MemoryProbe()
@@ -110,7 +127,7 @@ def _measure(work):
     return time.perf_counter() - started, probe.added_mib(), result
 
 
-def run_child(states, seed, workdir):
+def run_child(states, seed, workdir, dump_only=False):
     # pylint: disable=too-many-locals,import-outside-toplevel
     sys.path.insert(0, os.environ.get("NETBSD_PF_COLLECTIONS", "/work/collections"))
     from ansible_collections.netbsd.pf.plugins.module_utils import operations, restore
@@ -138,6 +155,7 @@ def run_child(states, seed, workdir):
     result["table_mib"] = states * RECORD_SIZE / 1048576.0
     lease_file = os.path.join(workdir, "lease")
     lock_file = os.path.join(workdir, "restore.lock")
+    _warm_page_cache(workdir, states * RECORD_SIZE)
 
     def add_case(name, seconds, peak_mib, count, **extra):
         emulator_share = sum(emulator.values())
@@ -153,6 +171,16 @@ def run_child(states, seed, workdir):
         seconds, peak, view = _measure(device.get_states)
         add_case("bare_getstates", seconds, peak, len(view) // RECORD_SIZE)
         del view
+        # What the emulator itself adds while copying out: it slices its table (a Python copy of the
+        # whole reply) where a kernel would memcpy.  Measured into a buffer that is already resident.
+        size = device.state_table_size()
+        address, memory = device.syscalls.alloc(size + RECORD_SIZE)
+        arg = device._states_arg(size + RECORD_SIZE, address)  # pylint: disable=protected-access
+        device._ioctl("DIOCGETSTATES", arg)  # pylint: disable=protected-access
+        emulator.clear()
+        seconds, peak, _none = _measure(lambda: device._ioctl("DIOCGETSTATES", arg))  # pylint: disable=protected-access
+        add_case("emulator_copyout_transient", seconds, peak, states)
+        del memory
 
     paths = {}
     for name, fmt, compress in DUMP_CASES:
@@ -164,11 +192,22 @@ def run_child(states, seed, workdir):
         add_case("dump/" + name, seconds, peak, dumped["count"], bytes=dumped["bytes"],
                  lock_window_ms=dumped["lock_window_ms"])
 
+    # The cp floor: best of three, with and without an fsync of the copy (the dump fsyncs its file).
     copy_path = os.path.join(workdir, "cp.copy")
-    started = time.perf_counter()
-    subprocess.run(["cp", paths["pfs_binary"], copy_path], check=True)
-    cases["cp_binary_size"] = {"seconds": time.perf_counter() - started, "bytes": os.path.getsize(copy_path)}
-    os.unlink(copy_path)
+    for name, commands in (("cp_binary_size", [["cp", paths["pfs_binary"], copy_path]]),
+                           ("cp_fsync_binary_size", [["cp", paths["pfs_binary"], copy_path], ["sync", copy_path]])):
+        timings = []
+        for _attempt in range(3):
+            started = time.perf_counter()
+            for command in commands:
+                subprocess.run(command, check=True)
+            timings.append(time.perf_counter() - started)
+            os.unlink(copy_path)
+        cases[name] = {"seconds": min(timings), "bytes": os.path.getsize(paths["pfs_binary"])}
+
+    if dump_only:
+        result["child_max_rss_mib"] = _status_kib("VmHWM") / 1024.0
+        return result
 
     def read_verify(path):
         with open_dump(path) as reader:
@@ -258,17 +297,31 @@ def aggregate(runs):
 
 
 def targets(size, cases):
-    """The targets of docs/performance.md for one size (meaningful at 1M states)."""
+    """The targets of docs/performance.md for one size (meaningful at 1M states).
+
+    "library" figures leave out what only the emulator costs: its time inside DIOCGETSTATES
+    (per-record Python where a kernel copies with memcpy) and the transient copy of the whole
+    reply it makes while copying out.
+    """
     dump = cases["dump/pfs_binary"]
     table_mib = size * RECORD_SIZE / 1048576.0
-    return {
-        "binary_dump_vs_cp": {"ratio": dump["seconds"] / cases["cp_binary_size"]["seconds"], "target": 1.5},
+    cp_seconds = cases["cp_binary_size"]["seconds"]
+    transient = cases["emulator_copyout_transient"]["peak_rss_added_mib"]
+    goals = {
+        "binary_dump_vs_cp": {"ratio": dump["seconds"] / cp_seconds, "target": 1.5},
+        "binary_dump_library_vs_cp": {"ratio": dump["library_seconds"] / cp_seconds, "target": 1.5},
+        "binary_dump_library_vs_cp_fsync": {
+            "ratio": dump["library_seconds"] / cases["cp_fsync_binary_size"]["seconds"], "target": 1.5},
         "lock_window_vs_bare_copy": {"ratio": dump["lock_window_ms"] / 1000.0 / cases["bare_getstates"]["seconds"],
                                      "target": 1.2},
         "binary_dump_peak_rss_vs_table": {"ratio": dump["peak_rss_added_mib"] / table_mib, "target": 1.3},
+        "binary_dump_library_peak_rss_vs_table": {"ratio": (dump["peak_rss_added_mib"] - transient) / table_mib,
+                                                  "target": 1.3},
         "text_dump_states_per_s": {"value": cases["dump/pfs_text"]["states_per_s"], "target": 250000},
-        "text_parse_states_per_s": {"value": cases["read_verify/pfs_text"]["states_per_s"], "target": 250000},
     }
+    if "read_verify/pfs_text" in cases:
+        goals["text_parse_states_per_s"] = {"value": cases["read_verify/pfs_text"]["states_per_s"], "target": 250000}
+    return goals
 
 
 def _fmt(value, digits=3):
@@ -281,12 +334,13 @@ def _fmt(value, digits=3):
 
 def print_table(size, cases, goals):
     print("\n## %s states (median of %d runs)\n" % ("{:,}".format(size), next(iter(cases.values()))["runs"]))
-    print("| case | seconds | states/s | peak RSS added MiB | emulator s | bytes | lock window ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| case | seconds | states/s | peak RSS added MiB | emulator s | library s | bytes | lock window ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, case in cases.items():
-        print("| %s | %s | %s | %s | %s | %s | %s |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, _fmt(case.get("seconds")), _fmt(case.get("states_per_s"), 0), _fmt(case.get("peak_rss_added_mib"), 1),
-            _fmt(case.get("emulator_seconds")), _fmt(case.get("bytes")), _fmt(case.get("lock_window_ms"), 1)))
+            _fmt(case.get("emulator_seconds")), _fmt(case.get("library_seconds")), _fmt(case.get("bytes")),
+            _fmt(case.get("lock_window_ms"), 1)))
     print("\n| target | measured | goal | met |\n|---|---:|---:|---|")
     for name, goal in goals.items():
         if "ratio" in goal:
@@ -308,10 +362,11 @@ def main(argv=None):
     parser.add_argument("--states", type=int, help="child: table size")
     parser.add_argument("--workdir", help="child: scratch directory")
     parser.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
+    parser.add_argument("--dump-only", action="store_true", help="only the dump cases (and their cp and lock baselines)")
     args = parser.parse_args(argv)
 
     if args.mode == "child":
-        json.dump(run_child(args.states, args.seed, args.workdir), sys.stdout)
+        json.dump(run_child(args.states, args.seed, args.workdir, args.dump_only), sys.stdout)
         return 0
 
     os.makedirs(args.out, exist_ok=True)
@@ -323,7 +378,8 @@ def main(argv=None):
             workdir = tempfile.mkdtemp(prefix="pfbench.", dir=args.out)
             try:
                 child = subprocess.run([sys.executable, os.path.abspath(__file__), "child", "--states", str(size),
-                                        "--seed", str(args.seed + run), "--workdir", workdir],
+                                        "--seed", str(args.seed + run), "--workdir", workdir]
+                                       + (["--dump-only"] if args.dump_only else []),
                                        check=True, stdout=subprocess.PIPE, env=CHILD_ENVIRONMENT)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)

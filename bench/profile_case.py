@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pfbench import DUMP_CASES, _Setattr  # noqa: E402  pylint: disable=wrong-import-position
+from pfbench import DUMP_CASES, RECORD_SIZE, _Setattr, _warm_page_cache  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
@@ -38,6 +38,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="pfprofile.") as directory:
         path = os.path.join(directory, "dump")
         lease_file = os.path.join(directory, "lease")
+        _warm_page_cache(directory, args.states * RECORD_SIZE)
 
         def dump():
             return operations.dump_states(path, fmt=fmt, compress=compress, lock="during", lease=60, lease_file=lease_file)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
@@ -51,6 +52,7 @@ FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 # Errors that mean "this file is not a usable dump".
 DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
 _PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
+_NATIVE_WORD = struct.Struct("=Q")
 _IFNAME_FIELD = struct.Struct("%dx16s%dx" % (OFF_IFNAME, RECORD_SIZE - OFF_IFNAME - 16))
 _IFNAME_AND_CREATOR = struct.Struct("%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16,
                                                        RECORD_SIZE - OFF_CREATORID - 4))
@@ -90,7 +92,7 @@ def summarize(blocks, byte_order, brief=False):
         protocols.update(_byte_counts(proto))
         families.update(_byte_counts(column(block, OFF_AF)))
         if brief:
-            interfaces.update(raw for (raw,) in _IFNAME_FIELD.iter_unpack(block))
+            interfaces.update(_ifname_counts(block))
             continue
         for (raw_ifname, raw_creator), n in Counter(_IFNAME_AND_CREATOR.iter_unpack(block)).items():
             interfaces[raw_ifname] += n
@@ -118,6 +120,21 @@ def summarize(blocks, byte_order, brief=False):
         "by_creatorid": dict(("%08x" % _u32(raw, creator_order), n) for raw, n in creators.items()),
     })
     return summary
+
+
+def _ifname_counts(block):
+    """{raw 16-byte interface name: states} of a block.
+
+    ifname sits 8-byte aligned (offset 8 of a 240-byte record), so when no name
+    is longer than 8 bytes (the usual case: wm0, vioif0, pppoe0) each record's
+    name is one native 8-byte word, counted as an int; otherwise the 16-byte fields.
+    """
+    words = memoryview(block).cast("B").cast("Q")
+    per_record = RECORD_SIZE // 8
+    first, second = OFF_IFNAME // 8, OFF_IFNAME // 8 + 1
+    if words[second::per_record].tobytes().strip(b"\0"):
+        return Counter(raw for (raw,) in _IFNAME_FIELD.iter_unpack(block))
+    return dict((_NATIVE_WORD.pack(word) + bytes(8), n) for word, n in Counter(words[first::per_record].tolist()).items())
 
 
 def _byte_counts(values):
@@ -400,16 +417,20 @@ def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, 
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
-    summary = summarize([block], byte_order, brief=True)
+    metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
+    # The summary is Python work; hashing, compressing and writing release the GIL: do both at once.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        summary_future = pool.submit(summarize, [block], byte_order, True)
+        stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
+                            check_mode=check_mode, now=now)
+        summary = summary_future.result()
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
         "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
         "by_address_family": summary["by_address_family"],
     }
-    metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
-    result.update(store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
-                             check_mode=check_mode, now=now))
+    result.update(stored)
     return result
 
 

@@ -91,3 +91,22 @@ def test_unknown_format_and_bad_byte_order(tmp_path, kernel):
         ops.convert_dump(src, str(tmp_path / "x"), "native", byte_order="middle")
     assert not os.path.exists(str(tmp_path / "x"))
     release_lease(str(tmp_path / "lease"))
+
+
+@pytest.mark.parametrize("names", [("wm0", "vioif12", "pppoe0ab"), ("wm0", "tun123456", "bridge0"), ("a", "b" * 15)])
+def test_brief_summary_counts_short_and_long_interface_names(names):
+    """Names of up to 8 bytes are counted as one machine word; a longer one switches to the 16-byte fields."""
+    codec = StateCodec("little")
+    block = b"".join(codec.from_dict({"ifname": names[i % len(names)].encode(), "proto": 6 if i % 3 else 17, "af": 2})
+                     for i in range(50))
+    expected = dict((name, sum(1 for i in range(50) if names[i % len(names)] == name)) for name in names)
+    brief = ops.summarize([memoryview(block)], "little", brief=True)
+    assert brief["by_interface"] == expected == ops.summarize([block], "little")["by_interface"]
+    assert brief["by_protocol"] == {"tcp": 33, "udp": 17} and brief["by_address_family"] == {"inet": 50}
+    assert set(brief) == {"count", "by_interface", "by_protocol", "by_address_family"}
+
+
+def test_snapshot_is_the_reply_buffer_not_a_copy(kernel, tmp_path):
+    snapshot = ops.take_snapshot("/dev/pf", "during", 300, str(tmp_path / "lease"))
+    assert isinstance(snapshot.block, memoryview) and snapshot.block.nbytes == 400 * 240
+    assert bytes(snapshot.block) == bytes(kernel.export_all())
