@@ -90,7 +90,7 @@ class HostSyscalls:
         fcntl.ioctl(fd, request, arg, True)
 
     def alloc(self, size):
-        # An anonymous mapping: zero pages that become resident only where the kernel writes,
+        # An anonymous mapping: zero pages that become resident only where they are written,
         # and are unmapped as soon as the last view of them is gone.
         memory = mmap.mmap(-1, max(size, 1))
         return ctypes.addressof(ctypes.c_char.from_buffer(memory)), memory
@@ -165,14 +165,18 @@ class PfDevice:
         return struct.unpack_from(self._prefix + "i", arg, 0)[0]
 
     def states_buffer(self, headroom=STATES_HEADROOM, minimum_extra=STATES_MINIMUM_EXTRA):
-        """Memory for one DIOCGETSTATES reply: the table's current size plus headroom.
+        """Memory for one DIOCGETSTATES reply: the table's current size plus headroom, already faulted in.
 
-        Allocate it before locking the table, so the lock covers the copy only.
-        The memory comes from calloc and is not touched here: unused headroom
-        costs address space, not resident memory.
+        Allocate it before locking the table, so the lock covers the copy only:
+        every page is touched here, or the kernel's copy-out would take a
+        zero-fill page fault per page while the table is locked.
         """
         needed = self.state_table_size() // RECORD_SIZE
-        return self._alloc_states(needed + max(minimum_extra, int(needed * headroom)))
+        buffer = self._alloc_states(needed + max(minimum_extra, int(needed * headroom)))
+        pages = memoryview(buffer.memory).cast("B")[:buffer.size:mmap.PAGESIZE]
+        pages[:] = bytes(len(pages))
+        pages.release()
+        return buffer
 
     def _alloc_states(self, capacity):
         size = capacity * RECORD_SIZE

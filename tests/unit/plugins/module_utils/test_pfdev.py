@@ -28,6 +28,28 @@ def test_get_states_returns_all_and_retries_on_full_buffer(pfemu_kernel):
     assert bytes(states) == bytes(pfemu_kernel.export_all())
 
 
+def test_buffer_sized_before_the_fetch_takes_one_copy_or_grows(pfemu_kernel, monkeypatch):
+    """states_buffer() then get_states(buffer): one DIOCGETSTATES if the table still fits, else a new size query."""
+    pfemu_kernel.fill(1000, seed=5)
+    requests = []
+    real = pfemu_kernel.ioctl
+
+    def traced(handle, request, arg, memory):
+        requests.append(pfemu_kernel.layout.requests.get(request))
+        return real(handle, request, arg, memory)
+    monkeypatch.setattr(pfemu_kernel, "ioctl", traced)
+    with PfDevice() as dev:
+        buffer = dev.states_buffer()
+        assert buffer.size == (1000 + 256) * 240, "2 % headroom, at least 256 records"
+        del requests[:]
+        assert len(dev.get_states(buffer)) == 1000 * 240 and requests == ["DIOCGETSTATES"]
+        pfemu_kernel.fill(2000, seed=6)             # the table outgrew the buffer before the fetch
+        del requests[:]
+        states = dev.get_states(buffer)
+    assert len(states) == 3000 * 240 and bytes(states) == bytes(pfemu_kernel.export_all())
+    assert requests == ["DIOCGETSTATES"] * 3, "full reply, size query, fetch into the bigger buffer"
+
+
 def test_status_limit_timeouts(pfemu_kernel):
     pfemu_kernel.fill(10)
     with PfDevice() as dev:
