@@ -17,6 +17,7 @@ __metaclass__ = type
 import hashlib
 import json
 import struct
+import tempfile
 import zlib
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
@@ -219,13 +220,18 @@ class NativeReader:
         if len(pending) % RECORD_SIZE:
             raise NativeFormatError("payload ends with a partial record of %d bytes" % (len(pending) % RECORD_SIZE))
 
-    def verify(self):
-        """Read everything and check count and SHA-256; returns the count or raises NativeFormatError."""
+    def verify(self, spool=None):
+        """Read everything and check count and SHA-256; returns the count or raises NativeFormatError.
+
+        With ``spool`` (a binary file object) the records are also written to it as they are checked.
+        """
         digest = hashlib.sha256()
         count = 0
         for block in self._raw_blocks():
             digest.update(block)
             count += len(block) // RECORD_SIZE
+            if spool is not None:
+                spool.write(block)
         if count != self.count:
             raise NativeFormatError("header announces %d records, payload holds %d" % (self.count, count))
         if digest.hexdigest() != self.header["sha256"]:
@@ -234,10 +240,30 @@ class NativeReader:
         return count
 
     def blocks(self, verify=True):
-        """Record blocks; with verify (default) the whole file is checked before the first one."""
-        if verify and not self.verified:
+        """Record blocks; with verify (default) the whole file is checked before the first one.
+
+        A compressed file is then decompressed once, into an unnamed temp file
+        (mode 0600, in TMPDIR) that the blocks are read back from: one
+        decompression instead of two, and memory bounded by one block.
+        """
+        if not verify or self.verified:
+            return self._raw_blocks()
+        if self.header["compression"] == "none":
             self.verify()
-        return self._raw_blocks()
+            return self._raw_blocks()
+        spool = tempfile.TemporaryFile(prefix="pfstate-spool.")
+        try:
+            self.verify(spool)
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        return self._spooled_blocks(spool)
+
+    def _spooled_blocks(self, spool):
+        with spool:
+            for block in iter(lambda: spool.read(self.block_records * RECORD_SIZE), b""):
+                yield block
 
     def __iter__(self):
         return self.blocks()

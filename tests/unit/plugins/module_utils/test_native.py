@@ -1,10 +1,11 @@
 import io
+import os
 
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import native
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError, NativeReader, NativeWriter
-from statefactory import random_block
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
 META = {"source_host": "fw1", "netbsd_release": "10.0", "machine": "amd64", "captured_at": "2024-06-01T00:00:00Z"}
 
@@ -129,7 +130,7 @@ def _zlib_bomb(count, inflated):
     """A valid native header for ``count`` records whose zlib payload inflates to ``inflated`` zero bytes."""
     import zlib
     compressor = zlib.compressobj(9)
-    payload = b"".join(compressor.compress(bytes(1 << 20)) for _ in range(inflated >> 20)) + compressor.flush()
+    payload = b"".join(compressor.compress(bytes(1 << 20)) for _mebibyte in range(inflated >> 20)) + compressor.flush()
     data = bytearray(make(random_block(count), "zlib"))
     meta_len = int.from_bytes(data[64:68], "big")
     data[24:32] = len(payload).to_bytes(8, "big")
@@ -170,3 +171,31 @@ def test_bounded_decompression_reads_every_record_through_unconsumed_tail():
     dump = reader(make(block, "zlib", blocks=1))
     assert dump.verify() == 300
     assert b"".join(dump.blocks()) == block
+
+
+def test_verified_zlib_blocks_decompress_once(monkeypatch):
+    """blocks(verify=True) checks the whole file first, then hands out the spooled records: one inflate pass."""
+    import zlib
+    block = random_block(50, "little", seed=9, text_safe=False)
+    dump = reader(make(block, "zlib"))
+    passes = []
+    real = zlib.decompressobj
+
+    def counting():
+        passes.append(1)
+        return real()
+    monkeypatch.setattr(native.zlib, "decompressobj", counting)
+    blocks = dump.blocks()
+    assert dump.verified and len(passes) == 1
+    assert b"".join(blocks) == block and len(passes) == 1
+    assert all(len(b) <= 7 * 240 for b in dump.blocks(verify=False))
+
+
+def test_damaged_zlib_payload_fails_before_any_block_and_leaves_no_spool(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    data = bytearray(make(random_block(50, "little", seed=9), "zlib"))
+    data[-20] ^= 0xff
+    with pytest.raises(NativeFormatError):
+        reader(bytes(data)).blocks()
+    assert os.listdir(str(tmp_path)) == []
