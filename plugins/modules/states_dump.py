@@ -110,6 +110,10 @@ notes:
     The capture metadata of a V(native) header (time, host) is left out, otherwise every dump would differ. When the content is the
     same the file is not rewritten. On a live firewall the records themselves change all the time (expiry, counters, sequence numbers),
     so expect C(changed=true) there.
+  - >-
+    An existing V(native) file is judged by its header alone (CRC-checked, with the SHA-256 of its records), without decompressing it;
+    a file whose payload was damaged behind an intact header therefore counts as unchanged and is kept. Inspecting a dump
+    (M(netbsd.pf.states_convert) without O(netbsd.pf.states_convert#module:dest), or C(pfstate show FILE)) verifies it end to end. pfs files are compared byte by byte with the new dump.
   - O(owner), O(group) and the other file attributes are applied after the atomic rename.
 seealso:
   - module: netbsd.pf.states_restore
@@ -193,7 +197,10 @@ sha256:
   type: str
   sample: 498351907145f74bcaeaaa4ac6092699d92cc7c2515748aabaa87a96bb750161
 content_sha256:
-  description: SHA-256 over format, options and records, the basis of C(changed).
+  description:
+    - Identity of the content, the basis of C(changed).
+    - For pfs formats the SHA-256 of the file. For V(native) a SHA-256 over byte order, compression and the SHA-256 of the records
+      (the one in the header), so it can be compared with an existing file without decompressing it.
   returned: always
   type: str
   sample: 290ac202f2e599361268ee5781fd3beb5f0d41648057c6f1b958cb7251d90a7c
