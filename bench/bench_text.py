@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Throughput of the pfs text writer and reader (states/s, one process, one core).
 
 Generates realistic kernel-made records (tests/pfemu/generate.py), writes them as

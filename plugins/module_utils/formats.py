@@ -97,8 +97,7 @@ class DumpReader:
 
     def _text_blocks(self):
         self._reader.count = 0
-        for block in self._reader.blocks():
-            yield block
+        yield from self._reader.blocks()
         self.count = self._reader.count
 
     def __iter__(self):

@@ -25,6 +25,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import Binary
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import RecordError
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.golden import golden_names, read_golden
 
 RECORD_SIZE = 240
 ALLOWED_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
@@ -32,8 +33,6 @@ AUTO = "auto"
 READERS = (PFS_BINARY, PFS_TEXT, NATIVE, AUTO)
 # Big enough to hold a few records of every format, small enough to keep an input fast.
 MAX_INPUT = 1 << 16
-GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "unit", "plugins", "module_utils", "fixtures", "golden")
 HUGE_INTS = (0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0x7FFFFFFF // RECORD_SIZE + 1, 1 << 31 - 1, 0x01000000)
 TEXT_GARBAGE = (b"state", b"{", b"}", b"\x00", b"\xff\xfe", b"tcp", b"9" * 40, b"-1", b"::", b"1.2.3.4:99999",
                 b"scrub", b"peer", b"id:", b"\r\n", b"state state", b"expire", b"%s", b"{{ lookup('pipe','id') }}")
@@ -52,12 +51,8 @@ def seed_files():
                                metadata={"hostname": "fw1", "note": "{{ 7 * 7 }}"} if fmt == NATIVE else None)
                     with open(path, "rb") as handle:
                         seeds[fmt].append(handle.read())
-    if os.path.isdir(GOLDEN_DIR):
-        for name in sorted(os.listdir(GOLDEN_DIR)):
-            kind = PFS_BINARY if name.endswith(".bin") else PFS_TEXT if name.endswith(".txt") else None
-            if kind:
-                with open(os.path.join(GOLDEN_DIR, name), "rb") as handle:
-                    seeds[kind].append(handle.read()[:MAX_INPUT])
+    for kind, suffix in ((PFS_BINARY, ".bin"), (PFS_TEXT, ".txt")):
+        seeds[kind].extend(read_golden(name)[:MAX_INPUT] for name in golden_names(suffix))
     seeds[AUTO] = seeds[PFS_BINARY] + seeds[PFS_TEXT] + seeds[NATIVE]
     return seeds
 
@@ -91,7 +86,7 @@ def flip_bits(rng, data):
     if not data:
         return data
     out = bytearray(data)
-    for _ in range(rng.randint(1, 8)):
+    for _flip in range(rng.randint(1, 8)):
         out[rng.randrange(len(out))] ^= 1 << rng.randrange(8)
     return bytes(out)
 
@@ -118,7 +113,7 @@ def swap_byte_order(rng, data):
 
 def insert_garbage(rng, data):
     offset = rng.randrange(len(data) + 1)
-    garbage = bytes(rng.getrandbits(8) for _ in range(rng.choice((1, 3, 17, 240, 241))))
+    garbage = bytes(rng.getrandbits(8) for _byte in range(rng.choice((1, 3, 17, 240, 241))))
     return data[:offset] + garbage + data[offset:]
 
 
@@ -144,7 +139,7 @@ def _lines(data):
 
 def garbage_line(rng, data):
     lines = _lines(data)
-    line = b" ".join(rng.choice(TEXT_GARBAGE) for _ in range(rng.randint(1, 6)))
+    line = b" ".join(rng.choice(TEXT_GARBAGE) for _word in range(rng.randint(1, 6)))
     lines.insert(rng.randrange(len(lines) + 1), line)
     return b"\n".join(lines)
 

@@ -43,7 +43,7 @@ def fuzz_reader(reader, seeds, inputs, rng, path, timeout, failures_dir):
     counts = {"read": 0, "rejected": 0, "failed": 0}
     started = time.perf_counter()
     for number in range(inputs):
-        choices = [(rng.randrange(mutation_count), rng.getrandbits(32)) for _ in range(rng.randint(1, 4))]
+        choices = [(rng.randrange(mutation_count), rng.getrandbits(32)) for _mutation in range(rng.randint(1, 4))]
         data = mutate(rng.choice(seeds), reader, choices)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:

@@ -156,7 +156,7 @@ def test_reboot_resets_the_kernel_and_old_descriptors(fleet, tmp_path):
 
 
 def _wait_until_up(fleet, host, old_boot_time):
-    for _ in range(200):
+    for _attempt in range(200):
         status = fleet.control(host, {"command": "status"})
         if not status["rebooting"] and status["boot_time"] != old_boot_time:
             return status

@@ -86,7 +86,7 @@ class ClientMemory(object):
         self.readahead = min(self.readahead * 2, READAHEAD_MAX)
         try:
             send_message(self.sock, MSG_COPYIN, address, window)
-            kind, _, length = recv_header(self.sock)
+            kind, _unused, length = recv_header(self.sock)
             if kind != MSG_DATA or length != window:
                 raise ClientGone("protocol error during copyin")
             self.cache_start, self.cache = address, recv_exact(self.sock, window)

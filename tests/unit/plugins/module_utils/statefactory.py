@@ -35,15 +35,15 @@ def random_fields(rng, text_safe=True):
 
     def addr():
         if af == AF_INET:
-            return bytes(rng.getrandbits(8) for _ in range(4)) + bytes(12)
-        return rng.choice([bytes(16), bytes(15) + b"\1", bytes(10) + b"\xff\xff" + bytes(rng.getrandbits(8) for _ in range(4)),
-                           bytes(rng.getrandbits(8) if rng.random() < 0.6 else 0 for _ in range(16))])
+            return bytes(rng.getrandbits(8) for _byte in range(4)) + bytes(12)
+        return rng.choice([bytes(16), bytes(15) + b"\1", bytes(10) + b"\xff\xff" + bytes(rng.getrandbits(8) for _byte in range(4)),
+                           bytes(rng.getrandbits(8) if rng.random() < 0.6 else 0 for _byte in range(16))])
 
     def port():
         return struct.pack(">H", rng.getrandbits(16))
 
     fields = {
-        "id": bytes(rng.getrandbits(8) for _ in range(8)), "ifname": rng.choice(IFNAMES),
+        "id": bytes(rng.getrandbits(8) for _byte in range(8)), "ifname": rng.choice(IFNAMES),
         "lan_addr": addr(), "lan_port": port(), "ext_addr": addr(), "ext_port": port(),
         "creatorid": rng.getrandbits(32), "af": af, "proto": proto, "direction": rng.choice([1, 2]),
         "expire": rng.getrandbits(32), "timeout": rng.randint(0, 255),
@@ -66,4 +66,4 @@ def random_fields(rng, text_safe=True):
 def random_block(count, byte_order="little", seed=1, text_safe=True):
     rng = random.Random(seed)
     codec = StateCodec(byte_order)
-    return b"".join(codec.from_dict(random_fields(rng, text_safe)) for _ in range(count))
+    return b"".join(codec.from_dict(random_fields(rng, text_safe)) for _state in range(count))

@@ -10,7 +10,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
-from statefactory import random_block, random_fields
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.golden import golden_copy
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block, random_fields
 
 import random
 
@@ -40,7 +41,7 @@ def test_write_detect_read(tmp_path, fmt, order):
 def test_detect_golden_and_empty(tmp_path):
     assert detect_format(os.path.join(GOLDEN, "scrub.bin")) == PFS_BINARY
     assert detect_format(os.path.join(GOLDEN, "scrub.txt")) == PFS_TEXT
-    assert detect_format(os.path.join(GOLDEN, "layout-free.txt")) == PFS_TEXT
+    assert detect_format(golden_copy(tmp_path, "layout-free.txt")) == PFS_TEXT
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert detect_format(str(empty)) == PFS_BINARY
@@ -101,7 +102,7 @@ def test_temp_file_is_never_world_readable(tmp_path, monkeypatch):
 def test_random_states_survive_every_format(tmp_path_factory, seed, order, count):
     rng = random.Random(seed)
     codec = StateCodec(order)
-    block = b"".join(codec.from_dict(random_fields(rng)) for _ in range(count))
+    block = b"".join(codec.from_dict(random_fields(rng)) for _state in range(count))
     directory = tmp_path_factory.mktemp("rt")
     for fmt in (NATIVE, PFS_BINARY, PFS_TEXT):
         path = str(directory / fmt)

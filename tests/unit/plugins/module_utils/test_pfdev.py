@@ -9,7 +9,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils import abi
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import LockInterrupted, PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
 from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
-from statefactory import random_fields
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_fields
 
 
 def test_empty_table_and_zero_copy_result(pfemu_kernel):
@@ -67,7 +67,7 @@ def _records(count, seed=3):
     rng = random.Random(seed)
     codec = StateCodec(abi.Abi.host().byte_order)
     out = []
-    for _ in range(count):
+    for _state in range(count):
         fields = random_fields(rng)
         fields["timeout"] = rng.randint(0, 14)
         out.append(codec.from_dict(fields))
@@ -159,7 +159,7 @@ def test_locked_unlocks_on_sigterm_and_redelivers(pfemu_kernel):
                 with locked(dev):
                     assert pfemu_kernel.lock
                     os.kill(os.getpid(), signal.SIGTERM)
-                    for _ in range(1000):      # the handler runs at the next bytecode boundary
+                    for _tick in range(1000):  # the handler runs at the next bytecode boundary
                         pass
         assert not pfemu_kernel.lock
         assert seen == [signal.SIGTERM]

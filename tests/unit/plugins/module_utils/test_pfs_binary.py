@@ -6,7 +6,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import (
     BinaryFormatError, PfsBinaryReader, PfsBinaryWriter, infer_layout,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import swap_records
-from statefactory import random_block
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
 
 def write(block, order, count=None):

@@ -8,7 +8,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import (
     PfsTextReader, TextFormatError, _Lines, format_block, format_record, parse_text,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec
-from statefactory import random_block
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.golden import golden_names, read_golden
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "fixtures", "golden")
 PAIRS = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(GOLDEN, "*.bin")))
@@ -17,8 +18,7 @@ NOT_IN_TEXT = set(range(160, 192)) | set(range(196, 228)) | {235, 236, 238, 239}
 
 
 def read(name):
-    with open(os.path.join(GOLDEN, name), "rb") as handle:
-        return handle.read()
+    return read_golden(name)
 
 
 def text_view(block):
@@ -198,14 +198,14 @@ def test_writer_matches_format_record_on_generated_records(order):
 
 @pytest.mark.parametrize("order", ["little", "big"])
 def test_reader_fast_path_matches_tokenizer_on_generated_records(monkeypatch, order):
-    _, text = generated_text(3000, order, seed=6)
+    _block, text = generated_text(3000, order, seed=6)
     text += format_block(random_block(500, order, seed=9), order).encode("latin-1")
     fast = parse_text(text, order)
     general_only(monkeypatch)
     assert parse_text(text, order) == fast and len(fast) == 3500 * 240
 
 
-@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(GOLDEN, "*.txt"))))
+@pytest.mark.parametrize("name", golden_names(".txt"))
 def test_reader_fast_path_matches_tokenizer_on_golden_files(monkeypatch, name):
     fast = parse_text(read(name), "little")
     general_only(monkeypatch)
@@ -213,7 +213,7 @@ def test_reader_fast_path_matches_tokenizer_on_golden_files(monkeypatch, name):
 
 
 def test_fast_path_takes_the_printed_form_in_chunks(monkeypatch):
-    _, text = generated_text(200, "little", seed=3)
+    _block, text = generated_text(200, "little", seed=3)
     calls = []
     original = PfsTextReader._fast_run
 
@@ -244,7 +244,7 @@ def test_lines_the_fast_path_refuses_read_as_the_tokenizer_reads_them(monkeypatc
 
 def test_error_after_fast_chunks_names_its_line(monkeypatch):
     monkeypatch.setattr(_Lines, "CHUNK_BYTES", 4096)
-    _, text = generated_text(100, "little", seed=2)
+    _block, text = generated_text(100, "little", seed=2)
     lines = text.splitlines(True)
     lines[57] = lines[57].replace(b" cid ", b" cid 99999999999 x ")
     with pytest.raises(TextFormatError) as info:

@@ -10,7 +10,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils import records
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     FIELD_NAMES, RecordError, StateCodec, inet_ntop, inet_pton, state_to_dict, swap_records,
 )
-from statefactory import random_block
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -26,7 +26,7 @@ def test_struct_offsets_match_reference():
     for offset, size in records.HOST_ORDER_FIELDS:
         in_counters = counters[0] <= offset < counters[1] and size == 4
         assert in_counters or any(spec == [offset, size] for spec in fields.values()), (offset, size)
-    assert [0, 8] == fields["id"] and all(offset != 0 for offset, _ in records.HOST_ORDER_FIELDS)
+    assert [0, 8] == fields["id"] and all(offset != 0 for offset, _size in records.HOST_ORDER_FIELDS)
 
 
 @pytest.mark.parametrize("order", ["little", "big"])

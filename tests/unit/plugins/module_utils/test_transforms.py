@@ -6,7 +6,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCode
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     StateFilter, TransformError, TransformStats, age_block, rename_interfaces, transform_blocks,
 )
-from statefactory import random_block
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
 CODEC = StateCodec("little")
 
