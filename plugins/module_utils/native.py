@@ -262,8 +262,7 @@ class NativeReader:
 
     def _spooled_blocks(self, spool):
         with spool:
-            for block in iter(lambda: spool.read(self.block_records * RECORD_SIZE), b""):
-                yield block
+            yield from iter(lambda: spool.read(self.block_records * RECORD_SIZE), b"")
 
     def __iter__(self):
         return self.blocks()

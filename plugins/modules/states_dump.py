@@ -113,7 +113,8 @@ notes:
   - >-
     An existing V(native) file is judged by its header alone (CRC-checked, with the SHA-256 of its records), without decompressing it;
     a file whose payload was damaged behind an intact header therefore counts as unchanged and is kept. Inspecting a dump
-    (M(netbsd.pf.states_convert) without O(netbsd.pf.states_convert#module:dest), or C(pfstate show FILE)) verifies it end to end. pfs files are compared byte by byte with the new dump.
+    (M(netbsd.pf.states_convert) without O(netbsd.pf.states_convert#module:dest), or C(pfstate show FILE)) verifies it end to end.
+    pfs files are compared byte by byte with the new dump.
   - O(owner), O(group) and the other file attributes are applied after the atomic rename.
 seealso:
   - module: netbsd.pf.states_restore

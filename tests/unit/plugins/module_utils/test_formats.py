@@ -109,3 +109,68 @@ def test_random_states_survive_every_format(tmp_path_factory, seed, order, count
         write_dump(path, fmt, [block], order, count=count)
         with open_dump(path, fmt=fmt, byte_order=order) as dump:
             assert b"".join(dump.blocks()) == block, fmt
+
+
+def _sha256_of(path):
+    import hashlib
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+@pytest.mark.parametrize("fmt, compress", [(NATIVE, "zlib"), (NATIVE, "none"), (PFS_BINARY, None), (PFS_TEXT, None)])
+def test_staged_dump_is_hashed_while_written(tmp_path, fmt, compress):
+    """The SHA-256 reported is the file's, whether the writer went straight through or rewrote its prelude."""
+    import hashlib
+    block = random_block(40, "little", seed=12)
+    path = str(tmp_path / "d")
+    records_sha256 = hashlib.sha256(block).hexdigest() if fmt == NATIVE else None
+    with formats.stage_dump(path, fmt, [block], "little", count=40, compress=compress,
+                            records_sha256=records_sha256) as staged:
+        assert not os.path.exists(path) and os.path.exists(staged.temp_path)
+        staged.commit()
+    assert staged.sha256 == _sha256_of(path) and staged.size == os.path.getsize(path) and staged.count == 40
+    assert os.listdir(str(tmp_path)) == ["d"]
+    with open_dump(path) as reader:
+        assert reader.verify() == 40
+        if fmt != PFS_TEXT:         # the text form does not carry every field
+            assert b"".join(reader.blocks()) == block
+
+
+def test_large_writes_are_hashed_beside_the_write(tmp_path, monkeypatch):
+    """Blocks over the threshold take the two-thread path; the digest must still be the file's, in order."""
+    monkeypatch.setattr(formats, "_PARALLEL_HASH_BYTES", 240 * 16)
+    block = bytes(range(240)) * 100
+    path = str(tmp_path / "d")
+    size, sha256, count = write_dump(path, PFS_BINARY, [block[:240 * 30], block[240 * 30:]], "little", count=100)
+    assert (size, sha256, count) == (4 + 240 * 100, _sha256_of(path), 100)
+
+
+def test_staged_dump_compares_with_the_existing_file_and_can_be_dropped(tmp_path):
+    block = random_block(10, "little", seed=13)
+    path = str(tmp_path / "d")
+    with formats.stage_dump(path, PFS_BINARY, [block], "little", count=10) as staged:
+        assert staged.same_as_existing() is False, "no file yet"
+        staged.commit()
+    with formats.stage_dump(path, PFS_BINARY, [block], "little", count=10) as same:
+        assert same.same_as_existing() is True
+    other = bytearray(block)
+    other[-1] ^= 1      # same size, last byte differs
+    with formats.stage_dump(path, PFS_BINARY, [bytes(other)], "little", count=10) as differs:
+        assert differs.same_as_existing() is False
+        differs.discard()
+        assert differs.temp_path is None
+    assert os.listdir(str(tmp_path)) == ["d"] and _sha256_of(path) == staged.sha256
+
+
+def test_text_is_formatted_in_slices(tmp_path, monkeypatch):
+    """A whole table is never formatted into one string: the text writer gets bounded slices."""
+    seen = []
+    real = formats.PfsTextWriter.write_block
+
+    def recording(writer, block):
+        seen.append(len(block) // 240)
+        return real(writer, block)
+    monkeypatch.setattr(formats.PfsTextWriter, "write_block", recording)
+    monkeypatch.setitem(formats._SLICE_RECORDS, PFS_TEXT, 4)
+    write_dump(str(tmp_path / "t"), PFS_TEXT, [random_block(10, "little", seed=14)], "little", count=10)
+    assert seen == [4, 4, 2]
