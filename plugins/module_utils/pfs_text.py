@@ -20,7 +20,6 @@ __metaclass__ = type
 
 import io
 import itertools
-import json
 import operator
 import re
 import socket
@@ -269,11 +268,12 @@ _GLUED_RE = re.compile(r"([0-9]+)(ttl|mod|mode)\Z")
 _SEQ_RE = re.compile(r"\[([0-9]+):([0-9]+)(?:,([0-9]+))?\]\Z")
 _HOST_RE = re.compile(r"(.*):\[([0-9]{1,6})\]\Z")
 
-# Fast path of the reader: whole runs of lines in the printed form, matched by one
-# regular expression over many lines at once.  Each group is a whole token (the
-# character classes are those of _TOKEN_RE, bounded by single spaces), so the
-# fast path takes the same tokens the tokenizer would; whatever it does not
-# match, or cannot convert, goes to the tokenizer, which gives the error.
+# Fast path of the reader: whole chunks of lines in the printed form, matched by
+# one regular expression and then handled column by column (see _fast_records).
+# Each group is a whole token (the character classes are those of _TOKEN_RE,
+# bounded by single spaces), so the fast path takes the same tokens the
+# tokenizer would; whatever it does not match, or cannot convert, goes to the
+# tokenizer, which gives the error.
 _FAST_TOKEN = rb"[A-Za-z0-9:\[][A-Za-z0-9\[\]_:%.\-/+,]"
 _FAST_NUMBER = rb"([0-9]{1,20})"
 _FAST_HOST = rb"([0-9A-Fa-f:][0-9A-Fa-f.:]*):\[([0-9]{1,6})\]"
@@ -287,29 +287,30 @@ _FAST_LINES = re.compile(
     + _FAST_HOST + b" to " + _FAST_HOST + b"(?: using " + _FAST_HOST + b"|) id " + _FAST_NUMBER + b" cid " + _FAST_NUMBER
     + b" expire " + _FAST_NUMBER + b" timeout " + _FAST_NUMBER + b" src " + _FAST_PEER + b" dst " + _FAST_PEER
     + rb"(?:\n|\r\n|\Z)", re.M)
-# Groups: 0 in/out, 1 ifname, 2 proto, 3-4 lan, 5-6 ext, 7-8 gwy, 9 id, 10 cid, 11 expire,
-# 12 timeout, then per peer (13 for src, 24 for dst): +0 state, +1 seqlo, +2 seqhi,
-# +3 seqdiff, +4 max_win, +5 mss, +6 wscale, +7 's' of scrub, +8 flags, +9 ttl, +10 mod.
-_PEER_NUMBERS = (8, 9, 10, 1, 2, 3, 4, 5, 6)     # pfss_flags, ttl, ts_mod, seqlo ... wscale
-# Numbers of a line in the order _fast_run unpacks them; the first and the last are never empty.
-_FAST_NUMBERS = operator.itemgetter(*((9,) + tuple(13 + i for i in _PEER_NUMBERS) + tuple(24 + i for i in _PEER_NUMBERS)
-                                      + (10, 11, 12)))
-_FAST_WORDS = operator.itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 8, 13, 20, 24, 31)
-_NUMBERS_PER_LINE = 22
+# Groups: the line's fields, then per peer (first the one after 'src', then the one after 'dst')
+# the fields below, from _FIRST_PEER and _SECOND_PEER on.  Absent optional parts are b''.
+(_DIRECTION, _IFNAME, _PROTO, _LAN, _LAN_PORT, _EXT, _EXT_PORT, _GWY, _GWY_PORT,
+ _ID, _CID, _EXPIRE, _TIMEOUT) = range(13)
+_FIRST_PEER, _SECOND_PEER = 13, 24
+_P_STATE, _P_SEQLO, _P_SEQHI, _P_SEQDIFF, _P_MAX_WIN, _P_MSS, _P_WSCALE, _P_SCRUB, _P_FLAGS, _P_TTL, _P_MOD = range(11)
+_PEER_OFFSETS = (96, 128, 160)        # src peer, dst peer, end of peers: the fast path swaps them for 'in'
+# The fields the fast path packs for every line: _TEXT_FIELDS less the peer fields
+# that are zero on most lines (scrub values, seqdiff, mss), patched in afterwards.
+_COMMON_FIELDS = "Q16s" + "16s2s6x" * 3 + "8xII4xH2xBB6x" * 2 + "32xI32xIBBB2xB2x"
 
 _PROTOCOL_BY_TOKEN = dict((str(number).encode(), number) for number in range(256))
 _PROTOCOL_BY_TOKEN.update((name.encode(ENCODING), number) for name, number in PROTOCOL_NUMBERS.items())
 
 
 def _state_tables():
-    """Per protocol: peer state token (bytes, b'' when absent) -> value, as _pack_peer maps it."""
+    """Per protocol: peer state token (bytes; b'' or None when absent) -> value, as _pack_peer maps it."""
     tables = {}
     for proto in range(256):
         names = peer_state_names(proto)
         if names not in tables:
             table = dict((str(value).encode(), value) for value in range(256))
             table.update((name.encode(), value) for value, name in enumerate(names))
-            table[b""] = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
+            table[b""] = table[None] = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
             tables[names] = table
     return tuple(tables[peer_state_names(proto)] for proto in range(256))
 
@@ -317,28 +318,178 @@ def _state_tables():
 _STATE_BY_TOKEN = _state_tables()
 
 
-def _address(token):
-    """(af, 16 raw bytes) of an address token, the af chosen as _assemble() does."""
-    address = token.decode(ENCODING)
-    if address.count(":") > 1 or address == "::":
-        return AF_INET6, inet_pton(AF_INET6, address)
-    try:
-        # the strict dotted quad of records.inet_pton, without its cache (this one is in front)
-        return AF_INET, socket.inet_pton(socket.AF_INET, address) + _IPV4_PADDING
-    except OSError:
-        raise ValueError(address)
-
-
-_IPV4_PADDING = bytes(12)
-
-
+_DIRECTION_BY_TOKEN = {b"in": PF_IN, b"out": PF_OUT}
+_AF_BY_V6_FLAG = (AF_INET, AF_INET6)
+_HEX_GROUPS = b"0123456789abcdefABCDEF: "
 _port_pack = struct.Struct(">H").pack
-_ADDRESS_BY_TOKEN = _Cache(_address)
 _PORT_BY_TOKEN = _Cache(lambda token: _port_pack(int(token)), limit=65537)
-_RUN_GROUP = 128
-# Structs for runs of 1.._RUN_GROUP records, by (byte order, count).
-_FAST_RUN_STRUCTS = _Cache(lambda key: struct.Struct(prefix_for(key[0]) + _TEXT_FIELDS * key[1]), limit=2 * _RUN_GROUP)
-_TEXT_FIELD_COUNT = len(struct.unpack("<" + _TEXT_FIELDS, bytes(RECORD_SIZE)))
+_SMALL_NUMBERS = {}
+
+
+def _small_numbers():
+    """Decimal token -> value for 0..65535, and 0 for an absent one (b'' or None); built on first use."""
+    if not _SMALL_NUMBERS:
+        _SMALL_NUMBERS.update(zip(map(b"%d".__mod__, range(65536)), range(65536)))
+        _SMALL_NUMBERS[b""] = _SMALL_NUMBERS[None] = 0
+    return _SMALL_NUMBERS
+
+
+def _fast_columns(chunk):
+    """The _FAST_LINES groups of every line of a chunk, one list per group; None unless every line matches.
+
+    Absent optional parts are None or b''.  One split gives the groups of all
+    lines in a flat list: between two lines, and after the last, the text that
+    no match took must be empty.
+    """
+    parts = _FAST_LINES.split(chunk)
+    stride = _FAST_LINES.groups + 1
+    count = len(parts) // stride
+    if not count or parts[::stride].count(b"") != count + 1:
+        return None
+    return [parts[group::stride] for group in range(1, stride)]
+
+
+def _small_column(column, small):
+    """Values of a column of small decimal tokens (0 where absent), lazily."""
+    if any(column):
+        return map(small.__getitem__, column)
+    return itertools.repeat(0)
+
+
+def _number_column(column):
+    """Values of a column of decimal tokens (0 where absent)."""
+    if all(column):
+        return list(map(int, column))
+    values = [0] * len(column)
+    for row, value in zip(itertools.compress(range(len(column)), column), map(int, filter(None, column))):
+        values[row] = value
+    return values
+
+
+def _ipv4_addresses(tokens):
+    """4 raw bytes of each IPv4 address token (a 16-byte struct field pads them)."""
+    if not tokens:
+        return []
+    return list(map(socket.inet_pton, itertools.repeat(socket.AF_INET), b" ".join(tokens).decode(ENCODING).split(" ")))
+
+
+def _ipv6_addresses(tokens):
+    """16 raw bytes of each IPv6 address token, as records.inet_pton reads it."""
+    if not tokens:
+        return []
+    joined = b" ".join(tokens)
+    texts = joined.decode(ENCODING).split(" ")
+    if not joined.translate(None, _HEX_GROUPS):
+        # Hexadecimal groups only, no dotted quad: inet_pton of the ISC lineage
+        # and records' own parser read these alike, so the C one is exact.
+        try:
+            return list(map(socket.inet_pton, itertools.repeat(socket.AF_INET6), texts))
+        except OSError:
+            pass
+    return [inet_pton(AF_INET6, text) for text in texts]
+
+
+def _address_flags(tokens):
+    """IPv6 flag of each address token: those with a colon, as _assemble() decides the af."""
+    if b":" not in b"".join(tokens):
+        return [False] * len(tokens)
+    return list(map(operator.contains, tokens, itertools.repeat(ord(":"))))
+
+
+def _addresses(tokens, v6):
+    """Raw addresses of a column of address tokens of the families `v6` flags.
+
+    A token of the other family (or one with a single colon, no address at all) raises.
+    """
+    if not any(v6):
+        return _ipv4_addresses(tokens)
+    ipv4 = iter(_ipv4_addresses(list(itertools.compress(tokens, map(operator.not_, v6)))))
+    ipv6 = iter(_ipv6_addresses(list(itertools.compress(tokens, v6))))
+    return list(map(next, map((ipv4, ipv6).__getitem__, v6)))
+
+
+def _ports(tokens):
+    return list(map(_PORT_BY_TOKEN.__getitem__, tokens))
+
+
+def _host_columns(columns):
+    """(IPv6 flags, lan, lan port, gwy, gwy port, ext, ext port) columns; the family of lan is the state's."""
+    lan_v6 = _address_flags(columns[_LAN])
+    lan, ext = _addresses(columns[_LAN], lan_v6), _addresses(columns[_EXT], lan_v6)
+    lan_port, ext_port = _ports(columns[_LAN_PORT]), _ports(columns[_EXT_PORT])
+    if not any(columns[_GWY]):
+        return lan_v6, lan, lan_port, lan, lan_port, ext, ext_port
+    # 'using' (gwy != lan) on some lines: their gwy replaces lan in a copy.
+    rows = list(itertools.compress(range(len(lan)), columns[_GWY]))
+    translated = _addresses(list(filter(None, columns[_GWY])), [lan_v6[row] for row in rows])
+    gwy, gwy_port = list(lan), list(lan_port)
+    for row, address, port in zip(rows, translated, _ports(list(filter(None, columns[_GWY_PORT])))):
+        gwy[row], gwy_port[row] = address, port
+    return lan_v6, lan, lan_port, gwy, gwy_port, ext, ext_port
+
+
+def _peer_columns(peer, state_tables, small):
+    """The _COMMON_FIELDS values of a peer (seqlo, seqhi, max_win, state, wscale), a column or iterator each."""
+    return (_number_column(peer[_P_SEQLO]), _number_column(peer[_P_SEQHI]), _small_column(peer[_P_MAX_WIN], small),
+            map(dict.__getitem__, state_tables, peer[_P_STATE]), _small_column(peer[_P_WSCALE], small))
+
+
+def _present(column):
+    """(row, token) of the rows where an optional group of `column` matched."""
+    return zip(itertools.compress(range(len(column)), column), filter(None, column))
+
+
+def _patch_rare_fields(out, columns, prefix):
+    """Write into `out` the peer fields _COMMON_FIELDS leaves zero, on the lines that have them."""
+    for base, peer in ((_PEER_OFFSETS[0], columns[_FIRST_PEER:_SECOND_PEER]), (_PEER_OFFSETS[1], columns[_SECOND_PEER:])):
+        for row, token in _present(peer[_P_SEQDIFF]):
+            struct.pack_into(prefix + "I", out, row * RECORD_SIZE + base + 16, int(token))
+        for row, token in _present(peer[_P_MSS]):
+            struct.pack_into(prefix + "H", out, row * RECORD_SIZE + base + 22, int(token))
+        scrubbed = peer[_P_SCRUB]
+        for row, flags, ttl, ts_mod in zip(itertools.compress(range(len(scrubbed)), scrubbed),
+                                           *(itertools.compress(peer[group], scrubbed) for group in (_P_FLAGS, _P_TTL, _P_MOD))):
+            struct.pack_into(prefix + "HBBI", out, row * RECORD_SIZE + base, int(flags), int(ttl), 1, int(ts_mod))
+
+
+def _distinct_numbers(column):
+    """Values of a column of decimal tokens that repeat (creator ids), each distinct token converted once."""
+    distinct = set(column)
+    return map(dict(zip(distinct, map(int, distinct))).__getitem__, column)
+
+
+def _fast_records(columns, pack, prefix):
+    """Records of the lines whose _FAST_LINES groups are `columns` (one list per group).
+
+    Per-record Python work is what made this reader slow, so each field is
+    converted for all lines at once by loops that run in C (map over a column,
+    inet_pton over a joined column), and `pack` (the _COMMON_FIELDS struct in
+    the byte order `prefix`) builds each record from one value per column.
+    The few lines with scrub values, seqdiff or mss get those patched in, and
+    as records are packed with the peers in text order ('out'), 'in' states
+    get their peers swapped.  KeyError, ValueError, OSError or struct.error:
+    a value the fast path does not take (the tokenizer tells why).
+    """
+    count = len(columns[0])
+    lan_v6, lan, lan_port, gwy, gwy_port, ext, ext_port = _host_columns(columns)
+    protocols = list(map(_PROTOCOL_BY_TOKEN.__getitem__, columns[_PROTO]))
+    state_tables = list(map(_STATE_BY_TOKEN.__getitem__, protocols))
+    small = _small_numbers()
+    out = bytearray().join(map(
+        pack, map(int, columns[_ID]), columns[_IFNAME], lan, lan_port, gwy, gwy_port, ext, ext_port,
+        *(_peer_columns(columns[_FIRST_PEER:_SECOND_PEER], state_tables, small)
+          + _peer_columns(columns[_SECOND_PEER:], state_tables, small)
+          + (map(int, columns[_EXPIRE]), _distinct_numbers(columns[_CID]), map(_AF_BY_V6_FLAG.__getitem__, lan_v6),
+             protocols, map(_DIRECTION_BY_TOKEN.__getitem__, columns[_DIRECTION]),
+             map(small.__getitem__, columns[_TIMEOUT])))))
+    if len(out) != count * RECORD_SIZE:
+        raise ValueError("a column ended early")
+    _patch_rare_fields(out, columns, prefix)
+    src, dst, end = _PEER_OFFSETS
+    for row in itertools.compress(range(count), map(operator.eq, columns[_DIRECTION], itertools.repeat(b"in"))):
+        start = row * RECORD_SIZE
+        out[start + src:start + end] = out[start + dst:start + end] + out[start + src:start + dst]
+    return bytes(out)
 
 
 def _lines_of(chunk):
@@ -597,7 +748,7 @@ class PfsTextReader:
         self.byte_order = byte_order
         self.block_records = block_records
         self.codec = StateCodec(byte_order)
-        self._pack_group = _FAST_RUN_STRUCTS[byte_order, _RUN_GROUP].pack
+        self._pack_common_fields = struct.Struct(prefix_for(byte_order) + _COMMON_FIELDS).pack
         self._id_pack = struct.Struct(prefix_for(byte_order) + "Q").pack
         self.count = 0
 
@@ -644,63 +795,23 @@ class PfsTextReader:
                 if run is None:
                     lines.split(chunk)
                     continue
-                tokens.lineno += chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+                tokens.lineno += len(run) // RECORD_SIZE
             self.count += len(run) // RECORD_SIZE
             yield run
 
     def _fast_run(self, chunk):
-        """Records of a chunk whose every line is in the printed form, else None.
+        """Records of a chunk whose every line is in the printed form (one record a line), else None.
 
         None whenever the regular expression misses a line or a value is out of
         range or unknown: the caller then reads the chunk line by line.
         """
-        matches = _FAST_LINES.findall(chunk)
-        if not matches or len(matches) != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
+        columns = _fast_columns(chunk)
+        if columns is None:
             return None
-        # All numbers of the chunk in one call; an absent optional number is an empty group: 0.
-        numbers = b",".join(itertools.chain.from_iterable(map(_FAST_NUMBERS, matches)))
-        values = []
-        extend = values.extend
         try:
-            numbers = json.loads(b"[" + numbers.replace(b",,", b",0,").replace(b",,", b",0,") + b"]")
-            for (direction, ifname, proto, lan, lan_port, ext, ext_port, gwy, gwy_port, state_a, scrub_a, state_b, scrub_b), \
-                (state_id, fa, ta, ma, loa, hia, da, wa, msa, wsa, fb, tb, mb, lob, hib, db, wb, msb, wsb, cid, expire, timeout) \
-                    in zip(map(_FAST_WORDS, matches), zip(*[iter(numbers)] * _NUMBERS_PER_LINE)):
-                proto = _PROTOCOL_BY_TOKEN[proto]
-                states = _STATE_BY_TOKEN[proto]
-                af, lan = _ADDRESS_BY_TOKEN[lan]
-                ext_af, ext = _ADDRESS_BY_TOKEN[ext]
-                lan_port = _PORT_BY_TOKEN[lan_port]
-                if gwy:
-                    gwy_af, gwy = _ADDRESS_BY_TOKEN[gwy]
-                    gwy_port = _PORT_BY_TOKEN[gwy_port]
-                else:
-                    gwy_af, gwy, gwy_port = af, lan, lan_port
-                if ext_af != af or gwy_af != af:
-                    return None
-                if direction == b"out":
-                    extend((state_id, ifname, lan, lan_port, gwy, gwy_port, ext, _PORT_BY_TOKEN[ext_port],
-                            fa, ta, len(scrub_a), ma, loa, hia, da, wa, msa, states[state_a], wsa,
-                            fb, tb, len(scrub_b), mb, lob, hib, db, wb, msb, states[state_b], wsb,
-                            expire, cid, af, proto, PF_OUT, timeout))
-                else:
-                    extend((state_id, ifname, lan, lan_port, gwy, gwy_port, ext, _PORT_BY_TOKEN[ext_port],
-                            fb, tb, len(scrub_b), mb, lob, hib, db, wb, msb, states[state_b], wsb,
-                            fa, ta, len(scrub_a), ma, loa, hia, da, wa, msa, states[state_a], wsa,
-                            expire, cid, af, proto, PF_IN, timeout))
-            return self._pack_run(values)
-        except (KeyError, ValueError, struct.error):
+            return _fast_records(columns, self._pack_common_fields, prefix_for(self.byte_order))
+        except (KeyError, ValueError, OSError, struct.error):
             return None
-
-    def _pack_run(self, values):
-        """Records from their _TEXT_FIELDS values, packed a group of records per call."""
-        step = _RUN_GROUP * _TEXT_FIELD_COUNT
-        whole = len(values) - len(values) % step
-        pack = self._pack_group
-        packed = [pack(*values[start:start + step]) for start in range(0, whole, step)]
-        if whole < len(values):
-            packed.append(_FAST_RUN_STRUCTS[self.byte_order, (len(values) - whole) // _TEXT_FIELD_COUNT].pack(*values[whole:]))
-        return b"".join(packed)
 
     def _general_record(self, tokens):
         direction, (ifname, ifname_pos), proto, host_tokens, numbers, first, second = _parse_general(tokens)
