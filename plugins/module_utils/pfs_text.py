@@ -356,14 +356,16 @@ def _small_column(column, small):
     return itertools.repeat(0)
 
 
-def _number_column(column):
-    """Values of a column of decimal tokens (0 where absent)."""
-    if all(column):
-        return list(map(int, column))
-    values = [0] * len(column)
-    for row, value in zip(itertools.compress(range(len(column)), column), map(int, filter(None, column))):
-        values[row] = value
-    return values
+def _number_columns(first, second):
+    """Values of two columns of decimal tokens present on the same rows (0 elsewhere)."""
+    if all(first):
+        return list(map(int, first)), list(map(int, second))
+    count = len(first)
+    first_values, second_values = [0] * count, [0] * count
+    for row, first_value, second_value in zip(itertools.compress(range(count), first),
+                                              map(int, filter(None, first)), map(int, filter(None, second))):
+        first_values[row], second_values[row] = first_value, second_value
+    return first_values, second_values
 
 
 def _ipv4_addresses(tokens):
@@ -430,7 +432,8 @@ def _host_columns(columns):
 
 def _peer_columns(peer, state_tables, small):
     """The _COMMON_FIELDS values of a peer (seqlo, seqhi, max_win, state, wscale), a column or iterator each."""
-    return (_number_column(peer[_P_SEQLO]), _number_column(peer[_P_SEQHI]), _small_column(peer[_P_MAX_WIN], small),
+    seqlo, seqhi = _number_columns(peer[_P_SEQLO], peer[_P_SEQHI])
+    return (seqlo, seqhi, _small_column(peer[_P_MAX_WIN], small),
             map(dict.__getitem__, state_tables, peer[_P_STATE]), _small_column(peer[_P_WSCALE], small))
 
 
@@ -439,17 +442,21 @@ def _present(column):
     return zip(itertools.compress(range(len(column)), column), filter(None, column))
 
 
-def _patch_rare_fields(out, columns, prefix):
-    """Write into `out` the peer fields _COMMON_FIELDS leaves zero, on the lines that have them."""
+def _patch_rare_fields(out, columns, patchers):
+    """Write into `out` the peer fields _COMMON_FIELDS leaves zero, on the lines that have them.
+
+    `patchers`: pack_into of the seqdiff, mss and scrub values (flags, ttl, scrub_flag, ts_mod) in the file's order.
+    """
+    seqdiff_into, mss_into, scrub_into = patchers
     for base, peer in ((_PEER_OFFSETS[0], columns[_FIRST_PEER:_SECOND_PEER]), (_PEER_OFFSETS[1], columns[_SECOND_PEER:])):
         for row, token in _present(peer[_P_SEQDIFF]):
-            struct.pack_into(prefix + "I", out, row * RECORD_SIZE + base + 16, int(token))
+            seqdiff_into(out, row * RECORD_SIZE + base + 16, int(token))
         for row, token in _present(peer[_P_MSS]):
-            struct.pack_into(prefix + "H", out, row * RECORD_SIZE + base + 22, int(token))
+            mss_into(out, row * RECORD_SIZE + base + 22, int(token))
         scrubbed = peer[_P_SCRUB]
         for row, flags, ttl, ts_mod in zip(itertools.compress(range(len(scrubbed)), scrubbed),
                                            *(itertools.compress(peer[group], scrubbed) for group in (_P_FLAGS, _P_TTL, _P_MOD))):
-            struct.pack_into(prefix + "HBBI", out, row * RECORD_SIZE + base, int(flags), int(ttl), 1, int(ts_mod))
+            scrub_into(out, row * RECORD_SIZE + base, int(flags), int(ttl), 1, int(ts_mod))
 
 
 def _distinct_numbers(column):
@@ -458,13 +465,13 @@ def _distinct_numbers(column):
     return map(dict(zip(distinct, map(int, distinct))).__getitem__, column)
 
 
-def _fast_records(columns, pack, prefix):
+def _fast_records(columns, pack, patchers):
     """Records of the lines whose _FAST_LINES groups are `columns` (one list per group).
 
     Per-record Python work is what made this reader slow, so each field is
     converted for all lines at once by loops that run in C (map over a column,
     inet_pton over a joined column), and `pack` (the _COMMON_FIELDS struct in
-    the byte order `prefix`) builds each record from one value per column.
+    the file's byte order) builds each record from one value per column.
     The few lines with scrub values, seqdiff or mss get those patched in, and
     as records are packed with the peers in text order ('out'), 'in' states
     get their peers swapped.  KeyError, ValueError, OSError or struct.error:
@@ -484,7 +491,7 @@ def _fast_records(columns, pack, prefix):
              map(small.__getitem__, columns[_TIMEOUT])))))
     if len(out) != count * RECORD_SIZE:
         raise ValueError("a column ended early")
-    _patch_rare_fields(out, columns, prefix)
+    _patch_rare_fields(out, columns, patchers)
     src, dst, end = _PEER_OFFSETS
     for row in itertools.compress(range(count), map(operator.eq, columns[_DIRECTION], itertools.repeat(b"in"))):
         start = row * RECORD_SIZE
@@ -748,7 +755,9 @@ class PfsTextReader:
         self.byte_order = byte_order
         self.block_records = block_records
         self.codec = StateCodec(byte_order)
-        self._pack_common_fields = struct.Struct(prefix_for(byte_order) + _COMMON_FIELDS).pack
+        prefix = prefix_for(byte_order)
+        self._pack_common_fields = struct.Struct(prefix + _COMMON_FIELDS).pack
+        self._patchers = tuple(struct.Struct(prefix + fields).pack_into for fields in ("I", "H", "HBBI"))
         self._id_pack = struct.Struct(prefix_for(byte_order) + "Q").pack
         self.count = 0
 
@@ -809,7 +818,7 @@ class PfsTextReader:
         if columns is None:
             return None
         try:
-            return _fast_records(columns, self._pack_common_fields, prefix_for(self.byte_order))
+            return _fast_records(columns, self._pack_common_fields, self._patchers)
         except (KeyError, ValueError, OSError, struct.error):
             return None
 
