@@ -30,13 +30,15 @@ ANSIBLE_TEST_OPTIONS ?= --color no
 
 TIERS := sanity units integration molecule lint docs-lint changelog-lint package
 
-.PHONY: help test demo bench fuzz docs clean distclean venv pythons copy ansible-test-setup system-packages $(TIERS)
+.PHONY: help test demo bench fuzz docs docs-check compat clean distclean venv pythons copy ansible-test-setup system-packages $(TIERS)
 
 help:
 	@echo "make demo            run the demo (tests/demo/run-demo.sh)"
 	@echo "make test            run every test tier: $(TIERS)"
 	@echo "make <tier>          run one tier"
-	@echo "make bench | fuzz | docs | clean | distclean"
+	@echo "make docs            HTML documentation site in build/docs/html (docs-check: open it in Chromium)"
+	@echo "make compat          unit tests and a playbook with the newest ansible-core on Python 3.13"
+	@echo "make bench | fuzz | clean | distclean"
 
 test: venv
 	@tools/run-tiers.sh $(TIERS)
@@ -120,12 +122,19 @@ changelog-lint: venv
 	antsibull-changelog lint
 	antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 
-# Build the release tarball, install it into an empty collections path and
-# render every module's documentation from that installed copy.
+# Build the release tarball, install it into an empty collections path, render
+# every module's documentation from that installed copy and run a playbook with
+# it (tools/package-smoke.yml); the listing must hold no test output or caches.
+PACKAGE_FORBIDDEN := (^|/)(\.venv[^/]*|build|tests/output|__pycache__|\.hypothesis|\.pytest_cache|bench|tools)(/|$$)|\.pyc$$
+
 package: copy
-	@rm -rf $(BUILD)/dist $(BUILD)/installed
+	@rm -rf $(BUILD)/dist $(BUILD)/installed $(BUILD)/package-smoke
 	ansible-galaxy collection build --output-path $(BUILD)/dist $(COPY)
-	ansible-galaxy collection install --offline -p $(BUILD)/installed $(BUILD)/dist/netbsd-pf-*.tar.gz
+	@tarball=$$(ls $(BUILD)/dist/netbsd-pf-*.tar.gz); \
+	forbidden=$$(tar -tzf "$$tarball" | grep -E '$(PACKAGE_FORBIDDEN)' || true); \
+	if [ -n "$$forbidden" ]; then echo "$$tarball holds files it must not:" >&2; echo "$$forbidden" >&2; exit 1; fi; \
+	echo "$$tarball: $$(tar -tzf "$$tarball" | wc -l) entries, $$(du -k "$$tarball" | cut -f1) KiB, no test output or caches"
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-galaxy collection install --offline -p $(BUILD)/installed $(BUILD)/dist/netbsd-pf-*.tar.gz
 	@modules=$$(cd $(BUILD)/installed/ansible_collections/netbsd/pf/plugins/modules 2>/dev/null \
 		&& ls *.py 2>/dev/null | grep -v '^__init__' | sed 's/\.py$$//' || true); \
 	if [ -z "$$modules" ]; then echo "no modules yet: nothing for ansible-doc"; exit 0; fi; \
@@ -133,6 +142,9 @@ package: copy
 		ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-doc -t module "netbsd.pf.$$module" > /dev/null; \
 		echo "ansible-doc netbsd.pf.$$module: ok"; \
 	done
+	@mkdir -p $(BUILD)/package-smoke
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-playbook -i localhost, -c local tools/package-smoke.yml \
+		-e work_dir=$(BUILD)/package-smoke -e ansible_python_interpreter=$(VENV)/bin/python
 
 # --- other entry points -----------------------------------------------------------
 
@@ -155,13 +167,25 @@ fuzz: copy
 	@if [ ! -f tests/fuzz/run_fuzz.py ]; then echo "SKIP fuzz: no tests/fuzz/run_fuzz.py yet"; exit 0; fi; \
 	cd $(COPY) && NETBSD_PF_COLLECTIONS=$(BUILD) python tests/fuzz/run_fuzz.py $(FUZZ_OPTIONS)
 
-docs:
-	@echo "make docs will build the HTML documentation (antsibull-docs sphinx-init over"
-	@echo "the module docs plus docs/*.md) into build/docs once the modules exist."
+# HTML site in build/docs/html/: module and role references plus the guides of
+# docs/ (tools/docs-build.sh; its tools live in .venv-docs, requirements-docs.txt).
+docs: copy
+	@tools/docs-build.sh
+
+# Open every page of the site and a sample capture report (rendered from the
+# capture role's template) in headless Chromium; fails on JavaScript errors,
+# console errors and missing resources. Screenshots in build/docs-check/.
+docs-check: docs
+	@tools/ensure-system-packages.sh chromium=chromium
+	@mkdir -p $(BUILD)/docs-check
+	@$(ROOT)/.venv-docs/bin/ansible-playbook -i fw1,fw2,fw3,fw4, tools/docs-check-sample-report.yml \
+		-e report_path=$(BUILD)/docs-check/capture-report.html > $(BUILD)/docs-check/sample-report.log \
+		|| { cat $(BUILD)/docs-check/sample-report.log; exit 1; }
+	python3 tools/docs-check.py $(BUILD)/docs/html $(BUILD)/docs-check/capture-report.html $(BUILD)/docs-check
 
 clean:
 	rm -rf $(BUILD) $(PYTHONS_DIR) tests/output .pytest_cache .hypothesis
 	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(ROOT)/.venv-docs $(ROOT)/.venv-compat
