@@ -263,3 +263,61 @@ def test_out_of_range_values_in_the_printed_form_leave_the_fast_path():
                             (("[49152]", "[65536]"), "port 65536"), (("max_win 512", "max_win 65536"), "max_win")]:
         with pytest.raises(TextFormatError, match=message):
             parse_text(BASE * 3 + BASE.replace(*change), "little")
+
+
+# --- columnar fast path ---------------------------------------------------------------
+
+def fast_chunk(text, order="little"):
+    """Records of `text` taken by the fast path as one chunk (None: it refused the chunk)."""
+    return PfsTextReader(io.BytesIO(b""), order)._fast_run(text)
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_fast_path_takes_every_printed_shape_in_one_chunk(monkeypatch, order):
+    # generated (every protocol, NAT/rdr, IPv6, synproxy, mss, seqdiff, scrub) and random records
+    _, text = generated_text(2000, order, seed=12)
+    text += format_block(random_block(500, order, seed=13), order).encode("latin-1")
+    fast = fast_chunk(text, order)
+    general_only(monkeypatch)
+    assert fast is not None and fast == parse_text(text, order)
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_fast_path_takes_golden_files_in_one_chunk(monkeypatch, name):
+    text = read(name + ".txt")
+    fast = fast_chunk(text)
+    general_only(monkeypatch)
+    assert fast is not None and fast == parse_text(text, "little")
+
+
+def test_fast_path_peer_swap_and_rare_fields_land_in_the_right_peer():
+    rare = (BASE.replace("state out", "state in").replace("[1000:2000]", "[1000:2000,77]")
+            .replace("max_win 1024 wscale 7 no-scrub", "max_win 1024 mss 1460 wscale 7 scrub flags 3ttl 64mod 99"))
+    fields = StateCodec("little").to_dict(fast_chunk((BASE + rare).encode("latin-1"))[240:])
+    # 'in': the text's src peer is the record's dst
+    assert (fields["dst_seqlo"], fields["dst_seqdiff"], fields["dst_mss"], fields["dst_scrub_flag"]) == (1000, 77, 0, 0)
+    assert (fields["src_seqlo"], fields["src_mss"], fields["src_scrub_flag"], fields["src_pfss_flags"],
+            fields["src_pfss_ttl"], fields["src_pfss_ts_mod"]) == (3000, 1460, 1, 3, 64, 99)
+
+
+@pytest.mark.parametrize("change,message", [
+    (("192.0.2.10:[443]", "2001:db8::10:[443]"), "not of the same family"),
+    (("[443] id", "[443] using 2001:db8::1:[80] id"), "not of the same family"),
+    (("10.0.0.1:", "10:0.0.1:"), "not a valid inet address"),
+    (("10.0.0.1:[49152] to 192.0.2.10:", "::ffff:10.0.0.300:[49152] to ::1:"), "not a valid inet6 address"),
+])
+def test_fast_path_leaves_bad_addresses_to_the_tokenizer(change, message):
+    bad = BASE.replace(*change).encode("latin-1")
+    assert fast_chunk(BASE.encode("latin-1") * 3 + bad) is None
+    with pytest.raises(TextFormatError, match=message) as info:
+        parse_text(BASE * 3 + BASE.replace(*change), "little")
+    assert str(info.value).startswith("line 4")
+
+
+def test_fast_path_ipv6_spellings_it_does_not_parse_in_c_match_the_tokenizer(monkeypatch):
+    lines = [BASE.replace("10.0.0.1:", address + ":").replace("192.0.2.10:", "::1:")
+             for address in ("::ffff:10.1.2.3", "::10.1.2.3", "0:0:0:0:0:0:0:1", "FD00::A", "1:0:0:2::3")]
+    text = "".join(lines).encode("latin-1")
+    fast = fast_chunk(text)
+    general_only(monkeypatch)
+    assert fast is not None and fast == parse_text(text, "little")
