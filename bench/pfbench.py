@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -119,6 +120,21 @@ def _warm_page_cache(workdir, size):
     os.unlink(scratch)
 
 
+def _beside_a_fork(work):
+    """work() while a forked child that only waits shares this process's memory."""
+    child = os.fork()
+    if child == 0:
+        try:
+            signal.pause()
+        finally:
+            os._exit(0)
+    try:
+        return work()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
 def _measure(work):
     """(seconds, peak MiB added, result of work())."""
     probe = MemoryProbe()
@@ -159,9 +175,10 @@ def run_child(states, seed, workdir, dump_only=False):
 
     def add_case(name, seconds, peak_mib, count, **extra):
         emulator_share = sum(emulator.values())
-        emulator.clear()
         case = {"seconds": seconds, "states_per_s": count / seconds if seconds else None, "peak_rss_added_mib": peak_mib,
-                "emulator_seconds": emulator_share, "library_seconds": seconds - emulator_share}
+                "emulator_seconds": emulator_share, "library_seconds": seconds - emulator_share,
+                "emulator_setlck_seconds": emulator.get("DIOCSETLCK", 0.0)}
+        emulator.clear()
         case.update(extra)
         cases[name] = case
 
@@ -170,6 +187,14 @@ def run_child(states, seed, workdir, dump_only=False):
         emulator.clear()
         seconds, peak, view = _measure(device.get_states)
         add_case("bare_getstates", seconds, peak, len(view) // RECORD_SIZE)
+        del view
+        # The same beside a forked child, which is what a locked dump runs next to: the lease
+        # watchdog is a fork of the dumping process, so while it lives every page the emulator
+        # writes to (it patches creation/expire of each record it exports) is copied on write.
+        # A kernel's table is not in the dumping process; this is the like-for-like baseline.
+        emulator.clear()
+        seconds, peak, view = _measure(lambda: _beside_a_fork(device.get_states))
+        add_case("bare_getstates_beside_a_fork", seconds, peak, len(view) // RECORD_SIZE)
         del view
         # What the emulator itself adds while copying out: it slices its table (a Python copy of the
         # whole reply) where a kernel would memcpy.  Measured into a buffer that is already resident.
@@ -314,6 +339,8 @@ def targets(size, cases):
             "ratio": dump["library_seconds"] / cases["cp_fsync_binary_size"]["seconds"], "target": 1.5},
         "lock_window_vs_bare_copy": {"ratio": dump["lock_window_ms"] / 1000.0 / cases["bare_getstates"]["seconds"],
                                      "target": 1.2},
+        "lock_window_vs_bare_copy_beside_a_fork": {
+            "ratio": dump["lock_window_ms"] / 1000.0 / cases["bare_getstates_beside_a_fork"]["seconds"], "target": 1.2},
         "binary_dump_peak_rss_vs_table": {"ratio": dump["peak_rss_added_mib"] / table_mib, "target": 1.3},
         "binary_dump_library_peak_rss_vs_table": {"ratio": (dump["peak_rss_added_mib"] - transient) / table_mib,
                                                   "target": 1.3},
@@ -344,11 +371,11 @@ def print_table(size, cases, goals):
     print("\n| target | measured | goal | met |\n|---|---:|---:|---|")
     for name, goal in goals.items():
         if "ratio" in goal:
-            print("| %s | %.2fx | <= %.1fx | %s |" % (name, goal["ratio"], goal["target"],
-                                                   "yes" if goal["ratio"] <= goal["target"] else "no"))
+            met = "yes" if goal["ratio"] <= goal["target"] else "no"
+            print("| %s | %.2fx | <= %.1fx | %s |" % (name, goal["ratio"], goal["target"], met))
         else:
-            print("| %s | %s | >= %s | %s |" % (name, _fmt(goal["value"], 0), _fmt(goal["target"]),
-                                               "yes" if goal["value"] >= goal["target"] else "no"))
+            met = "yes" if goal["value"] >= goal["target"] else "no"
+            print("| %s | %s | >= %s | %s |" % (name, _fmt(goal["value"], 0), _fmt(goal["target"]), met))
     sys.stdout.flush()
 
 

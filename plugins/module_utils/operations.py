@@ -54,8 +54,8 @@ DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormat
 _PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
 _NATIVE_WORD = struct.Struct("=Q")
 _IFNAME_FIELD = struct.Struct("%dx16s%dx" % (OFF_IFNAME, RECORD_SIZE - OFF_IFNAME - 16))
-_IFNAME_AND_CREATOR = struct.Struct("%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16,
-                                                       RECORD_SIZE - OFF_CREATORID - 4))
+_IFNAME_AND_CREATOR = struct.Struct(
+    "%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16, RECORD_SIZE - OFF_CREATORID - 4))
 
 
 class OperationError(Exception):
@@ -232,10 +232,12 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         byte_order = device.abi.byte_order
         if lock == "none" or (lock == "during" and lease_view(lease_file).get("locked_by_lease")):
             return Snapshot(device.get_states(), byte_order, status, lock, None, False, None)
-        buffer = device.states_buffer()
         token = _arm(lease_file, lease, device_path, holder)
+        # The buffer is made after arming: the lease watchdog is a fork of this process, and
+        # pages faulted in before it would be shared with it, then copied on write by the kernel.
         if lock == "during":
             try:
+                buffer = device.states_buffer()
                 started = time.perf_counter()
                 with locked(device):
                     block = device.get_states(buffer)
@@ -244,6 +246,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
                 release_lease(lease_file, token)
             return Snapshot(block, byte_order, status, lock, round(window, 3), True, None)
         try:
+            buffer = device.states_buffer()
             device.set_lock(True)
             locked_at = time.time()
             block = device.get_states(buffer)

@@ -90,9 +90,9 @@ class HostSyscalls:
         fcntl.ioctl(fd, request, arg, True)
 
     def alloc(self, size):
-        # An anonymous mapping: zero pages that become resident only where they are written,
-        # and are unmapped as soon as the last view of them is gone.
-        memory = mmap.mmap(-1, max(size, 1))
+        # A private anonymous mapping: zero pages that become resident only where they are
+        # written, and are unmapped as soon as the last view of them is gone.
+        memory = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
         return ctypes.addressof(ctypes.c_char.from_buffer(memory)), memory
 
 
