@@ -6,10 +6,12 @@
 Writer: reference section 7.3, including pfs's double spaces and its unspaced
 ``scrub flags Fttl Tmod M``.  Reader: everything pfs prints and everything its
 grammar (section 7.4) accepts, layout-free, each state parsed from scratch
-(pfs leaks fields between lines; we do not).  Lines in the printed form go
-through one compiled regular expression; anything else falls back to a
-tokenizer.  ``id`` and ``cid`` are host-order numbers, so both directions take
-the byte order of the host the text belongs to.
+(pfs leaks fields between lines; we do not).  Chunks of lines in the printed
+form go through one compiled regular expression and are then converted column
+by column (a field of every line at once, in C loops), which is what makes a
+million lines take seconds; anything else falls back to a tokenizer.  ``id``
+and ``cid`` are host-order numbers, so both directions take the byte order of
+the host the text belongs to.
 
 Text is handled as Latin-1 so that any byte of an interface name survives.
 """
@@ -269,7 +271,10 @@ _SEQ_RE = re.compile(r"\[([0-9]+):([0-9]+)(?:,([0-9]+))?\]\Z")
 _HOST_RE = re.compile(r"(.*):\[([0-9]{1,6})\]\Z")
 
 # Fast path of the reader: whole chunks of lines in the printed form, matched by
-# one regular expression and then handled column by column (see _fast_records).
+# one regular expression and then handled column by column (see _fast_columns
+# and _fast_records).  Python work per line, not per chunk, is what costs, so
+# the only per-line loops left are in C (re, map, struct); Python touches a
+# line only for the rare fields (scrub values, seqdiff, mss) and 'in' states.
 # Each group is a whole token (the character classes are those of _TOKEN_RE,
 # bounded by single spaces), so the fast path takes the same tokens the
 # tokenizer would; whatever it does not match, or cannot convert, goes to the
