@@ -265,9 +265,11 @@ class PfsTextWriter:
 # as "a/n" and "tp++") and ',' (pfs prints "[LO:HI,DIFF]").  Any other
 # character separates tokens, as flex's default rule makes it do in pfs.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9:\[][A-Za-z0-9\[\]_:%.\-/+,]*")
-_NUMBER_RE = re.compile(r"[0-9]+\Z")
-_GLUED_RE = re.compile(r"([0-9]+)(ttl|mod|mode)\Z")
-_SEQ_RE = re.compile(r"\[([0-9]+):([0-9]+)(?:,([0-9]+))?\]\Z")
+# 20 digits hold any u64; longer numbers are out of range for every field, and
+# refusing them here keeps int() away from Python's digit limit (ValueError).
+_NUMBER_RE = re.compile(r"[0-9]{1,20}\Z")
+_GLUED_RE = re.compile(r"([0-9]{1,20})(ttl|mod|mode)\Z")
+_SEQ_RE = re.compile(r"\[([0-9]{1,20}):([0-9]{1,20})(?:,([0-9]{1,20}))?\]\Z")
 _HOST_RE = re.compile(r"(.*):\[([0-9]{1,6})\]\Z")
 
 # Fast path of the reader: whole chunks of lines in the printed form, matched by
@@ -625,7 +627,7 @@ class _Tokens:
     def number(self, what, maximum):
         token = self.take(what)
         if not _NUMBER_RE.match(token):
-            self.fail("expected a number for %s" % what)
+            self.fail("expected a number of at most 20 digits for %s" % what)
         value = int(token)
         if value > maximum:
             self.fail("%s %d out of range (maximum %d)" % (what, value, maximum))
@@ -735,7 +737,7 @@ def _pack_peer(peer, proto, tokens_fail):
     if state is None:
         # pfs omits the names it has not got: TCP synproxy states, UDP/other >= 3.
         value = PF_TCPS_PROXY_SRC if proto == IPPROTO_TCP else len(OTHER_STATE_NAMES)
-    elif state.isdigit():
+    elif _NUMBER_RE.match(state):
         value = int(state)
         if value > 0xff:
             tokens_fail("peer state %d out of range (maximum 255)" % value)

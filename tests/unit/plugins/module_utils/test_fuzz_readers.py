@@ -82,8 +82,6 @@ def test_inputs_stay_bounded():
                for data in SEEDS[reader])
 
 
-@pytest.mark.xfail(strict=True, reason="pfs_text: a number of more than 4300 digits raises Python's plain ValueError "
-                   "(int max str digits), not TextFormatError (docs/reliability.md, finding R2)")
 def test_pfs_text_number_beyond_python_digit_limit(scratch):
     text = next(data for data in SEEDS[PFS_TEXT] if b" expire " in data)
     check_input(scratch, text.replace(b" expire ", b" expire " + b"9" * 5000, 1), PFS_TEXT)
