@@ -176,7 +176,7 @@ def test_eperm_at_securelevel_2_refuses_flush_only(pfemu_kernel, tmp_path):
 
 
 @pytest.mark.parametrize("kernel_abi, client_abi", [("ilp32-le", abi.LP64_LE), ("lp64-le", abi.ILP32_LE),
-                                                     ("ilp32-be", abi.LP64_BE)])
+                                                    ("ilp32-be", abi.LP64_BE)])
 def test_enodev_word_size_mismatch(pfemu_syscalls, kernel_abi, client_abi):
     kernel = Kernel(abi=kernel_abi, seed=1)
     kernel.fill(3, seed=9)

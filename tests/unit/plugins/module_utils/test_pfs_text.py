@@ -275,7 +275,7 @@ def fast_chunk(text, order="little"):
 @pytest.mark.parametrize("order", ["little", "big"])
 def test_fast_path_takes_every_printed_shape_in_one_chunk(monkeypatch, order):
     # generated (every protocol, NAT/rdr, IPv6, synproxy, mss, seqdiff, scrub) and random records
-    _, text = generated_text(2000, order, seed=12)
+    _block, text = generated_text(2000, order, seed=12)
     text += format_block(random_block(500, order, seed=13), order).encode("latin-1")
     fast = fast_chunk(text, order)
     general_only(monkeypatch)
