@@ -109,7 +109,7 @@ class DevTools:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no reply from chromium")
-            ready, _, _ = select.select([self._from_browser], [], [], remaining)
+            ready = select.select([self._from_browser], [], [], remaining)[0]
             if ready:
                 chunk = os.read(self._from_browser, 1 << 20)
                 if not chunk:
