@@ -28,7 +28,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 UNITS_PYTHONS ?= all
 ANSIBLE_TEST_OPTIONS ?= --color no
 
-TIERS := sanity units integration molecule lint docs-lint changelog-lint package
+TIERS := sanity units integration molecule lint docs-lint docs-check changelog-lint package compat
 
 .PHONY: help test demo bench fuzz docs docs-check compat clean distclean venv pythons copy ansible-test-setup system-packages $(TIERS)
 
@@ -145,6 +145,11 @@ package: copy
 	@mkdir -p $(BUILD)/package-smoke
 	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-playbook -i localhost, -c local tools/package-smoke.yml \
 		-e work_dir=$(BUILD)/package-smoke -e ansible_python_interpreter=$(VENV)/bin/python
+
+# The newest ansible-core on Python 3.13 (or 3.12): unit tests with plain pytest
+# and the end-to-end smoke playbook on a local emulated fleet (tools/compat.sh).
+compat: copy
+	@tools/compat.sh
 
 # --- other entry points -----------------------------------------------------------
 
