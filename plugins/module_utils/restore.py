@@ -358,6 +358,7 @@ class Outcome:
         self.counts = dict((bucket, 0) for bucket in BUCKETS)
         self.rejected_states = []
         self.rejected_by_reason = {}
+        self.appeared = 0           # of already_present: added identically by someone else during the restore
 
     def add(self, bucket, count=1):
         self.counts[bucket] += count
@@ -381,6 +382,7 @@ class Outcome:
         result["total"] = self.total
         result["rejected_states"] = list(self.rejected_states)
         result["rejected_by_reason"] = dict(self.rejected_by_reason)
+        result["appeared_during_restore"] = self.appeared
         result["rejected_states_truncated"] = self.counts["rejected"] > len(self.rejected_states)
         return result
 
@@ -511,9 +513,6 @@ _ADD_ERRORS = {
 }
 _SETTLED_ERRNOS = (errno.ENOMEM,) + tuple(_ADD_ERRORS)
 
-_APPEARED = ("ENOMEM: an identical state (same id, creator and connection) was added to the table by someone else "
-             "during the restore (a pfsync peer, another writer); the state is in the table")
-
 
 class Restorer:
     """Sends a Plan to the kernel chunk by chunk and accounts for every record.
@@ -524,7 +523,8 @@ class Restorer:
     * the table is read back; the kernel's state-insert counter (DIOCGETSTATUS,
       read just before the call) says how many of the chunk's records it took,
       the table says which records it holds: a record held there that this
-      restore did not add was added identically by someone else (already present);
+      restore did not add was added identically by someone else: it is in the
+      table, so it counts as already present (and as appeared_during_restore);
     * the rest of the plan is checked against that table, so that states which
       appeared since the plan cost no further failed calls;
     * the record the kernel stopped at is sent again alone and rejected only if
@@ -604,7 +604,7 @@ class Restorer:
                 break
         self._restore(chunk[:ours])
         for index in chunk[ours:held]:
-            self._reject(index, "already present", _APPEARED)
+            self._appeared(index)
         failing = chunk[held] if ours == held else None
         self._replan(model, failing)
         return held, failing is not None
@@ -616,7 +616,7 @@ class Restorer:
                 continue
             verdict, holder = self._classify(model, index)
             if verdict == ALREADY_PRESENT:
-                self._reject(index, "already present", _APPEARED)
+                self._appeared(index)
             elif verdict != NEW:
                 self._reject_conflict(model, index, verdict, holder)
 
@@ -629,7 +629,7 @@ class Restorer:
         model = self._current_table()
         verdict, holder = self._classify(model, index)
         if verdict == ALREADY_PRESENT:
-            self._reject(index, "already present", _APPEARED)
+            self._appeared(index)
         elif verdict != NEW:
             self._reject_conflict(model, index, verdict, holder)
         else:
@@ -660,6 +660,12 @@ class Restorer:
 
     def _reject(self, index, category, reason):
         self.plan.outcome.reject(index, category, reason)
+        self._settled[index] = 1
+
+    def _appeared(self, index):
+        """An identical copy was added by someone else (pfsync, another writer) after the plan: the state is there."""
+        self.plan.outcome.add("already_present")
+        self.plan.outcome.appeared += 1
         self._settled[index] = 1
 
     def _version(self):

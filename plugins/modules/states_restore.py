@@ -207,7 +207,15 @@ restored:
   returned: success
   type: int
 already_present:
-  description: States already in the table (same id and creator with the same key, or, for states without an id, the same key).
+  description:
+    - States already in the table (same id and creator with the same key, or, for states without an id, the same key).
+    - Includes RV(appeared_during_restore).
+  returned: success
+  type: int
+appeared_during_restore:
+  description:
+    - Of RV(already_present), the states that an identical copy, added by someone else (a pfsync peer, another writer)
+      while the restore ran, beat into the table. They are in the table; this restore did not add them.
   returned: success
   type: int
 rejected:
@@ -234,10 +242,7 @@ rejected_states:
       state: "out on all proto tcp 10.0.0.1:1025 -> 203.0.113.5:443 id 0000000000000002 cid 0badcafe"
 rejected_by_reason:
   description:
-    - Count of rejected states by category (C(conflict), C(already present), C(state limit), C(memory), C(invalid),
-      C(interface)).
-    - C(already present) means an identical state was added by someone else (a pfsync peer, another writer) while the restore
-      ran; the state is in the table, this restore did not add it.
+    - Count of rejected states by category (C(conflict), C(state limit), C(memory), C(invalid), C(interface)).
   returned: success
   type: dict
   sample: {"conflict": 2}

@@ -197,7 +197,7 @@ def test_enomem_that_persists_alone_is_rejected_as_memory(pfemu_kernel, tmp_path
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 100])
 def test_identical_rivals_are_already_present_not_restored(pfemu_kernel, tmp_path, monkeypatch, chunk_size):
-    """Exact copies of records 0, 5 and 11 appear after the plan: listed as rejected 'already present', none lost."""
+    """Exact copies of records 0, 5 and 11 appear after the plan: counted as already present, none lost."""
     records = [make_state(n) for n in range(12)]
     rivals = [0, 5, 11]
     real_plan = restore_mod.plan_restore
@@ -210,9 +210,8 @@ def test_identical_rivals_are_already_present_not_restored(pfemu_kernel, tmp_pat
     monkeypatch.setattr(restore_mod, "plan_restore", plan_then_race)
     report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=chunk_size, fix_mss=False)
     assert_balanced(report, 12)
-    assert (report["restored"], report["rejected"], report["rejected_by_reason"]) == (9, 3, {"already present": 3})
-    assert [item["record"] - 1 for item in report["rejected_states"]] == rivals
-    assert all("identical state" in item["reason"] for item in report["rejected_states"])
+    assert (report["restored"], report["already_present"], report["rejected"]) == (9, 3, 0)
+    assert report["appeared_during_restore"] == 3 and report["rejected_states"] == []
     assert sorted(state["id"] for state in table()) == sorted(CODEC.to_dict(r)["id"] for r in records)
     assert report["table_reads"] == 1       # the first failure's read settles the later rivals too
     assert report["summary_after"] == {("all", "tcp"): 9}      # what this restore added; the rivals are not its doing
@@ -241,8 +240,8 @@ def test_counts_survive_a_foreign_insert_during_the_failed_call(pfemu_kernel, tm
     monkeypatch.setattr(PfDevice, "add_states", add_then_foreign_insert)
     report = restore(write_states(tmp_path / "d.bin", records), tmp_path, chunk_size=6)
     assert_balanced(report, 6)
-    assert (report["restored"], report["rejected"]) == (5, 1)
-    assert report["rejected_states"][0]["record"] == 3
+    assert (report["restored"], report["already_present"], report["rejected"]) == (5, 1, 0)
+    assert report["appeared_during_restore"] == 1
 
 
 def test_full_table_rejects_the_rest_without_more_calls(pfemu_kernel, tmp_path, monkeypatch):
