@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
@@ -420,13 +419,10 @@ def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, 
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    summary = summarize([block], byte_order, brief=True)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
-    # The summary is Python work; hashing, compressing and writing release the GIL: do both at once.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        summary_future = pool.submit(summarize, [block], byte_order, True)
-        stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
-                            check_mode=check_mode, now=now)
-        summary = summary_future.result()
+    stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
+                        check_mode=check_mode, now=now)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
