@@ -17,9 +17,10 @@ unlocks the table when it runs out) and a failing command unlocks at once.
 * 2  usage error
 * 3  restore finished but the kernel refused some states (listed on stderr)
 
-The reboot role installs this module with the rest of module_utils and a
-three-line launcher as ``pfstate``; the rc.d script of the same role calls
-``pfstate restore`` at boot and ``pfstate dump --lock hold`` at shutdown.
+The reboot role installs this module with the rest of module_utils as one zip
+(imported from directly, stdlib only) and a short launcher as ``pfstate``; the
+rc.d script of the same role calls ``pfstate restore`` at boot and
+``pfstate dump --lock hold`` at shutdown.
 """
 
 from __future__ import absolute_import, division, print_function

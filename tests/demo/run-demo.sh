@@ -55,22 +55,24 @@ python -m tests.pfemu fleet up "$hosts" --flavour local --states "$states" --dir
 inventory=$fleet/inventory/hosts.yml
 
 # One line per host: state count and boot time (the emulator's clock); with "check", also
-# whether the boot time moved since the first call (the host really rebooted).
+# whether the boot time moved since the first call (the host really rebooted). One status call
+# for the whole fleet.
 declare -A first_boot
 table_sizes() {
-    local host line boot
-    for host in $(seq 1 "$hosts"); do
-        line=$(python -m tests.pfemu ctl --dir "$fleet" "fw$host" status \
-            | python -c 'import json, sys; s = json.load(sys.stdin); print(s["states"], repr(s["boot_time"]))')
-        boot=${line#* }
+    local listing host count boot
+    listing=$(python -m tests.pfemu fleet status --dir "$fleet" | python -c 'import json, sys
+for host in json.load(sys.stdin)["hosts"]:
+    print(host["name"], host["states"], repr(host["boot_time"]))')
+    [ "$(wc -l <<<"$listing")" -eq "$hosts" ] || fail "fleet status lists $(wc -l <<<"$listing") hosts, not $hosts"
+    while read -r host count boot; do
         if [ "${1:-}" = check ]; then
-            [ "$boot" != "${first_boot[$host]}" ] || fail "fw$host did not reboot"
-            printf '    fw%s: %5d states, rebooted\n' "$host" "${line%% *}"
+            [ "$boot" != "${first_boot[$host]}" ] || fail "$host did not reboot"
+            printf '    %s: %5d states, rebooted\n' "$host" "$count"
         else
             first_boot[$host]=$boot
-            printf '    fw%s: %5d states\n' "$host" "${line%% *}"
+            printf '    %s: %5d states\n' "$host" "$count"
         fi
-    done
+    done <<<"$listing"
 }
 table_sizes
 

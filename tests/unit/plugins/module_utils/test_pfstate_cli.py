@@ -4,7 +4,10 @@ import errno
 import json
 import os
 import re
+import shutil
+import subprocess
 import sys
+import zipfile
 
 import pytest
 
@@ -176,3 +179,50 @@ def test_usage_and_missing_files(pfemu_kernel, tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     assert run("dump", tmp_path / "no-such-dir" / "d") == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# --- installed by the reboot role: module_utils as one zip --------------------------------
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(pfstate_cli.__file__))))
+BUNDLER = os.path.join(COLLECTION_ROOT, "roles", "reboot", "files", "bundle_module_utils.py")
+
+
+def bundle_module_utils():
+    module_utils = os.path.dirname(os.path.abspath(pfstate_cli.__file__))
+    output = subprocess.check_output([sys.executable, BUNDLER, module_utils])
+    return output.decode().strip()
+
+
+def test_the_reboot_role_bundle_holds_the_sources_only_and_is_reproducible():
+    first, second = bundle_module_utils(), bundle_module_utils()
+    try:
+        with open(first, "rb") as one, open(second, "rb") as other:
+            assert one.read() == other.read()
+        with zipfile.ZipFile(first) as bundle:
+            names = bundle.namelist()
+        package = "ansible_collections/netbsd/pf/plugins/module_utils/"
+        assert package + "pfstate_cli.py" in names and package + "__init__.py" in names
+        assert all(name.endswith((".py", "/")) and "__pycache__" not in name for name in names)
+        # zipimport finds the namespace packages above module_utils only through directory entries
+        assert {"ansible_collections/", "ansible_collections/netbsd/pf/plugins/", package} <= set(names)
+    finally:
+        for path in (first, second):
+            shutil.rmtree(os.path.dirname(path))
+
+
+def test_pfstate_runs_from_the_bundle_alone(tmp_path):
+    """What the reboot role's launcher does, in an isolated interpreter that sees nothing else of the collection."""
+    bundle = bundle_module_utils()
+    try:
+        launcher = (
+            "import sys; sys.path.insert(0, sys.argv[1]);"
+            "from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli;"
+            "print(pfstate_cli.__file__); sys.exit(pfstate_cli.main(['--help']))")
+        result = subprocess.run([sys.executable, "-I", "-c", launcher, bundle], cwd=str(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        output = result.stdout.decode()
+        assert result.returncode == 0, result.stderr.decode()
+        assert output.startswith(os.path.join(bundle, "ansible_collections", "netbsd", "pf", "plugins", "module_utils", "pfstate_cli.py"))
+        assert "usage: pfstate" in output
+    finally:
+        shutil.rmtree(os.path.dirname(bundle))
