@@ -23,9 +23,12 @@ PYTHONS_DIR := $(ROOT)/tools/bin
 export PATH := $(PYTHONS_DIR):$(VENV)/bin:$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# ansible-test units on these Pythons ("all": every one in tools/bin), e.g.
-# `make units UNITS_PYTHONS="3.8 3.11"`.
+# ansible-test units (tools/run-units.sh): the tests of target-side code
+# (modules, module_utils) on UNITS_PYTHONS ("all": every Python in tools/bin),
+# the controller tests on UNITS_CONTROLLER_PYTHON, that of .venv; e.g.
+# `make units UNITS_PYTHONS="3.8 3.13"`.
 UNITS_PYTHONS ?= all
+UNITS_CONTROLLER_PYTHON ?= 3.11
 ANSIBLE_TEST_OPTIONS ?= --color no
 
 TIERS := sanity units integration molecule lint docs-lint docs-check changelog-lint package compat
@@ -76,17 +79,11 @@ sanity: ansible-test-setup
 		|| echo "shellcheck not installed: ansible-test will skip its shellcheck test"
 	cd $(COPY) && ansible-test sanity --venv $(ANSIBLE_TEST_OPTIONS)
 
-# ansible-test says "All targets skipped" when tests/unit/ holds no test yet.
 units: ansible-test-setup
 	@if [ ! -d tests/unit ]; then echo "SKIP units: no tests/unit/ yet"; exit 0; fi; \
-	if [ "$(UNITS_PYTHONS)" = all ]; then python_options=(""); \
-	else python_options=(); for version in $(UNITS_PYTHONS); do python_options+=("--python $$version"); done; fi; \
-	: > $(BUILD)/units-run.log; \
-	for python_option in "$${python_options[@]}"; do \
-		(cd $(COPY) && ansible-test units --venv $$python_option $(ANSIBLE_TEST_OPTIONS)) 2>&1 \
-			| tee -a $(BUILD)/units-run.log; \
-	done; \
-	if grep -q "All targets skipped" $(BUILD)/units-run.log; then echo "SKIP units: no unit tests in tests/unit/ yet"; fi
+	versions="$(UNITS_PYTHONS)"; \
+	if [ "$$versions" = all ]; then versions=$$(cd $(PYTHONS_DIR) && ls python3.* | sed 's/^python//' | sort -V); fi; \
+	ANSIBLE_TEST_OPTIONS="$(ANSIBLE_TEST_OPTIONS)" tools/run-units.sh $(COPY) $(UNITS_CONTROLLER_PYTHON) $$versions
 
 # The scripts build an emulated fleet (network namespaces, sshd): root only.
 integration: copy
