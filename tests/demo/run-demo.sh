@@ -46,7 +46,10 @@ export ANSIBLE_COLLECTIONS_PATH
 export ANSIBLE_NOCOLOR=1 ANSIBLE_LOCALHOST_WARNING=0 ANSIBLE_INVENTORY_UNPARSED_WARNING=0 ANSIBLE_PIPELINING=1
 export ANSIBLE_LOG_PATH=$work/ansible.log
 
-rm -rf "$work/captures" "$work/ansible.log"
+# Every run starts from fresh hosts: files a previous run left on them (the lease file of the
+# reboot's hold lock, which stays in force for reboot_lease seconds) would change what it shows.
+python -m tests.pfemu fleet down --dir "$fleet" >/dev/null 2>&1 || true
+rm -rf "$work/captures" "$work/ansible.log" "$fleet"
 mkdir -p "$work"
 trap teardown EXIT
 
