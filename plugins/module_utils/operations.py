@@ -42,7 +42,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     record_count, state_to_dict, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
-    StateFilter, TransformError, TransformStats, transform_blocks,
+    TransformStats, state_filter_from, transform_blocks,
 )
 
 LOCK_MODES = ("none", "during", "hold")
@@ -151,19 +151,9 @@ def _u32(raw, fmt):
     return struct.unpack(fmt, raw)[0]
 
 
-def _state_filter(transforms):
-    filters = (transforms or {}).get("filters")
-    if not filters:
-        return None
-    try:
-        return StateFilter(**filters)
-    except TransformError as exc:
-        raise OperationError("filters: %s" % exc)
-
-
 def apply_transforms(blocks, byte_order, transforms, stats):
     """Blocks after the filters and renames of ``transforms`` (argspec.transforms_from_params)."""
-    return transform_blocks(blocks, byte_order, state_filter=_state_filter(transforms),
+    return transform_blocks(blocks, byte_order, state_filter=state_filter_from(transforms, OperationError),
                             rename=(transforms or {}).get("rename"), stats=stats)
 
 

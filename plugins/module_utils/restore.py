@@ -44,7 +44,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, P
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter, TransformError, rename_interfaces
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
 
 DEFAULT_CHUNK_SIZE = 1000
 REJECTED_LIST_LIMIT = 100
@@ -828,16 +828,6 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
     return LoadedDump(path, dump_format, dump_order, block, captured, mtime, trailing)
 
 
-def _state_filter(transforms):
-    filters = (transforms or {}).get("filters")
-    if not filters:
-        return None
-    try:
-        return StateFilter(**filters)
-    except TransformError as exc:
-        raise RestoreError("filters: %s" % exc)
-
-
 @contextmanager
 def _no_context():
     yield
@@ -937,7 +927,7 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     if age == "auto" and age_source == "file mtime":
         report["warnings"].append("ageing by the modification time of %s (no capture time in the file, no captured_at): "
                                   "if the file was copied without keeping its mtime, states were aged too little" % path)
-    state_filter = _state_filter(transforms)
+    state_filter = state_filter_from(transforms, RestoreError)
     rename = (transforms or {}).get("rename")
     block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
     report.update({

@@ -111,6 +111,20 @@ class StateFilter:
         return False
 
 
+def state_filter_from(transforms, error=TransformError):
+    """The StateFilter for the ``filters`` of ``transforms`` (argspec.transforms_from_params), None without filters.
+
+    Bad criteria raise ``error`` (the caller's own exception class) with a message starting "filters: ".
+    """
+    filters = (transforms or {}).get("filters")
+    if not filters:
+        return None
+    try:
+        return StateFilter(**filters)
+    except TransformError as exc:
+        raise error("filters: %s" % exc)
+
+
 def _select(block, keep):
     if all(keep):
         return block
