@@ -210,7 +210,7 @@ def lease_view(lease_file, now=None):
     view["remaining_seconds"] = max(0.0, round(deadline - now, 3))
     if deadline > now:
         view["locked_by_lease"] = True
-    elif _process_alive(lease.get("watchdog_pid")):
+    elif process_alive(lease.get("watchdog_pid")):
         view["locked_by_lease"] = True
         view["message"] = "deadline passed; the watchdog is unlocking the table"
     else:
@@ -219,7 +219,8 @@ def lease_view(lease_file, now=None):
     return view
 
 
-def _process_alive(pid):
+def process_alive(pid):
+    """Whether process ``pid`` exists (a watchdog recorded in a lease); False for no pid."""
     if not pid:
         return False
     try:

@@ -39,7 +39,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
@@ -842,16 +842,6 @@ def _seconds_since_boot():
     return time.monotonic()
 
 
-def _watchdog_running(pid):
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM
-    return True
-
-
 def lease_predates_boot(lease, now=None):
     """Whether a held lease was recorded before the host last booted, with no watchdog of it running.
 
@@ -863,7 +853,7 @@ def lease_predates_boot(lease, now=None):
     if not isinstance(locked_at, (int, float)):
         return False
     booted_at = now - _seconds_since_boot()
-    return locked_at < booted_at - STALE_LEASE_MARGIN and not _watchdog_running(lease.get("watchdog_pid"))
+    return locked_at < booted_at - STALE_LEASE_MARGIN and not process_alive(lease.get("watchdog_pid"))
 
 
 @contextmanager
