@@ -34,7 +34,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     PROTOCOL_NAMES, PROTOCOL_NUMBERS, RECORD_SIZE, peer_state_names, protocol_name, protocol_number,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    StateCodec, inet_ntop, inet_pton, prefix_for, record_count,
+    StateCodec, inet_ntop, inet_pton, ordered_struct, prefix_for, record_count,
 )
 
 ENCODING = "latin-1"
@@ -201,7 +201,7 @@ def format_block(block, byte_order):
     for (state_id, ifname, lan, lan_port, gwy, gwy_port, ext, ext_port,
          f1, t1, s1, m1, lo1, hi1, d1, w1, ms1, st1, ws1,
          f2, t2, s2, m2, lo2, hi2, d2, w2, ms2, st2, ws2,
-         expire, creatorid, af, proto, direction, timeout) in _text_struct(byte_order).iter_unpack(block):
+         expire, creatorid, af, proto, direction, timeout) in ordered_struct(byte_order, _TEXT_FIELDS).iter_unpack(block):
         names = _ADDRESS_TEXT.get(af, _UNKNOWN_AF_TEXT)
         if gwy != lan or gwy_port != lan_port:
             using = " using " + names[gwy] + _PORT_TEXT_BY_RAW[gwy_port]
@@ -234,16 +234,6 @@ def format_block(block, byte_order):
             append(_LINE % ("in", _IFNAME_TEXT[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
                             names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, dst, src))
     return "".join(lines)
-
-
-_TEXT_STRUCTS = {}
-
-
-def _text_struct(byte_order):
-    layout = _TEXT_STRUCTS.get(byte_order)
-    if layout is None:
-        layout = _TEXT_STRUCTS[byte_order] = struct.Struct(prefix_for(byte_order) + _TEXT_FIELDS)
-    return layout
 
 
 class PfsTextWriter:

@@ -89,6 +89,17 @@ def prefix_for(byte_order):
     raise ValueError("byte order must be 'little' or 'big', not %r" % (byte_order,))
 
 
+_ORDERED_STRUCTS = {}
+
+
+def ordered_struct(byte_order, fields):
+    """struct.Struct of ``fields`` in ``byte_order``, built once and shared by every caller asking for the same pair."""
+    layout = _ORDERED_STRUCTS.get((byte_order, fields))
+    if layout is None:
+        layout = _ORDERED_STRUCTS[byte_order, fields] = struct.Struct(prefix_for(byte_order) + fields)
+    return layout
+
+
 def other_byte_order(byte_order):
     prefix_for(byte_order)
     return "big" if byte_order == "little" else "little"

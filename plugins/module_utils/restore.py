@@ -42,7 +42,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
 
@@ -57,6 +57,10 @@ _MSS_OFFSETS = (118, 150)
 
 # One pass over a record for everything the planner needs (byte order added per codec).
 _VIEW_FORMAT = "8s16s16s2s6x16s2s6x16s2s6x96xI32x4sBBB2xB2x"
+
+
+def _view_struct(byte_order):
+    return ordered_struct(byte_order, _VIEW_FORMAT)
 
 
 class RestoreError(Exception):
@@ -113,7 +117,7 @@ class StateView:
 
 def state_views(block, byte_order, first_index=0):
     """A StateView for every record of a block."""
-    view_struct = struct.Struct(prefix_for(byte_order) + _VIEW_FORMAT)
+    view_struct = _view_struct(byte_order)
     return [StateView(first_index + n, fields) for n, fields in enumerate(view_struct.iter_unpack(block))]
 
 
@@ -127,7 +131,7 @@ def verify_records(block, byte_order, limit=10):
     """
     problems = []
     count = 0
-    for view_index, fields in enumerate(struct.Struct(prefix_for(byte_order) + _VIEW_FORMAT).iter_unpack(block)):
+    for view_index, fields in enumerate(_view_struct(byte_order).iter_unpack(block)):
         raw_ifname, af, timeout = fields[1], fields[10], fields[13]
         reasons = []
         if af not in (AF_INET, AF_INET6):
@@ -208,15 +212,6 @@ ALREADY_PRESENT = "already_present"
 SAME_ID = "same id"
 SAME_CONNECTION = "same connection"
 SAME_TRANSLATION = "same translation"
-
-_STRUCTS = {}
-
-
-def _view_struct(byte_order):
-    parser = _STRUCTS.get(byte_order)
-    if parser is None:
-        parser = _STRUCTS[byte_order] = struct.Struct(prefix_for(byte_order) + _VIEW_FORMAT)
-    return parser
 
 
 def _name(raw_ifname):
