@@ -37,6 +37,20 @@ LOCK_LEASE_ARGSPEC = dict(
 )
 
 
+def creation_mode(mode):
+    """The numeric mode a dump is created with, so it is never readable beyond ``mode``, not even briefly.
+
+    ``mode`` is the module's raw ``mode`` option; a symbolic mode creates the file
+    0600 and is applied by set_fs_attributes_if_different afterwards.
+    """
+    if isinstance(mode, int):
+        return mode
+    try:
+        return int(str(mode), 8)
+    except ValueError:
+        return 0o600
+
+
 class TransformOptionError(ValueError):
     """A filters/rename option that passed the argspec but makes no sense (the message says why)."""
 

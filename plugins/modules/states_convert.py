@@ -180,20 +180,11 @@ sha256:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, convert_dump, inspect_dump,
 )
-
-
-def _mode_bits(mode):
-    if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        return 0o600     # symbolic modes are applied by set_fs_attributes_if_different afterwards
 
 
 def main():
@@ -218,7 +209,7 @@ def main():
         result = convert_dump(
             params["src"], params["dest"], params["format"], src_format=params["src_format"],
             text_byte_order=params["src_byte_order"], byte_order=params["byte_order"], compress=params["compress"],
-            transforms=transforms, mode=_mode_bits(params["mode"]), check_mode=module.check_mode)
+            transforms=transforms, mode=creation_mode(params["mode"]), check_mode=module.check_mode)
     except (TransformOptionError, OperationError) as exc:
         module.fail_json(msg=str(exc))
     except DUMP_ERRORS as exc:

@@ -259,7 +259,7 @@ fetched:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
@@ -286,17 +286,6 @@ def argument_spec():
     return spec
 
 
-def _mode_bits(module):
-    """The numeric mode for the temp file, so the dump is never readable beyond `mode`, not even briefly."""
-    mode = module.params["mode"]
-    if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        return 0o600     # symbolic modes are applied by set_fs_attributes_if_different afterwards
-
-
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -314,7 +303,7 @@ def main():
         transforms = transforms_from_params(params)
         result = dump_states(
             params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
-            lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=_mode_bits(module),
+            lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
             check_mode=module.check_mode, device_path=DEVICE, run_after=params["run_after"])
     except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
         module.fail_json(msg=str(exc))
