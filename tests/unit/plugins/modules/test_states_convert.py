@@ -3,22 +3,18 @@
 import json
 import os
 import struct
+from functools import partial
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import dump_states
 from ansible_collections.netbsd.pf.plugins.module_utils.records import swap_records
 from ansible_collections.netbsd.pf.plugins.modules import states_convert
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, check_mode=False, **args):
-    args["_ansible_check_mode"] = check_mode
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_convert.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_convert.main)
 
 
 def read(path):

@@ -4,24 +4,19 @@ import errno
 import json
 import os
 import time
+from functools import partial
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.netbsd.pf.plugins.module_utils import formats
 from ansible_collections.netbsd.pf.plugins.module_utils import operations as states_dump_operations
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease, release_lease
 from ansible_collections.netbsd.pf.plugins.modules import states_dump
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, tmp_path, check_mode=False, **args):
-    args.setdefault("lease_file", str(tmp_path / "lease"))
-    args["_ansible_check_mode"] = check_mode
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_dump.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_dump.main)
 
 
 @pytest.fixture

@@ -1,22 +1,14 @@
 """netbsd.pf.states_flush through its main(), against the in-process pf emulator."""
 
-import json
-
-import pytest
-from ansible.module_utils.testing import patch_module_args
+from functools import partial
 
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.modules import states_flush
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_restore import make_state, table
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, check_mode=False, diff=False, **args):
-    args["_ansible_check_mode"] = check_mode
-    args["_ansible_diff"] = diff
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_flush.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_flush.main)
 
 
 def fill(count):

@@ -1,19 +1,14 @@
 """netbsd.pf.states_info through its main(), against the in-process pf emulator."""
 
-import json
+from functools import partial
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.netbsd.pf.plugins.modules import states_info
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, tmp_path, **args):
-    args.setdefault("lease_file", str(tmp_path / "lease"))
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_info.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_info.main)
 
 
 @pytest.fixture

@@ -1,21 +1,14 @@
 """netbsd.pf.states_lock through its main(), against the in-process pf emulator."""
 
 import json
-
-import pytest
-from ansible.module_utils.testing import patch_module_args
+from functools import partial
 
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease
 from ansible_collections.netbsd.pf.plugins.modules import states_lock
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, tmp_path, check_mode=False, **args):
-    args.setdefault("lease_file", str(tmp_path / "lease"))
-    args["_ansible_check_mode"] = check_mode
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_lock.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_lock.main)
 
 
 def test_lock_then_unlock(pfemu_kernel, tmp_path, capsys):

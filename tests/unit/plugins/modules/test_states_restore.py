@@ -1,24 +1,18 @@
 """netbsd.pf.states_restore through its main(), against the in-process pf emulator."""
 
 import json
+from functools import partial
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.netbsd.pf.plugins.modules import states_restore
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_restore import (
     add_directly, make_state, table, write_states,
 )
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 
-def run(capsys, tmp_path, check_mode=False, diff=False, **args):
-    args.setdefault("lease_file", str(tmp_path / "lease"))
-    args["_ansible_check_mode"] = check_mode
-    args["_ansible_diff"] = diff
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            states_restore.main()
-    return json.loads(capsys.readouterr().out)
+run = partial(run_module, states_restore.main)
 
 
 def test_restore_then_again_unchanged(pfemu_kernel, tmp_path, capsys):
