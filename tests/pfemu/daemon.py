@@ -11,8 +11,10 @@ host's ``run/`` directory.  A connection is either
 * one control command (JSON), from the fleet CLI or the host's ``bin/reboot``.
 
 Like NetBSD's purge thread it expires states about once a second, and it
-emulates a reboot: kernel reset, the host's ``etc/rc.d`` scripts, and only then
-a new ``kern.boottime``.
+emulates a reboot: kernel reset, ``var/run`` emptied (like rc.d/cleanvar), the
+host's ``etc/rc.d`` scripts, and only then a new ``kern.boottime``.  The host's
+``run/`` directory (this daemon's socket, pid and logs) is not its /var/run and
+is left alone.
 """
 
 import argparse
@@ -135,6 +137,7 @@ class EmulatedHost(object):
     def __init__(self, host_dir, kernel, netns=None):
         self.host_dir = os.path.abspath(host_dir)
         self.run_dir = os.path.join(self.host_dir, "run")
+        self.var_run_dir = os.path.join(self.host_dir, "var", "run")
         self.rc_dir = os.path.join(self.host_dir, "etc", "rc.d")
         self.kernel = kernel
         self.netns = netns
@@ -225,6 +228,7 @@ class EmulatedHost(object):
             self.kernel.reboot()
             self.table_touched = True
         self._kill_session_holders()
+        self.clean_var_run()
         self.run_rc_scripts()
         self.publish_boot_time()
         self._set_link("up")
@@ -245,6 +249,17 @@ class EmulatedHost(object):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+    def clean_var_run(self):
+        """Remove everything but directories under var/run, as NetBSD's rc.d/cleanvar does at boot."""
+        for directory, subdirectories, files in os.walk(self.var_run_dir):
+            # os.walk lists a symlink to a directory with the directories; find ! -type d does not.
+            links = [name for name in subdirectories if os.path.islink(os.path.join(directory, name))]
+            for name in files + links:
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except FileNotFoundError:
+                    pass
 
     def run_rc_scripts(self):
         """Run every executable in etc/rc.d with ``start``, in sorted order, like rc(8)."""

@@ -9,6 +9,7 @@ directory per emulated host plus an Ansible inventory::
     <fleet>/hosts/<name>/venv/           the host's Python, with the /dev/pf shim
     <fleet>/hosts/<name>/run/            daemon socket, pid files, boottime, logs
     <fleet>/hosts/<name>/var/db/pfstate/ dump directory
+    <fleet>/hosts/<name>/var/run/        lock lease; emptied at every emulated boot
     <fleet>/hosts/<name>/etc/rc.d/       rc scripts, run at every emulated boot
     <fleet>/hosts/<name>/bin/            reboot, sysctl (kern.boottime)
     <fleet>/hosts/<name>/tmp/            remote_tmp and async dir
@@ -179,7 +180,7 @@ class Fleet(object):
 
     def _make_host(self, host):
         base = host["dir"]
-        for sub in ("run", "var/db/pfstate", "etc/rc.d", "bin", "tmp/ansible", "tmp/async"):
+        for sub in ("run", "var/db/pfstate", "var/run", "etc/rc.d", "bin", "tmp/ansible", "tmp/async"):
             os.makedirs(os.path.join(base, sub), exist_ok=True)
         venv = os.path.join(base, "venv")
         subprocess.run([host["python"], "-m", "venv", "--without-pip", venv], check=True,
@@ -282,6 +283,9 @@ class Fleet(object):
             "ansible_remote_tmp": os.path.join(base, "tmp", "ansible"),
             "ansible_async_dir": os.path.join(base, "tmp", "async"),
             "netbsd_pf_state_dir": os.path.join(base, "var", "db", "pfstate"),
+            # Where the modules' default (/var/run/netbsd_pf_lock.lease) is on NetBSD:
+            # a lease taken before a reboot is gone after it.
+            "netbsd_pf_lease_file": os.path.join(base, "var", "run", "netbsd_pf_lock.lease"),
             "netbsd_pf_rc_dir": os.path.join(base, "etc", "rc.d"),
             "netbsd_pf_bin_dir": os.path.join(base, "bin"),
             "netbsd_pf_reboot_command": os.path.join(base, "bin", "reboot"),
