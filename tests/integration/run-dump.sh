@@ -7,29 +7,17 @@
 # Environment: PFEMU_STATES (default 3000) states per host; VENV (default .venv).
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-venv=${VENV:-$repo/.venv}
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 states=${PFEMU_STATES:-3000}
 work=$repo/tests/output/dump
 fleet_dir=$work/fleet
 
-collections=${1:-${ANSIBLE_COLLECTIONS_PATH:-}}
-if [ -z "$collections" ]; then
-    if [ -d "$repo/build/ansible_collections/netbsd/pf" ]; then
-        collections=$repo/build
-    elif [ "$(basename "$(dirname "$(dirname "$repo")")")" = ansible_collections ]; then
-        collections=$(dirname "$(dirname "$(dirname "$repo")")")
-    else
-        echo "run-dump: give a directory holding ansible_collections/netbsd/pf (argument or ANSIBLE_COLLECTIONS_PATH)" >&2
-        exit 2
-    fi
-fi
+collections=$(collections_path run-dump "${1:-}")
 
-pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
-
-trap 'pfemu fleet down --dir "$fleet_dir"' EXIT
 rm -rf "$work/captures"
-pfemu fleet up 2 --flavour local --states "$states" --seed 7 --dir "$fleet_dir"
+fleet_up "$fleet_dir" 2 --flavour local --states "$states" --seed 7
 
 cat > "$work/pfemu-ctl" <<CTL
 #!/bin/sh
@@ -37,9 +25,7 @@ cd "$repo" && exec "$venv/bin/python" -m tests.pfemu ctl --dir "$fleet_dir" "\$@
 CTL
 chmod 0755 "$work/pfemu-ctl"
 
-ANSIBLE_COLLECTIONS_PATH=$collections \
-ANSIBLE_NOCOLOR=1 \
-    "$venv/bin/ansible-playbook" -i "$fleet_dir/inventory/hosts.yml" \
+fleet_playbook "$fleet_dir" \
     -e "fetch_root=$work/captures" -e "controller_python=$venv/bin/python" -e "pfemu_ctl=$work/pfemu-ctl" \
     "$repo/tests/integration/dump/dump.yml"
 

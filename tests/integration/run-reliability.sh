@@ -7,18 +7,13 @@
 #   tests/integration/run-reliability.sh [COLLECTIONS_PATH]
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-venv=${VENV:-$repo/.venv}
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 fleet_dir=$repo/tests/output/pfemu-reliability
 lease=4
-collections=${1:-${ANSIBLE_COLLECTIONS_PATH:-}}
-if [ -z "$collections" ]; then
-    collections=$repo/build
-    [ -d "$collections/ansible_collections/netbsd/pf" ] || collections=$(cd "$repo/../.." && pwd)
-fi
-[ -d "$collections/ansible_collections/netbsd/pf" ] || { echo "run-reliability: no netbsd.pf under $collections" >&2; exit 2; }
+collections=$(collections_path run-reliability "${1:-}")
 
-pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
 locked() { pfemu ctl --dir "$fleet_dir" fw1 status | "$venv/bin/python" -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["lock"] else 1)'; }
 wait_for() {    # wait_for locked|unlocked SECONDS
     local deadline=$((SECONDS + $2))

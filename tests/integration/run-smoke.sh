@@ -14,40 +14,22 @@
 # PFEMU_STATES (default 200) states per host; VENV (default .venv).
 set -euo pipefail
 
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-venv=${VENV:-$repo/.venv}
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 flavour=${PFEMU_FLAVOUR:-ssh}
 states=${PFEMU_STATES:-200}
 fleet_dir=$repo/tests/output/pfemu-smoke
 
-collections=${1:-${ANSIBLE_COLLECTIONS_PATH:-}}
-if [ -z "$collections" ]; then
-    if [ -d "$repo/build/ansible_collections/netbsd/pf" ]; then
-        collections=$repo/build
-    elif [ "$(basename "$(dirname "$(dirname "$repo")")")" = ansible_collections ]; then
-        collections=$(dirname "$(dirname "$(dirname "$repo")")")
-    else
-        echo "run-smoke: give a directory holding ansible_collections/netbsd/pf (argument or ANSIBLE_COLLECTIONS_PATH)" >&2
-        exit 2
-    fi
-fi
-if [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
-    echo "run-smoke: no ansible_collections/netbsd/pf in $collections" >&2
-    exit 2
-fi
-
-pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
+collections=$(collections_path run-smoke "${1:-}")
 
 # The shim <-> daemon transport on the oldest and newest host Pythons (local fleet, seconds).
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/integration/test_pfemu_transport.py"
 
-trap 'pfemu fleet down --dir "$fleet_dir"' EXIT
 if [ "$flavour" = ssh ]; then
-    pfemu fleet up 3 --flavour ssh --paramiko-hosts 1 --states "$states" --seed 1 --dir "$fleet_dir"
+    fleet_up "$fleet_dir" 3 --flavour ssh --paramiko-hosts 1 --states "$states" --seed 1
 else
-    pfemu fleet up 3 --flavour local --states "$states" --seed 1 --dir "$fleet_dir"
+    fleet_up "$fleet_dir" 3 --flavour local --states "$states" --seed 1
 fi
 
-ANSIBLE_COLLECTIONS_PATH=$collections \
-ANSIBLE_NOCOLOR=1 \
-    "$venv/bin/ansible-playbook" -i "$fleet_dir/inventory/hosts.yml" "$repo/tests/integration/smoke.yml"
+fleet_playbook "$fleet_dir" "$repo/tests/integration/smoke.yml"

@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# Shared by the tests/integration/run-*.sh scripts; source it after `set -euo pipefail`.
+# Sets repo (the collection's root) and venv ($VENV, default .venv) and defines the helpers below.
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+venv=${VENV:-$repo/.venv}
+
+# pfemu ARGS...: the emulator's command line (python -m tests.pfemu), run from the repo root.
+pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
+
+# collections_path SCRIPT [COLLECTIONS_PATH]: print the directory holding ansible_collections/netbsd/pf:
+# COLLECTIONS_PATH, else $ANSIBLE_COLLECTIONS_PATH, else build/ (the Makefile's copy) if there,
+# else the collections tree this checkout sits in.  Exits 2 naming SCRIPT when there is none.
+collections_path() {
+    local script=$1 collections=${2:-${ANSIBLE_COLLECTIONS_PATH:-}}
+    if [ -z "$collections" ]; then
+        if [ -d "$repo/build/ansible_collections/netbsd/pf" ]; then
+            collections=$repo/build
+        elif [ "$(basename "$(dirname "$(dirname "$repo")")")" = ansible_collections ]; then
+            collections=$(dirname "$(dirname "$(dirname "$repo")")")
+        else
+            echo "$script: give a directory holding ansible_collections/netbsd/pf (argument or ANSIBLE_COLLECTIONS_PATH)" >&2
+            exit 2
+        fi
+    fi
+    if [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
+        echo "$script: no ansible_collections/netbsd/pf in $collections" >&2
+        exit 2
+    fi
+    echo "$collections"
+}
+
+# fleet_up DIR ARGS...: `pfemu fleet up ARGS...` in DIR, torn down when the script exits, also after a failure.
+fleet_up() {
+    local dir=$1
+    shift
+    # shellcheck disable=SC2064  # DIR is fixed now, on purpose
+    trap "pfemu fleet down --dir $(printf %q "$dir")" EXIT
+    pfemu fleet up "$@" --dir "$dir"
+}
+
+# fleet_playbook DIR ARGS...: ansible-playbook ARGS... against the fleet in DIR, with the collection
+# found by collections_path (in $collections).
+fleet_playbook() {
+    local dir=$1
+    shift
+    ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_NOCOLOR=1 "$venv/bin/ansible-playbook" -i "$dir/inventory/hosts.yml" "$@"
+}
