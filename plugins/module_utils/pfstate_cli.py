@@ -156,7 +156,7 @@ def cmd_show(args):
     else:
         byte_order = Abi.host().byte_order
         with PfDevice(args.device) as device:
-            block = bytes(device.get_states())
+            block = device.get_states()     # a view of the reply buffer: no copy of the table
             status = device.get_status()
             info = {"device": args.device, "byte_order": byte_order, "states": record_count(block),
                     "running": status["running"], "state_limit": device.get_limit(),
