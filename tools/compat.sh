@@ -20,7 +20,6 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/.venv-compat
-stamp=$venv/.requirements-compat.stamp
 copy_parent=$root/build
 copy=$copy_parent/ansible_collections/netbsd/pf
 
@@ -35,19 +34,7 @@ if [ -z "$python" ]; then
     exit 0
 fi
 
-if [ ! -f "$stamp" ] || [ "$root/requirements-compat.txt" -nt "$stamp" ] \
-    || [ "$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" != "$version" ]; then
-    echo "Creating $venv with $python (requirements-compat.txt)"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    mkdir -p "$root/build"
-    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-            -r "$root/requirements-compat.txt" > "$root/build/compat-pip.log" 2>&1; then
-        tail -n 20 "$root/build/compat-pip.log" >&2
-        exit 1
-    fi
-    touch "$stamp"
-fi
+"$root/tools/ensure-venv.sh" "$venv" "$python" "$root/requirements-compat.txt"
 "$venv/bin/python" -c 'import sys, ansible.release
 print("ansible-core %s on Python %s" % (ansible.release.__version__, sys.version.split()[0]))'
 

@@ -16,27 +16,15 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=$root/.venv-docs
-stamp=$venv/.requirements-docs.stamp
 work=$root/build/docs
 sphinx_dir=$work/sphinx
 site=$work/html
 docsite_prefix=ansible_collections.netbsd.pf.docsite
 
 # --- tools ------------------------------------------------------------------------
-if [ ! -f "$stamp" ] || [ "$root/requirements-docs.txt" -nt "$stamp" ]; then
-    python=$root/tools/bin/python3.11
-    [ -x "$python" ] || python=python3.11
-    echo "Creating $venv with $python (requirements-docs.txt)"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    mkdir -p "$work"
-    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-            -r "$root/requirements-docs.txt" > "$work/pip.log" 2>&1; then
-        tail -n 20 "$work/pip.log" >&2
-        exit 1
-    fi
-    touch "$stamp"
-fi
+python=$root/tools/bin/python3.11
+[ -x "$python" ] || python=python3.11
+"$root/tools/ensure-venv.sh" "$venv" "$python" "$root/requirements-docs.txt"
 export PATH=$venv/bin:$PATH
 export ANSIBLE_COLLECTIONS_PATH=$root/build
 
