@@ -61,11 +61,12 @@ EXAMPLES = r"""
     state: unlocked
   become: true
 
-- name: Emulated hosts sharing one file system need their own lease file
+- name: Lock under a site-specific lease file (every module, role and pfstate run on the host must name the same one)
   netbsd.pf.states_lock:
     state: locked
     lease: 30
-    lease_file: "{{ netbsd_pf_state_dir }}/lock.lease"
+    lease_file: /var/run/pf/netbsd_pf_lock.lease
+  become: true
 """
 
 RETURN = r"""
