@@ -34,8 +34,8 @@ import time
 
 from .kernel import EmulatorRefusal, Kernel, ManualClock, SystemClock
 from .shim.pfemu_shim import (
-    COUNT, MSG_CONTROL, MSG_COPIED, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN, MSG_REFUSED,
-    MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
+    COUNT, MSG_CONTROL, MSG_COPIED, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN,
+    MSG_REFUSED, MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
 )
 
 LOG = logging.getLogger("pfemu.daemon")
@@ -93,7 +93,7 @@ class ClientMemory(object):
         except OSError as error:
             raise ClientGone(str(error)) from error
         if error:
-            raise OSError(errno.EFAULT, "%s (user page at 0x%x+%d faulted)" % (os.strerror(errno.EFAULT), address, size))
+            raise OSError(errno.EFAULT, "%s (user range 0x%x+%d faulted)" % (os.strerror(errno.EFAULT), address, size))
         return bytes(data)
 
     def copyout(self, address, data):
