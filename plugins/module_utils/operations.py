@@ -590,6 +590,9 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         "filtered": stats.filtered,
     }
     result["summary"]["total_in_table"] = stats.read
+    # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
+    result["summary"]["created_by_other_hostids"] = sum(
+        n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

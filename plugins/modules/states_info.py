@@ -138,9 +138,17 @@ summary:
       description: States in the whole table, before O(filters).
       type: int
       returned: always
+    created_by_other_hostids:
+      description:
+        - Selected states whose creator id is not RV(status.hostid), the host id pf has now.
+        - Restored states keep the creator id they were dumped with, and NetBSD draws a new host id at every boot
+          unless C(pf.conf) sets one (C(set hostid)), so after a reboot and a restore these are the restored states
+          (plus any received from pfsync peers).
+      type: int
+      returned: always
   sample: {"count": 3, "total_in_table": 3, "by_interface": {"all": 3}, "by_protocol": {"tcp": 2, "udp": 1},
            "by_address_family": {"inet": 3}, "by_direction": {"out": 3}, "by_tcp_state": {"ESTABLISHED:ESTABLISHED": 2},
-           "by_creatorid": {"1e35049e": 3}}
+           "by_creatorid": {"1e35049e": 3}, "created_by_other_hostids": 0}
 filtered:
   description: States left out by O(filters).
   returned: always
