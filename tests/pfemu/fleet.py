@@ -127,22 +127,27 @@ class Fleet(object):
 
     # up ------------------------------------------------------------------------
     def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
-           clock="manual"):
+           clock="manual", hostid="random"):
+        """``hostid``: "random" draws a new pf hostid at every emulated boot, like stock NetBSD (pfattach() in
+        pf_ioctl.c: ``pf_status.hostid = cprng_fast32()``); "fixed" gives each host one that survives reboots,
+        like ``set hostid`` in pf.conf (pfctl's DIOCSETHOSTID at every boot)."""
         if flavour not in ("local", "ssh"):
             raise FleetError("unknown flavour %r (local or ssh)" % flavour)
         if flavour == "ssh":
             _check_ssh_prerequisites()
         if paramiko_hosts and flavour != "ssh":
             raise FleetError("--paramiko-hosts needs --flavour ssh")
+        if hostid not in ("random", "fixed"):
+            raise FleetError("unknown hostid mode %r (random or fixed)" % hostid)
         if self.load() is not None:
             self.down()
         try:
-            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock)
+            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid)
         except BaseException:
             self.down()
             raise
 
-    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock):
+    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
@@ -150,7 +155,9 @@ class Fleet(object):
             "flavour": flavour, "fleet_id": self.fleet_id, "seed": seed, "abi": abi, "clock": clock,
             "created": time.time(),
             "hosts": [{"name": name, "dir": self.host_dir(name), "python": pythons[index % len(pythons)],
-                       "hostid": _hostid(seed, name),
+                       # Each host its own seed, so that no two hosts draw the same hostids.
+                       "seed": _host_seed(seed, name),
+                       "hostid": _host_seed(seed, name) if hostid == "fixed" else None,
                        "netns": self.netns_name(name) if flavour == "ssh" else None,
                        "connection": ("paramiko_ssh" if index >= count - paramiko_hosts else "ssh")
                        if flavour == "ssh" else "local"}
@@ -164,13 +171,13 @@ class Fleet(object):
         limit = state_limit or max(10000, 2 * states)
         for host in state["hosts"]:
             self._make_host(host)
-            self._start_daemon(host, abi=abi, state_limit=limit, seed=seed, clock=clock)
+            self._start_daemon(host, abi=abi, state_limit=limit, clock=clock)
             if flavour == "ssh":
                 self._start_sshd(host)
         for host in state["hosts"]:
             self._wait_for_daemon(host)
             if states:
-                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["hostid"]})
+                self.control(host["name"], {"command": "fill", "count": states, "seed": host["seed"]})
         if flavour == "ssh":
             self._write_known_hosts(state)
             for host in state["hosts"]:
@@ -201,10 +208,11 @@ class Fleet(object):
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
 
-    def _start_daemon(self, host, abi, state_limit, seed, clock):
+    def _start_daemon(self, host, abi, state_limit, clock):
         command = [sys.executable, "-m", __package__, "daemon", "--host-dir", host["dir"], "--abi", abi,
-                   "--state-limit", str(state_limit), "--hostid", str(host["hostid"]), "--seed", str(seed),
-                   "--clock", clock]
+                   "--state-limit", str(state_limit), "--seed", str(host["seed"]), "--clock", clock]
+        if host["hostid"] is not None:
+            command += ["--hostid", str(host["hostid"])]
         if host["netns"]:
             command += ["--netns", host["netns"]]
         environment = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
@@ -291,10 +299,12 @@ class Fleet(object):
             "netbsd_pf_reboot_command": os.path.join(base, "bin", "reboot"),
             "netbsd_pf_boot_time_command": os.path.join(base, "bin", "sysctl") + " -n kern.boottime",
             "pfemu_host_dir": base,
-            "pfemu_hostid": host["hostid"],
             "pfemu_python": os.path.basename(host["python"]),
             "pfemu_socket": self.socket_path(host["name"]),
         }
+        if host["hostid"] is not None:
+            # Only a fixed hostid is known in advance; a random one is in DIOCGETSTATUS (`ctl HOST status`).
+            variables["pfemu_hostid"] = host["hostid"]
         proxy = "ip netns exec %s nc 127.0.0.1 22" % host["netns"]
         if host["connection"] == "local":
             variables["ansible_connection"] = "local"
@@ -420,7 +430,7 @@ cat %(boottime)s
 """
 
 
-def _hostid(seed, name):
+def _host_seed(seed, name):
     return zlib.crc32(("%d:%s" % (seed, name)).encode()) or 1
 
 
