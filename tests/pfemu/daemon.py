@@ -59,11 +59,13 @@ class ClientMemory(object):
 
     copyin/copyout are checked against the memory map the client sent with the ioctl (EFAULT
     instead of a crashed client). A copyin reads exactly the bytes the kernel model asks for,
-    never more: a page listed readable can still fault (Linux's ``[vvar]``), and the kernel
-    reads nothing beyond the request's buffers. The client reports such a fault and the copyin
-    fails with EFAULT, as copyin(9) does. Copyouts are streamed without waiting for an answer;
-    the client fails the ioctl with EFAULT if one of them faults (the only copyouts of the
-    modelled requests have no side effect after them).
+    never more: NetBSD copies in only the request's buffers (sys_ioctl() in sys_generic.c for
+    the argument, the DIOCADDSTATES loop of pfioctl() for the records), and a page listed
+    readable can still fault (Linux's ``[vvar]``). The client reports such a fault and the
+    copyin fails with EFAULT, as copyin(9) does. Copyouts are streamed without waiting for an
+    answer; the client fails the ioctl with EFAULT if one of them faults, as pfioctl()'s
+    DIOCGETSTATES loop does at its first failed copyout (no modelled request has a side effect
+    after a copyout).
     """
 
     def __init__(self, sock, regions):

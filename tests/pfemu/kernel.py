@@ -202,6 +202,8 @@ class Kernel(object):
         self._running = 0
         self._since = 0
         self._stateid = 0
+        # pfattach() (pf_ioctl.c) draws pf_status.hostid = cprng_fast32() at every boot; a configured hostid
+        # stands for `set hostid` in pf.conf, which pfctl sets again (DIOCSETHOSTID) at every boot.
         self._hostid = self._configured_hostid if self._configured_hostid is not None else self._random.getrandbits(32)
         self._counters = [0] * 16
         self._fcounters = [0, 0, 0]
