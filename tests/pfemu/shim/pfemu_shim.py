@@ -304,7 +304,7 @@ class PfShim(object):
                     send_message(sock, MSG_IOCTL_ADDRESS, request, data & 0xFFFFFFFFFFFFFFFF, memory_map)
                 else:
                     send_message(sock, MSG_IOCTL, request, len(data), data + memory_map)
-                error, result = self._serve(sock)
+                answer_errno, result = self._serve(sock)
                 finished = True
             except ConnectionError as error:
                 raise OSError(errno.ENXIO, os.strerror(errno.ENXIO)) from error
@@ -316,8 +316,8 @@ class PfShim(object):
                 sock.detach()
         if isinstance(result, EmulatorRefusal):
             raise result
-        if error:
-            raise OSError(error, os.strerror(error))
+        if answer_errno:
+            raise OSError(answer_errno, os.strerror(answer_errno))
         return result
 
     @staticmethod
