@@ -42,6 +42,7 @@ def import_collection():
         stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
     sys.path.insert(0, collections)
 
+
 RECORD_SIZE = 240
 _LIBC = ctypes.CDLL(None)
 # A fixed mmap threshold: glibc would otherwise raise it after every large free and keep
