@@ -142,16 +142,26 @@ def cmd_restore(args):
 
 # --- show, convert, lock, unlock ---------------------------------------------------------------
 
-def cmd_show(args):
-    if args.file:
+def _read_for_show(args):
+    """The records of the file to show and what to say about it; errors name the file."""
+    try:
         with open_dump(args.file, _input_format(args), args.byte_order) as reader:
             block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
             info = {"file": args.file, "format": reader.format, "byte_order": reader.byte_order,
                     "states": record_count(block)}
             metadata = (reader.header or {}).get("metadata") or {}
-            for key in ("captured_at", "hostname"):
-                if key in metadata:
-                    info[key] = metadata[key]
+    except DUMP_ERRORS as exc:
+        message = str(exc)
+        raise CommandError(message if message.startswith(args.file) else "%s: %s" % (args.file, message))
+    for key in ("captured_at", "hostname"):
+        if key in metadata:
+            info[key] = metadata[key]
+    return block, info
+
+
+def cmd_show(args):
+    if args.file:
+        block, info = _read_for_show(args)
         byte_order = info["byte_order"]
     else:
         byte_order = Abi.host().byte_order
