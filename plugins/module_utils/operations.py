@@ -449,7 +449,10 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if changed:
             staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
     elif check_mode:
-        digest = content_digest(fmt, byte_order, compression, block)
+        try:
+            digest = content_digest(fmt, byte_order, compression, block)
+        except TextFormatError as exc:
+            raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
         staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
@@ -482,6 +485,12 @@ def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, rec
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
+    except TextFormatError as exc:
+        raise _unwritable(path, exc)
+
+
+def _unwritable(path, exc):
+    return OperationError("cannot write %s: %s; nothing was written" % (path, exc))
 
 
 def _write_error(path, exc):

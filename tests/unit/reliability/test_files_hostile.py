@@ -17,13 +17,15 @@ import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import native, operations, pfstate_cli
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    NATIVE, PFS_BINARY, copy_private, open_dump, stale_staged_files, write_dump,
+    NATIVE, PFS_BINARY, PFS_TEXT, copy_private, open_dump, stale_staged_files, write_dump,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.records import OFF_IFNAME
 from ansible_collections.netbsd.pf.plugins.modules import states_convert, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
 ORDER = sys.byteorder
+RECORD_SIZE = 240
 
 
 @pytest.fixture
@@ -237,3 +239,88 @@ def test_a_real_compressed_dump_is_within_the_bound(tmp_path):
     write_dump(path, NATIVE, [block], ORDER, count=2000)
     with open_dump(path) as reader:
         assert b"".join(bytes(b) for b in reader.blocks()) == block
+
+
+# --- D10: interface names that a terminal or pfs text would change -------------------------------
+
+def with_ifnames(names, seed=11):
+    """Generated records whose interface names are ``names`` (bytes, NUL-padded to 16)."""
+    block = bytearray(generate_records(len(names), seed=seed, byte_order=ORDER))
+    for index, name in enumerate(names):
+        start = index * RECORD_SIZE + OFF_IFNAME
+        block[start:start + 16] = name.ljust(16, b"\0")
+    return bytes(block)
+
+
+HOSTILE_NAMES = [b"wm\n0", b"re0\x1b[2J", b"vlan 10"]
+
+
+def test_show_escapes_names_a_terminal_would_act_on(tmp_path, capsys):
+    path = str(tmp_path / "states.pfs")
+    write_dump(path, PFS_BINARY, [with_ifnames(HOSTILE_NAMES)], ORDER, count=3)
+    for argv in (["show", path], ["show", "-l", path]):
+        assert pfstate_cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "wm\n0" not in out and "vlan 10" not in out, out
+        assert "wm\\x0a0" in out and "re0\\x1b[2J" in out and "vlan\\x2010" in out, out
+    lines = [line for line in out.splitlines() if line]
+    assert len(lines) == 3 and all(line.startswith("state ") for line in lines)
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_pfs_text_refuses_a_name_it_cannot_carry_and_says_which_state(tmp_path, capsys, position):
+    names = [b"wm0", b"wm1", b"wm2"]
+    names[position] = HOSTILE_NAMES[position]
+    source = str(tmp_path / "states.pfs")
+    write_dump(source, PFS_BINARY, [with_ifnames(names)], ORDER, count=3)
+    dest = str(tmp_path / "states.txt")
+    assert pfstate_cli.main(["convert", "-F", "pfs-text", source, dest]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and dest in err and "state %d (id " % (position + 1) in err, err
+    assert "cannot carry" in err and "Traceback" not in err
+    result = run_module(states_convert.main, capsys, src=source, dest=dest, format="pfs_text")
+    assert result["failed"] and dest in result["msg"] and "state %d (id " % (position + 1) in result["msg"], result
+    assert sorted(os.listdir(str(tmp_path))) == ["states.pfs"]
+
+
+def test_a_name_of_sixteen_characters_is_refused_too(tmp_path):
+    with pytest.raises(Exception, match="16 characters long"):
+        write_dump(str(tmp_path / "t"), PFS_TEXT, [with_ifnames([b"x" * 16])], ORDER, count=1)
+    assert os.listdir(str(tmp_path)) == []
+
+
+# --- issue 11, item 5: the empty interface name pfs prints as "on  proto" -------------------------
+
+@pytest.mark.parametrize("names", [[b""], [b"", b"proto", b"wm0"], [b"proto", b""]])
+def test_empty_interface_name_round_trips_byte_identical(tmp_path, names):
+    block = with_ifnames(names)
+    text_path = str(tmp_path / "states.txt")
+    write_dump(text_path, PFS_TEXT, [block], ORDER, count=len(names))
+    with open(text_path, "rb") as handle:
+        text = handle.read()
+    assert text.count(b" on  proto ") == names.count(b"")
+    with open_dump(text_path, PFS_TEXT, ORDER) as reader:
+        read_back = b"".join(bytes(chunk) for chunk in reader.blocks())
+    again = str(tmp_path / "again.txt")
+    write_dump(again, PFS_TEXT, [read_back], ORDER, count=len(names))
+    with open(again, "rb") as handle:
+        assert handle.read() == text
+    for index, name in enumerate(names):
+        start = index * RECORD_SIZE + OFF_IFNAME
+        assert read_back[start:start + 16] == name.ljust(16, b"\0")
+
+
+def test_empty_interface_name_in_free_layout(tmp_path):
+    """The tokenizer (not the printed-form fast path): 'on', a line break, then 'proto'."""
+    path = str(tmp_path / "states.txt")
+    write_dump(path, PFS_TEXT, [with_ifnames([b"", b"wm0"])], ORDER, count=2)
+    with open(path, "rb") as handle:
+        printed = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(b"\t" + printed.replace(b" on  proto ", b" on\r\n   proto "))
+    with open_dump(path, PFS_TEXT, ORDER) as reader:
+        read_back = b"".join(bytes(chunk) for chunk in reader.blocks())
+    again = str(tmp_path / "again.txt")
+    write_dump(again, PFS_TEXT, [read_back], ORDER, count=2)
+    with open(again, "rb") as handle:
+        assert handle.read() == printed
