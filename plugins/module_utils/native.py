@@ -145,25 +145,25 @@ _TIME_KEYS = ("captured_at", "converted_at")
 
 
 def iso8601_seconds(text):
-    """Seconds since the epoch of an ISO 8601 date-time with an offset (Z or +HH:MM); ValueError otherwise.
+    """Seconds since the epoch of an ISO 8601 date-time with an offset (Z or +HH:MM); ValueError (saying why) otherwise.
 
     Every field is range-checked (2024-02-30 or 25:61 are refused, not wrapped round).
     """
     match = _ISO_8601.match(text) if isinstance(text, str) else None
     if not match:
-        raise ValueError("%r is not an ISO 8601 date-time with an offset, such as 2024-05-01T12:30:00Z" % (text,))
+        raise ValueError("not an ISO 8601 date-time with an offset, such as 2024-05-01T12:30:00Z")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     year, month, day, hour, minute, second = (int(value) for value in (year, month, day, hour, minute, second or 0))
     if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(max(year, 1), month)[1] or year < 1:
-        raise ValueError("%r is not a date: no day %02d in %04d-%02d" % (text, day, year, month))
+        raise ValueError("not a date: no day %02d in %04d-%02d" % (day, year, month))
     if hour > 23 or minute > 59 or second > 60:
-        raise ValueError("%r is not a time of day (hours 0-23, minutes 0-59, seconds 0-60)" % (text,))
+        raise ValueError("not a time of day (hours 0-23, minutes 0-59, seconds 0-60)")
     seconds = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0)) + float(fraction or 0)
     if zone != "Z":
         digits = zone[1:].replace(":", "")
         offset_hours, offset_minutes = int(digits[:2]), int(digits[2:])
         if offset_hours > 23 or offset_minutes > 59:
-            raise ValueError("%r has no valid UTC offset" % (text,))
+            raise ValueError("not a valid UTC offset")
         seconds -= (-1 if zone[0] == "-" else 1) * (offset_hours * 3600 + offset_minutes * 60)
     return seconds
 
@@ -199,7 +199,7 @@ def _check_time(key, value):
         try:
             value = iso8601_seconds(value)
         except ValueError as exc:
-            raise NativeFormatError("metadata %s: %s" % (key, exc))
+            raise NativeFormatError("metadata %s %r: %s" % (key, value, exc))
     if not 0 <= value <= MAX_EPOCH_SECONDS:
         raise NativeFormatError("metadata %s %r is outside the years 1970-9999" % (key, value))
 

@@ -20,7 +20,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
     NATIVE, PFS_BINARY, PFS_TEXT, copy_private, open_dump, stale_staged_files, write_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import OFF_IFNAME
-from ansible_collections.netbsd.pf.plugins.modules import states_convert, states_restore
+from ansible_collections.netbsd.pf.plugins.modules import states_convert, states_info, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 
@@ -120,6 +120,17 @@ def test_next_dump_removes_the_staged_file_of_a_killed_writer(tmp_path):
     assert stale_staged_files(str(tmp_path)) == []
 
 
+def test_states_info_reports_staged_files_of_dead_writers(pfemu_kernel, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / (".states.pfstate.pfstate-%d-0c1f9a7e.tmp" % dead.pid)
+    stale.write_bytes(b"x" * 1000)
+    (tmp_path / (".states.pfstate.pfstate-%d-0c1f9a7f.tmp" % os.getpid())).write_bytes(b"x")
+    result = run_module(states_info.main, capsys, tmp_path, dump_dirs=[str(tmp_path), str(tmp_path / "missing")])
+    assert [(entry["path"], entry["pid"], entry["bytes"]) for entry in result["stale_staged_files"]] == [
+        (str(stale), dead.pid, 1000)]
+
+
 # --- D11: a FIFO, a device or a directory as the source -----------------------------------
 
 class _Hung(Exception):
@@ -174,7 +185,7 @@ HOSTILE_METADATA = {
     "infinity": (b'{"captured_at": Infinity}', "Infinity"),
     "overflow": (b'{"captured_at": 1e999}', "too large"),
     "huge": (b'{"captured_at": 1e300}', "outside the years"),
-    "words": (b'{"captured_at": "yesterday"}', "not an ISO 8601"),
+    "words": (b'{"captured_at": "yesterday"}', "'yesterday': not an ISO 8601"),
     "d14": (b'{"captured_at": "2024-02-30T25:61Z"}', "2024-02-30"),
     "hour": (b'{"captured_at": "2024-02-28T25:01Z"}', "not a time of day"),
     "type": (b'{"hostname": ["fw1"]}', "hostname must be a string"),
@@ -324,3 +335,11 @@ def test_empty_interface_name_in_free_layout(tmp_path):
     write_dump(again, PFS_TEXT, [read_back], ORDER, count=2)
     with open(again, "rb") as handle:
         assert handle.read() == printed
+
+
+def test_states_restore_refuses_an_impossible_captured_at_option(pfemu_kernel, tmp_path, capsys):
+    path = str(tmp_path / "states.pfs")
+    write_dump(path, PFS_BINARY, [generate_records(3, seed=2, byte_order=ORDER)], ORDER, count=3)
+    result = run_module(states_restore.main, capsys, tmp_path, path=path, captured_at="2024-02-30T25:61Z")
+    assert result.get("failed") and "2024-02-30T25:61Z" in result["msg"], result
+    assert pfemu_kernel.linked_states == 0
