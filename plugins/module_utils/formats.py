@@ -71,16 +71,16 @@ def copy_private(src, dest):
     """Copy ``src`` to the new file ``dest``: 0600 while written, then the mode and times of ``src``."""
     with open_regular(src) as source:
         info = os.fstat(source.fileno())
+        target = create_private(dest)       # fails on anything already there, which stays untouched
         try:
-            with create_private(dest) as target:
+            with target:
                 for chunk in iter(lambda: source.read(1 << 20), b""):
                     target.write(chunk)
                 target.flush()
                 os.fchmod(target.fileno(), stat.S_IMODE(info.st_mode))
             os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
         except BaseException:
-            if os.path.lexists(dest):
-                os.unlink(dest)
+            os.unlink(dest)
             raise
 
 
@@ -116,15 +116,12 @@ def stale_staged_files(directory):
 
 
 def remove_stale_staged_files(directory):
-    """Remove the staged files of dead writers from ``directory``; returns the paths removed."""
-    removed = []
+    """Remove the staged files of dead writers from ``directory``."""
     for entry in stale_staged_files(directory):
         try:
             os.unlink(entry["path"])
-            removed.append(entry["path"])
         except OSError:
             pass            # not ours to remove (permissions) or already gone: states_info still reports it
-    return removed
 
 
 def detect_format(path):
@@ -290,7 +287,7 @@ class StagedDump:
     it.  Used as a context manager it is discarded unless committed.
     """
 
-    def __init__(self, path, temp_path, handle, mode=None):
+    def __init__(self, path, temp_path, handle, mode):
         self.path = path
         self.temp_path = temp_path
         self._handle = handle
@@ -311,11 +308,11 @@ class StagedDump:
         except OSError:
             return False
 
-    def commit(self, mode=None):
-        """Give the file its mode (``mode`` or the one it was staged for), fsync, rename over ``path``, fsync the directory; on failure the temp file is removed."""
+    def commit(self):
+        """Give the file its mode, fsync, rename over ``path``, fsync the directory; on failure the temp file is removed."""
         try:
             self._handle.flush()
-            os.fchmod(self._handle.fileno(), self.mode if mode is None else mode)
+            os.fchmod(self._handle.fileno(), self.mode)
             os.fsync(self._handle.fileno())
             self._handle.close()
             os.rename(self.temp_path, self.path)
