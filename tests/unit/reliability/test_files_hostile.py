@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import zlib
-from functools import partial
 
 import pytest
 
@@ -228,7 +227,7 @@ def test_valid_metadata_still_reads(tmp_path):
 def zeros_64mib():
     compressor = zlib.compressobj(9)
     chunk = bytes(1 << 20)
-    return b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush()
+    return b"".join(compressor.compress(chunk) for _mebibyte in range(64)) + compressor.flush()
 
 
 @pytest.mark.parametrize("count", [2 ** 63, native.MAX_RECORDS, 1000000])
