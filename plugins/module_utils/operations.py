@@ -15,7 +15,6 @@ __metaclass__ = type
 
 import hashlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -27,7 +26,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
+    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
@@ -349,7 +348,7 @@ def backup_file(path, now=None):
     """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
     now = time.time() if now is None else now
     backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
-    shutil.copy2(path, backup)
+    copy_private(path, backup)
     return backup
 
 
@@ -450,7 +449,10 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if changed:
             staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
     elif check_mode:
-        digest = content_digest(fmt, byte_order, compression, block)
+        try:
+            digest = content_digest(fmt, byte_order, compression, block)
+        except TextFormatError as exc:
+            raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
         staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
@@ -483,6 +485,12 @@ def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, rec
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
+    except TextFormatError as exc:
+        raise _unwritable(path, exc)
+
+
+def _unwritable(path, exc):
+    return OperationError("cannot write %s: %s; nothing was written" % (path, exc))
 
 
 def _write_error(path, exc):

@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import calendar
 import errno
 import fcntl
 import os
@@ -40,6 +39,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
@@ -168,13 +168,12 @@ def parse_timestamp(value):
     if not match:
         raise ValueError("%r is neither seconds since the epoch nor an ISO 8601 date-time such as 2024-05-01T12:30:00Z" % value)
     year, month, day, hour, minute, second, fraction, zone = match.groups()
-    seconds = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute), int(second or 0), 0, 0, 0))
-    seconds += float(fraction) if fraction else 0.0
-    if zone and zone != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    return seconds
+    # The strict form checks every field: 2024-02-30 or 25:61 are refused, not wrapped round.
+    try:
+        return iso8601_seconds("%s-%s-%sT%s:%s:%s%s%s" % (year, month, day, hour, minute, second or "00",
+                                                          (fraction or "")[:10], zone or "Z"))
+    except ValueError as exc:
+        raise ValueError("%r is %s" % (value, exc))
 
 
 def resolve_age(age, now, captured_at=None, header_captured_at=None, source_mtime=None, file_mtime=None):
