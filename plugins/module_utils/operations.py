@@ -30,7 +30,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
     FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
@@ -228,7 +228,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
             try:
                 buffer = device.states_buffer()
                 started = time.perf_counter()
-                with locked(device):
+                with locked(device, unlock=lambda: _end_own_lease(device, lease_file, token)):
                     block = device.get_states(buffer)
                 window = (time.perf_counter() - started) * 1000.0
             finally:
@@ -247,11 +247,18 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         return snapshot
 
 
+def _end_own_lease(device, lease_file, token):
+    """Unlock and release unless the lease was taken over meanwhile: the new holder's lock must stay."""
+    try:
+        end_lease(lease_file, token, lambda: device.set_lock(False))
+    except LeaseError:
+        device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+
+
 def _unlock_quietly(device, lease_file, token):
     """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
     try:
-        device.set_lock(False)
-        release_lease(lease_file, token)
+        _end_own_lease(device, lease_file, token)
     except Exception:   # pylint: disable=broad-except
         pass
 
