@@ -121,8 +121,13 @@ options:
     default: during
   restore_lock_file:
     description:
-      - File that serialises restores on one host (an exclusive C(flock)); defaults to O(lease_file) with C(.restore) appended.
+      - File that serialises restores on one host (an exclusive C(flock)). It must be the same for every restore on the host,
+        whatever O(lease_file) each one names, so that two restores never add states at the same time; the default is
+        C(/var/run/netbsd_pf_restore.lock). Set it only where /var/run is not the host's own (the inventory variable
+        C(netbsd_pf_restore_lock_file), which the roles pass on).
       - A second restore waits for the first one, up to O(restore_lock_timeout) seconds.
+      - Root writes this file: it is never followed through a symbolic link, and it is refused in a directory that other
+        users can write to unless that directory is sticky and the file belongs to the user running the module.
     type: path
   restore_lock_timeout:
     description:
@@ -305,7 +310,12 @@ table_reads:
   returned: success
   type: int
 lock:
-  description: Whether the table was locked for the restore.
+  description:
+    - Whether the table was locked for the restore.
+    - C(ended) is present when the restore did not unlock the table at its end because its lease was no longer its own -
+      V(taken_over) (another holder locked the table under a new lease during the restore, C(taken_over_by) names it: the
+      table stays locked under that lease), V(released) (someone unlocked it) or V(expired) (the lease ran out and the
+      watchdog unlocked it); a warning says the same.
   returned: success
   type: dict
   sample: {"mode": "during", "taken": true, "lease_seconds": 300}
