@@ -299,6 +299,31 @@ def end_lease(lease_file, token, unlock):
     return None
 
 
+def unlock_and_release(lease_file, unlock):
+    """An explicit unlock: ``unlock()`` whoever locked the table, and release the lease in force; True if one was.
+
+    Under the lease file's exclusive lock, so that a lease armed meanwhile is
+    either released with the table unlocked, or armed after the unlock and
+    left in force with its lock.  Without a lease file the table is unlocked
+    all the same.  Raises LeaseError if the lease file cannot be used (the
+    table is then not unlocked yet; the caller decides).
+    """
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=True) as locked:
+            unlock()
+            lease = locked.read()
+            if lease is None or lease.get("state") != HELD:
+                return False
+            lease.update(state=RELEASED, released_at=time.time())
+            locked.write(lease)
+            return True
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise LeaseError("cannot release the lease in %s: %s" % (lease_file, os.strerror(exc.errno)))
+    unlock()
+    return False
+
+
 def lease_view(lease_file, now=None):
     """What the lease file says about the lock, for humans: never a kernel reading.
 

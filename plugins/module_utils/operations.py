@@ -30,7 +30,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
     FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
@@ -173,10 +173,10 @@ def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
 def unlock_table(device_path, lease_file):
     """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
     before = lease_view(lease_file)
-    set_table_lock(device_path, False)
     try:
-        released = release_lease(lease_file)
+        released = unlock_and_release(lease_file, lambda: set_table_lock(device_path, False))
     except LeaseError as exc:
+        set_table_lock(device_path, False)
         raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
                              "unlock again at its deadline, which is harmless" % exc)
     return before, released

@@ -129,6 +129,27 @@ def test_lock_taken_over_during_a_dump_stays_locked(pfemu_kernel, tmp_path, monk
     assert read_lease(lease_file)["token"] == taken["view"]["token"] and pfemu_kernel.lock is True
 
 
+def test_a_lock_taken_during_an_explicit_unlock_stays_with_its_lease(pfemu_kernel, tmp_path, monkeypatch, cleanup_leases):
+    """`pfstate unlock` while `pfstate lock` runs: the new lease is either released with the table unlocked, or in force."""
+    lease_file = str(tmp_path / "lease")
+    cleanup_leases.append(lease_file)
+    operations.lock_table("/dev/pf", 300, lease_file, holder="first")
+    real_set_table_lock = operations.set_table_lock
+    taker = threading.Thread(target=lambda: operations.lock_table("/dev/pf", 300, lease_file, holder="second"))
+
+    def unlock_while_another_locks(device_path, locked):
+        real_set_table_lock(device_path, locked)
+        if not locked and not taker.is_alive():
+            taker.start()
+            taker.join(0.5)         # it arms its lease and locks, unless the unlock holds the lease file
+
+    monkeypatch.setattr(operations, "set_table_lock", unlock_while_another_locks)
+    operations.unlock_table("/dev/pf", lease_file)
+    taker.join(10)
+    lease = read_lease(lease_file)
+    assert lease["holder"] == "second" and lease["state"] == HELD and pfemu_kernel.lock is True
+
+
 def test_own_lease_ends_with_an_unlock(pfemu_kernel, tmp_path):
     report = run_restore(dump_file(tmp_path, records(5)), tmp_path)
     assert pfemu_kernel.lock is False and read_lease(str(tmp_path / "lease"))["state"] == "released"
