@@ -101,27 +101,14 @@ def open_record_file(path, writable, create=False, what="lease file"):
     for a missing file without ``create``).
     """
     directory = _check_directory(path, what)
-    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = None
-    for _attempt in range(2):
-        try:
-            fd = os.open(path, flags)
-            break
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                if os.path.islink(path):    # ELOOP on Linux, EFTYPE on NetBSD, EMLINK on FreeBSD
-                    raise _refuse(what, path, "it is a symbolic link (to %s)" % os.readlink(path))
-                raise
-            if not create:
-                raise
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            break
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:   # else created by someone else meanwhile: open that one
-                raise
-    if fd is None:
-        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    # O_NONBLOCK: a FIFO planted in its place must not hang the open (regular files ignore the flag).
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = _open_or_create(path, flags, create)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT and os.path.islink(path):     # ELOOP on Linux, EFTYPE on NetBSD
+            raise _refuse(what, path, "it is a symbolic link (to %s)" % os.readlink(path))
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -135,6 +122,21 @@ def open_record_file(path, writable, create=False, what="lease file"):
         os.close(fd)
         raise
     return fd
+
+
+def _open_or_create(path, flags, create):
+    """os.open, or a new file (O_EXCL, 0600) when there is none and ``create``; a file created meanwhile is opened."""
+    while True:
+        try:
+            return os.open(path, flags)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not create:
+                raise
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
 
 
 class _LockedLeaseFile:

@@ -612,9 +612,10 @@ class Restorer:
         consecutive positions starting with the chunk's first record, after the
         states of ``before`` (if nothing was removed since), no longer than the
         inserts since.  The kernel stopped at the record after that run: one it
-        could not insert (a conflict, a full table, EINVAL/ENOENT), or one held before the call
-        began, which then sits before the run.  Anything else means the kernel
-        stopped at the first record, held before the call by someone else.
+        could not insert (a conflict, a full table, an errno other than
+        ENOMEM), or one held before the call began, which then sits before the
+        run.  Anything else means the kernel stopped at the first record, held
+        before the call by someone else.
         """
         held = len(positions)
         run = 1 if held else 0

@@ -282,6 +282,13 @@ def test_a_hard_link_as_lease_file_is_refused(pfemu_kernel, tmp_path):
     assert target.read_text() == "keep\n"
 
 
+def test_a_fifo_as_lease_file_is_refused_without_hanging(pfemu_kernel, tmp_path):
+    os.mkfifo(str(tmp_path / "lease"))
+    with pytest.raises(LeaseError, match="not a regular file"):
+        arm_lease(str(tmp_path / "lease"), 60)
+    assert lease_view(str(tmp_path / "lease"))["state"] == "unreadable"
+
+
 def test_a_world_writable_directory_without_sticky_bit_is_refused(pfemu_kernel, tmp_path):
     open_dir = tmp_path / "open"
     open_dir.mkdir()
