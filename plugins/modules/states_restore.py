@@ -126,7 +126,7 @@ options:
         C(/var/run/netbsd_pf_restore.lock). Set it only where /var/run is not the host's own (the inventory variable
         C(netbsd_pf_restore_lock_file), which the roles pass on).
       - A second restore waits for the first one, up to O(restore_lock_timeout) seconds.
-      - Root writes this file: it is never followed through a symbolic link, and it is refused in a directory that other
+      - Root writes this file, so it is never followed through a symbolic link, and it is refused in a directory that other
         users can write to unless that directory is sticky and the file belongs to the user running the module.
     type: path
   restore_lock_timeout:
@@ -313,7 +313,7 @@ lock:
   description:
     - Whether the table was locked for the restore.
     - C(ended) is present when the restore did not unlock the table at its end because its lease was no longer its own -
-      V(taken_over) (another holder locked the table under a new lease during the restore, C(taken_over_by) names it: the
+      V(taken_over) (another holder locked the table under a new lease during the restore, C(taken_over_by) names it; the
       table stays locked under that lease), V(released) (someone unlocked it) or V(expired) (the lease ran out and the
       watchdog unlocked it); a warning says the same.
   returned: success
