@@ -164,8 +164,8 @@ notes:
     C(log) and source nodes are not restored by NetBSD's kernel. Their expiry follows the kernel's current default timeouts.
   - The kernel answers C(ENOMEM) for a duplicate, a collision and a full table alike, and stops at the first failing state
     of a call. The module predicts those cases; if one still happens (another process added a state in between), it reads
-    the table back, counts the states that got in (the state-insert counter and the table's order tell its own from
-    identical copies added by someone else), settles the rest of the plan against that table, sends the failing state
+    the table back, counts the states that got in (the table's order tells its own, a run of consecutive positions, from
+    identical copies added by someone else, which never count as restored), settles the rest of the plan against that table, sends the failing state
     again alone and rejects it only if it fails alone, with the reason. Once the table is at its state limit, the remaining
     states are rejected without further calls.
   - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
