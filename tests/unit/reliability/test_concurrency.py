@@ -5,6 +5,7 @@ act at chosen moments by wrapping the device calls of the restore or dump under
 test; the emulated kernel (pfemu_kernel) is shared by all of them.
 """
 
+import json
 import os
 import stat
 import struct
@@ -17,7 +18,7 @@ import pytest
 from ansible_collections.netbsd.pf.plugins.module_utils import operations, restore as restore_mod
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_BINARY, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    EXPIRED, HELD, LeaseError, arm_lease, lease_view, read_lease, release_lease,
+    EXPIRED, HELD, LeaseError, arm_lease, end_lease, lease_view, read_lease, release_lease,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.records import OFF_EXPIRE
@@ -148,6 +149,27 @@ def test_a_lock_taken_during_an_explicit_unlock_stays_with_its_lease(pfemu_kerne
     taker.join(10)
     lease = read_lease(lease_file)
     assert lease["holder"] == "second" and lease["state"] == HELD and pfemu_kernel.lock is True
+
+
+@pytest.mark.parametrize("found, unlocks, ended", [
+    ({"token": "mine", "state": "held"}, True, None),
+    ({"token": "mine", "state": "unlock_failed"}, True, None),      # its watchdog could not unlock: try again
+    ({"token": "mine", "state": "expired"}, False, "expired"),      # the watchdog unlocked; a later lock is not ours
+    ({"token": "mine", "state": "released"}, False, "released"),    # someone ran pfstate unlock
+    ({"token": "theirs", "state": "held"}, False, "taken_over"),
+    (None, True, None),                                             # no lease file: nobody else holds a lease
+])
+def test_end_lease_unlocks_only_its_own_lease(tmp_path, found, unlocks, ended):
+    lease_file = str(tmp_path / "lease")
+    if found is not None:
+        with open(lease_file, "w") as handle:
+            json.dump(dict(found, version=1), handle)
+    unlocked = []
+    result = end_lease(lease_file, "mine", lambda: unlocked.append(True))
+    assert unlocked == ([True] if unlocks else [])
+    assert (result or {}).get("ended") == ended
+    if found is not None:
+        assert read_lease(lease_file)["state"] == ("released" if unlocks else found["state"])
 
 
 def test_own_lease_ends_with_an_unlock(pfemu_kernel, tmp_path):
