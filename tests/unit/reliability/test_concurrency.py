@@ -67,11 +67,11 @@ def rival_adds(block):
 def before_add_call(monkeypatch, call_number, action):
     """Run ``action(block)`` right before the restore's ``call_number``-th DIOCADDSTATES, after it read the counters."""
     real_add = PfDevice.add_states
-    calls = []
+    calls = [0]
 
     def add_states(self, block, *args, **kwargs):
-        calls.append(len(block))
-        if len(calls) == call_number:
+        calls[0] += 1
+        if calls[0] == call_number:
             action(bytes(block))
         return real_add(self, block, *args, **kwargs)
 
