@@ -29,7 +29,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
     FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
@@ -172,10 +172,10 @@ def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
 def unlock_table(device_path, lease_file):
     """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
     before = lease_view(lease_file)
-    set_table_lock(device_path, False)
     try:
-        released = release_lease(lease_file)
+        released = unlock_and_release(lease_file, lambda: set_table_lock(device_path, False))
     except LeaseError as exc:
+        set_table_lock(device_path, False)
         raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
                              "unlock again at its deadline, which is harmless" % exc)
     return before, released
@@ -227,7 +227,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
             try:
                 buffer = device.states_buffer()
                 started = time.perf_counter()
-                with locked(device):
+                with locked(device, unlock=lambda: _end_own_lease(device, lease_file, token)):
                     block = device.get_states(buffer)
                 window = (time.perf_counter() - started) * 1000.0
             finally:
@@ -246,11 +246,18 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         return snapshot
 
 
+def _end_own_lease(device, lease_file, token):
+    """Unlock and release unless the lease was taken over meanwhile: the new holder's lock must stay."""
+    try:
+        end_lease(lease_file, token, lambda: device.set_lock(False))
+    except LeaseError:
+        device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+
+
 def _unlock_quietly(device, lease_file, token):
     """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
     try:
-        device.set_lock(False)
-        release_lease(lease_file, token)
+        _end_own_lease(device, lease_file, token)
     except Exception:   # pylint: disable=broad-except
         pass
 

@@ -130,7 +130,8 @@ def cmd_restore(args):
     report = restore_file(
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
-        lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
+        lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+        device_path=args.device)
     for warning in report.get("warnings", ()):
         _warn(warning)
     _say(args, "%s%d restored, %d already present, %d rejected, %d expired, %d filtered out of %d states in %s (aged %d s)" % (
@@ -294,6 +295,9 @@ def build_parser():
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
+    restore.add_argument("--restore-lock-file", metavar="FILE",
+                         help="lock that serialises restores on this host, the same for every restore whatever its "
+                              "lease file (default /var/run/netbsd_pf_restore.lock)")
     _add_lease_options(restore)
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)
