@@ -9,7 +9,7 @@ directory per emulated host plus an Ansible inventory::
     <fleet>/hosts/<name>/venv/           the host's Python, with the /dev/pf shim
     <fleet>/hosts/<name>/run/            daemon socket, pid files, boottime, logs
     <fleet>/hosts/<name>/var/db/pfstate/ dump directory
-    <fleet>/hosts/<name>/var/run/        lock lease; emptied at every emulated boot
+    <fleet>/hosts/<name>/var/run/        lock lease, restore lock; emptied at every emulated boot
     <fleet>/hosts/<name>/etc/rc.d/       rc scripts, run at every emulated boot
     <fleet>/hosts/<name>/bin/            reboot, sysctl (kern.boottime)
     <fleet>/hosts/<name>/tmp/            remote_tmp and async dir
@@ -294,6 +294,8 @@ class Fleet(object):
             # Where the modules' default (/var/run/netbsd_pf_lock.lease) is on NetBSD:
             # a lease taken before a reboot is gone after it.
             "netbsd_pf_lease_file": os.path.join(base, "var", "run", "netbsd_pf_lock.lease"),
+            # One restore lock per emulated host, as /var/run/netbsd_pf_restore.lock is per real host.
+            "netbsd_pf_restore_lock_file": os.path.join(base, "var", "run", "netbsd_pf_restore.lock"),
             "netbsd_pf_rc_dir": os.path.join(base, "etc", "rc.d"),
             "netbsd_pf_bin_dir": os.path.join(base, "bin"),
             "netbsd_pf_reboot_command": os.path.join(base, "bin", "reboot"),
