@@ -177,7 +177,7 @@ class Fleet(object):
         for host in state["hosts"]:
             self._wait_for_daemon(host)
             if states:
-                self.control(host["name"], {"command": "fill", "count": states, "seed": host["seed"]})
+                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["seed"]})
         if flavour == "ssh":
             self._write_known_hosts(state)
             for host in state["hosts"]:
