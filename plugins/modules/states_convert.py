@@ -68,6 +68,7 @@ extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.files
   - files
+  - netbsd.pf.common
   - netbsd.pf.transforms
 attributes:
   check_mode:
@@ -180,15 +181,16 @@ sha256:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
+    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, convert_dump, inspect_dump,
 )
 
 
-def main():
-    argument_spec = dict(
+def argument_spec():
+    # The common options (device, lease_file) are accepted for module_defaults of the group and unused here.
+    return module_argspec(dict(
         src=dict(type="path", required=True),
         src_format=dict(type="str", choices=list(FORMAT_CHOICES)),
         src_byte_order=dict(type="str", choices=["little", "big"]),
@@ -197,9 +199,11 @@ def main():
         byte_order=dict(type="str", choices=["little", "big", "host"]),
         compress=dict(type="bool", default=True),
         mode=dict(type="raw", default="0600"),
-    )
-    argument_spec.update(TRANSFORM_ARGSPEC)
-    module = AnsibleModule(argument_spec=argument_spec, add_file_common_args=True, supports_check_mode=True)
+    ), TRANSFORM_ARGSPEC)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
     params = module.params
     try:
         transforms = transforms_from_params(params)

@@ -86,6 +86,7 @@ extends_documentation_fragment:
   - action_common_attributes.files
   - files
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
   - netbsd.pf.transforms
   - netbsd.pf.lock_lease
 attributes:
@@ -259,7 +260,7 @@ fetched:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
@@ -267,11 +268,9 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 
-DEVICE = "/dev/pf"
-
 
 def argument_spec():
-    spec = dict(
+    return module_argspec(dict(
         path=dict(type="path", required=True),
         format=dict(type="str", default="native", choices=list(FORMAT_CHOICES)),
         compress=dict(type="bool", default=True),
@@ -280,10 +279,7 @@ def argument_spec():
         run_after=dict(type="list", elements="str"),
         fetch_to=dict(type="path"),
         mode=dict(type="raw", default="0600"),
-    )
-    spec.update(TRANSFORM_ARGSPEC)
-    spec.update(LOCK_LEASE_ARGSPEC)
-    return spec
+    ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
 def main():
@@ -304,7 +300,7 @@ def main():
         result = dump_states(
             params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
             lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
-            check_mode=module.check_mode, device_path=DEVICE, run_after=params["run_after"])
+            check_mode=module.check_mode, device_path=params["device"], run_after=params["run_after"])
     except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
         module.fail_json(msg=str(exc))
     except DUMP_ERRORS as exc:

@@ -61,6 +61,7 @@ options:
 extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
 attributes:
   check_mode:
     support: full
@@ -128,29 +129,42 @@ kernel_count:
   description: The count the kernel reported, which is the real count modulo 256 (null in check mode).
   returned: success
   type: int
+lock:
+  description:
+    - The lock as O(lease_file) sees it (see M(netbsd.pf.states_lock) RV(netbsd.pf.states_lock#module:lock)). A lock does not stop the removal;
+      states removed while the table is locked are freed once it is unlocked.
+  returned: success
+  type: dict
+  sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
 """
 
 import errno
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import module_argspec
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
 
 
+def argument_spec():
+    return module_argspec(dict(
+        all=dict(type="bool", default=False),
+        interface=dict(type="str"),
+        address_family=dict(type="str", choices=["inet", "inet6"]),
+        protocol=dict(type="str"),
+        source=dict(type="str"),
+        destination=dict(type="str"),
+        source_port=dict(type="str"),
+        destination_port=dict(type="str"),
+    ))
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            all=dict(type="bool", default=False),
-            interface=dict(type="str"),
-            address_family=dict(type="str", choices=["inet", "inet6"]),
-            protocol=dict(type="str"),
-            source=dict(type="str"),
-            destination=dict(type="str"),
-            source_port=dict(type="str"),
-            destination_port=dict(type="str"),
-        ),
+        argument_spec=argument_spec(),
         mutually_exclusive=[("all", "interface"), ("all", "address_family"), ("all", "protocol"), ("all", "source"),
                             ("all", "destination"), ("all", "source_port"), ("all", "destination_port")],
         required_one_of=[("all", "interface", "address_family", "protocol", "source", "destination", "source_port",
@@ -165,8 +179,9 @@ def main():
     except SelectionError as exc:
         module.fail_json(msg=str(exc))
     try:
-        with PfDevice(writable=not module.check_mode) as device:
+        with PfDevice(params["device"], writable=not module.check_mode) as device:
             result = flush_states(device, selection, check_mode=module.check_mode)
+        result["lock"] = lease_view(params["lease_file"])
     except PfError as exc:
         hint = ""
         if exc.errno == errno.EPERM:

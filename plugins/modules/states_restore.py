@@ -139,6 +139,7 @@ extends_documentation_fragment:
   - action_common_attributes.flow
   - action_common_attributes.files
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
   - netbsd.pf.transforms
   - netbsd.pf.lock_lease
 attributes:
@@ -324,7 +325,7 @@ lock:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
@@ -333,7 +334,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
 
 
 def argument_spec():
-    spec = dict(
+    return module_argspec(dict(
         path=dict(type="path"),
         src=dict(type="path"),
         format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text", "pfs_binary", "pfs_text"]),
@@ -348,10 +349,7 @@ def argument_spec():
         lock=dict(type="str", default="during", choices=["none", "during"]),
         restore_lock_file=dict(type="path"),
         restore_lock_timeout=dict(type="int", default=60),
-    )
-    spec.update(TRANSFORM_ARGSPEC)
-    spec.update(LOCK_LEASE_ARGSPEC)
-    return spec
+    ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
 def _check_options(module):
@@ -389,7 +387,7 @@ def main():
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            check_mode=module.check_mode)
+            check_mode=module.check_mode, device_path=params["device"])
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **(exc.report or {}))
     except PfError as exc:
