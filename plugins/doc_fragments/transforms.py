@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    DOCUMENTATION = r"""
+    # netbsd.pf.transforms.filters: the filters alone, for modules that select states but rename nothing.
+    FILTERS = r"""
 options:
   filters:
     description:
@@ -53,6 +54,9 @@ options:
           - Keep only states created by inbound (V(in)) or outbound (V(out)) packets.
         type: str
         choices: [in, out]
+"""
+
+    DOCUMENTATION = FILTERS + r"""
   rename:
     description:
       - Map of interface names, old name to new name, applied to the records that pass O(filters).

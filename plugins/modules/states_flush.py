@@ -18,6 +18,10 @@ description:
   - Returns the exact number of states removed, counted from the table before and after; the kernel's own count is
     modulo 256.
   - An empty selection is refused; say O(all=true) to remove everything.
+  - O(filters) selects states the way M(netbsd.pf.states_dump), M(netbsd.pf.states_restore) and M(netbsd.pf.states_info) do. Such a
+    selection cannot be sent to the kernel as one request, so each selected state is removed by a C(DIOCKILLSTATES) keyed exactly to
+    it; every such call walks the whole table, so prefer the kernel criteria (O(interface), O(protocol), O(source)...) to remove many
+    thousands of states. O(filters) and the kernel criteria can be combined; a state must match both.
 author:
   - netbsd.pf contributors (@netbsd-pf)
 options:
@@ -62,6 +66,7 @@ extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
   - netbsd.pf.common
+  - netbsd.pf.transforms.filters
 attributes:
   check_mode:
     support: full
@@ -89,6 +94,12 @@ EXAMPLES = r"""
 - name: Remove the states of one customer network
   netbsd.pf.states_flush:
     source: 192.0.2.0/24
+
+- name: Remove the outbound states that touch a decommissioned network, whichever side it is on
+  netbsd.pf.states_flush:
+    filters:
+      networks: [198.51.100.0/24]
+      direction: out
 
 - name: How many DNS states would go?
   netbsd.pf.states_flush:
@@ -142,11 +153,16 @@ import errno
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import module_argspec
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import state_filter_from
+
+CRITERIA = ("filters", "interface", "address_family", "protocol", "source", "destination", "source_port", "destination_port")
 
 
 def argument_spec():
@@ -159,24 +175,25 @@ def argument_spec():
         destination=dict(type="str"),
         source_port=dict(type="str"),
         destination_port=dict(type="str"),
+        filters=TRANSFORM_ARGSPEC["filters"],
     ))
 
 
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
-        mutually_exclusive=[("all", "interface"), ("all", "address_family"), ("all", "protocol"), ("all", "source"),
-                            ("all", "destination"), ("all", "source_port"), ("all", "destination_port")],
-        required_one_of=[("all", "interface", "address_family", "protocol", "source", "destination", "source_port",
-                          "destination_port")],
+        mutually_exclusive=[("all", criterion) for criterion in CRITERIA],
+        required_one_of=[("all",) + CRITERIA],
         supports_check_mode=True,
     )
     params = module.params
     try:
+        state_filter = state_filter_from(transforms_from_params(params), SelectionError)
         selection = Selection(all_states=params["all"], interface=params["interface"], address_family=params["address_family"],
                               protocol=params["protocol"], source=params["source"], destination=params["destination"],
-                              source_port=params["source_port"], destination_port=params["destination_port"])
-    except SelectionError as exc:
+                              source_port=params["source_port"], destination_port=params["destination_port"],
+                              state_filter=state_filter)
+    except (SelectionError, TransformOptionError) as exc:
         module.fail_json(msg=str(exc))
     try:
         with PfDevice(params["device"], writable=not module.check_mode) as device:
