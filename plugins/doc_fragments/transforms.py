@@ -16,7 +16,6 @@ options:
     description:
       - Keep only the states that match every criterion given here; criteria left out match everything.
       - Within one criterion a state matches if it matches any of the listed values.
-      - Filtering happens on the raw 240-byte records, before any O(rename).
     type: dict
     suboptions:
       interfaces:

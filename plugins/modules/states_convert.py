@@ -116,6 +116,21 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
+path:
+  description: The file written, O(dest); without O(dest) the file inspected, O(src).
+  returned: always
+  type: str
+  sample: /var/db/pf/states.txt
 src_format:
   description: Format of O(src).
   returned: always
@@ -157,26 +172,28 @@ renamed:
   type: int
   sample: 0
 format:
-  description: Format of O(dest).
-  returned: when O(dest) is given
+  description: Format of RV(path).
+  returned: always
   type: str
   sample: pfs_binary
 byte_order:
-  description: Byte order of the records in O(dest).
-  returned: when O(dest) is given
+  description: Byte order of the records in RV(path).
+  returned: always
   type: str
   sample: big
 bytes:
-  description: Size of O(dest) (of O(src) when only inspecting).
-  returned: when a file was written or inspected
+  description: Size of RV(path).
+  returned: unless check mode
   type: int
   sample: 491524
 sha256:
-  description: SHA-256 of O(dest) as written (of O(src) when only inspecting).
-  returned: when a file was written or inspected
+  description: SHA-256 of RV(path).
+  returned: unless check mode
   type: str
   sample: 109c9333cb918e723909dfdab5bddea5d8290335f96ec4513438071a03bdef8b
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -186,6 +203,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, convert_dump, inspect_dump,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
 def argument_spec():
@@ -204,11 +222,13 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     try:
         transforms = transforms_from_params(params)
         if params["dest"] is None:
             result = inspect_dump(params["src"], params["src_format"], params["src_byte_order"], transforms)
+            result.update(timing(started, result["read"]), path=params["src"], format=result["src_format"])
             module.exit_json(changed=False, **result)
         result = convert_dump(
             params["src"], params["dest"], params["format"], src_format=params["src_format"],
@@ -221,6 +241,7 @@ def main():
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params, path=params["dest"])
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    result.update(timing(started, result["read"]), path=params["dest"])
     module.exit_json(**result)
 
 

@@ -153,6 +153,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
 path:
   description: The dump file.
   returned: always
@@ -257,6 +267,8 @@ fetched:
   sample: /home/admin/captures/fw1/states.pfstate
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
@@ -267,6 +279,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
 def argument_spec():
@@ -288,6 +301,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    started = time.monotonic()
     params = module.params
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
@@ -308,6 +322,7 @@ def main():
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    result.update(timing(started, result["read"]))
     module.exit_json(**result)
 
 

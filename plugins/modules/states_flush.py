@@ -110,13 +110,35 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: success
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: success
+  type: int
+  sample: 480000
+read:
+  description: States in the table read before the removal.
+  returned: success
+  type: int
+count:
+  description: States that matched the selection in the table read before the removal.
+  returned: success
+  type: int
+filtered:
+  description: States left out by the selection, RV(read) - RV(count).
+  returned: success
+  type: int
 removed:
   description: States removed (in check mode, states that would be removed).
   returned: success
   type: int
   sample: 1234
 matched:
-  description: States that matched the selection in the table read before the removal.
+  description: Deprecated alias of RV(count) (its name in 0.1.0), to be removed in 1.0.0.
   returned: success
   type: int
 states_before:
@@ -150,6 +172,7 @@ lock:
 """
 
 import errno
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -159,6 +182,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import state_filter_from
 
@@ -186,6 +210,7 @@ def main():
         required_one_of=[("all",) + CRITERIA],
         supports_check_mode=True,
     )
+    started = time.monotonic()
     params = module.params
     try:
         state_filter = state_filter_from(transforms_from_params(params), SelectionError)
@@ -210,6 +235,8 @@ def main():
         module.warn("the kernel removed %d states modulo 256 but %d of the selected states disappeared: the table changed "
                     "during the call (new or expiring states)" % (result["kernel_count"], result["removed"]))
     result["changed"] = result["removed"] > 0
+    result.update(timing(started, result["states_before"]), read=result["states_before"], count=result["matched"],
+                  filtered=result["states_before"] - result["matched"])
     if module._diff:
         before = summarize_views(before_views)
         after = merged_counts(before, [])

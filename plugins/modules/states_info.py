@@ -82,6 +82,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
+read:
+  description: States in the table (RV(summary.total_in_table)).
+  returned: always
+  type: int
+  sample: 2048
+count:
+  description: States selected by O(filters) (RV(summary.count)).
+  returned: always
+  type: int
+  sample: 2048
 status:
   description: pf status (C(DIOCGETSTATUS)).
   returned: always
@@ -175,6 +195,8 @@ states_truncated:
   sample: false
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
@@ -183,6 +205,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 def argument_spec():
     return module_argspec(dict(
@@ -195,6 +218,7 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     if params["limit"] < 0:
         module.fail_json(msg="limit must be 0 (no limit) or a positive number of states, not %d" % params["limit"])
@@ -205,6 +229,8 @@ def main():
     except (TransformOptionError, OperationError, PfError) as exc:
         module.fail_json(msg=str(exc))
     result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
+    result.update(timing(started, result["summary"]["total_in_table"]), read=result["summary"]["total_in_table"],
+                  count=result["summary"]["count"])
     module.exit_json(changed=False, **result)
 
 

@@ -71,6 +71,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
 lock:
   description:
     - What O(lease_file) says about the lock after the task, never a reading of the kernel.
@@ -103,12 +108,15 @@ previous:
   sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import LOCK_LEASE_ARGSPEC, module_argspec
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, lock_table, unlock_table
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 def argument_spec():
     return module_argspec(dict(state=dict(type="str", default="locked", choices=["locked", "unlocked"])), LOCK_LEASE_ARGSPEC)
@@ -116,6 +124,7 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
@@ -137,7 +146,7 @@ def main():
                 lock = lease_view(params["lease_file"])
     except (OperationError, LeaseError, PfError) as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, lock=lock, previous=previous)
+    module.exit_json(changed=changed, lock=lock, previous=previous, **timing(started))
 
 
 if __name__ == "__main__":

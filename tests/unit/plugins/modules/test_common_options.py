@@ -107,3 +107,34 @@ def test_default_device_is_dev_pf(tmp_path, capsys):
     """Without the group defaults the members open /dev/pf, which this test machine does not have."""
     result = run_module(states_info.main, capsys, tmp_path)
     assert result["failed"] is True and "/dev/pf" in result["msg"]
+
+
+def test_common_return_values(host, tmp_path, capsys):
+    """The names of the README's table of common return values, the same in every member that has the thing."""
+    _kernel, defaults = host
+    dump = str(tmp_path / "s.pfstate")
+    results = {"states_dump": with_group_defaults("states_dump", defaults, capsys, path=dump, filters={"protocols": ["tcp"]})}
+    results["states_convert"] = with_group_defaults("states_convert", defaults, capsys, src=dump, dest=str(tmp_path / "s.bin"),
+                                                    format="pfs_binary")
+    results["states_info"] = with_group_defaults("states_info", defaults, capsys, filters={"protocols": ["tcp"]})
+    results["states_flush"] = with_group_defaults("states_flush", defaults, capsys, check_mode=True, protocol="tcp")
+    results["states_restore"] = with_group_defaults("states_restore", defaults, capsys, check_mode=True, path=dump)
+    results["states_lock"] = with_group_defaults("states_lock", defaults, capsys, state="unlocked")
+    tcp = results["states_info"]["count"]
+    assert 0 < tcp < 40
+    for name, result in results.items():
+        assert result.get("failed") is not True, (name, result.get("msg"))
+        assert isinstance(result["duration"], float) and 0 <= result["duration"] < 60, name
+        if name == "states_lock":
+            continue
+        assert result["states_per_second"] is None or result["states_per_second"] > 0, name
+        expected_read = tcp if name in ("states_convert", "states_restore") else 40
+        assert (result["read"], result["count"], result["filtered"]) == (expected_read, tcp, expected_read - tcp), name
+    for name in ("states_dump", "states_convert", "states_restore"):
+        result = results[name]
+        assert result["path"] and result["bytes"] == os.path.getsize(result["path"]), name
+        assert result["format"] in ("native", "pfs_binary", "pfs_text") and result["byte_order"] in ("little", "big"), name
+    assert results["states_restore"]["total"] == results["states_restore"]["read"], "deprecated alias kept"
+    assert results["states_flush"]["matched"] == results["states_flush"]["count"], "deprecated alias kept"
+    inspected = with_group_defaults("states_convert", defaults, capsys, src=dump)
+    assert (inspected["path"], inspected["format"], inspected["bytes"]) == (dump, "native", os.path.getsize(dump))
