@@ -27,7 +27,7 @@ options:
       - Give every host its own path when several hosts share a file system (test fleets, jails), and give every module, role and
         C(pfstate) run on a host the same one; C(module_defaults) for C(group/netbsd.pf.states) does that for the modules.
       - Modules that lock (M(netbsd.pf.states_dump), M(netbsd.pf.states_restore), M(netbsd.pf.states_lock)) record their lease here;
-        M(netbsd.pf.states_info) and M(netbsd.pf.states_flush) report the lock from it (RV(lock)).
+        M(netbsd.pf.states_info) and M(netbsd.pf.states_flush) report the lock from it (their C(lock) return value).
         M(netbsd.pf.states_convert) never locks and ignores it.
       - Root writes this file, so it is never followed through a symbolic link and is created exclusively (mode 0600); it is
         refused if it has other hard links, or if its directory can be written by other users and is not sticky (or is

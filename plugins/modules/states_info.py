@@ -207,6 +207,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import Operat
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
+
 def argument_spec():
     return module_argspec(dict(
         states=dict(type="bool", default=False),

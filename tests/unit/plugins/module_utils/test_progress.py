@@ -29,24 +29,24 @@ class Terminal(io.StringIO):
 
 def test_nothing_is_drawn_for_work_under_a_second():
     stream = io.StringIO()
-    bar = ProgressBar(stream, clock=FakeClock(0.1))
+    progress_bar = ProgressBar(stream, clock=FakeClock(0.1))
     for done in range(0, 5000, 1000):
-        bar("writing", done, 5000)
-    bar.close()
+        progress_bar("writing", done, 5000)
+    progress_bar.close()
     assert stream.getvalue() == ""
 
 
 def test_longer_work_shows_rate_and_eta_and_ends_its_line():
     stream = io.StringIO()
     clock = FakeClock(0.5)
-    bar = ProgressBar(stream, clock=clock)
+    progress_bar = ProgressBar(stream, clock=clock)
     for done in (1000, 2000, 3000, 4000):
-        bar("adding", done, 8000)
+        progress_bar("adding", done, 8000)
     drawn = stream.getvalue()
     assert drawn.startswith("\radding [")
     last = drawn.split("\r")[-1]
     assert "50%" in last and "4000/8000 states" in last and "states/s" in last and "ETA 0:" in last
-    bar.close()
+    progress_bar.close()
     assert stream.getvalue().endswith("\n") and stream.getvalue().count("\n") == 1
 
 

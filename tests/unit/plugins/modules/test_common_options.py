@@ -8,8 +8,6 @@ defaults name, and checks that the member used that device and lease file.
 """
 
 import os
-from functools import partial
-
 import pytest
 import yaml
 
