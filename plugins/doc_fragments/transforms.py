@@ -9,13 +9,13 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    DOCUMENTATION = r"""
+    # netbsd.pf.transforms.filters: the filters alone, for modules that select states but rename nothing.
+    FILTERS = r"""
 options:
   filters:
     description:
       - Keep only the states that match every criterion given here; criteria left out match everything.
       - Within one criterion a state matches if it matches any of the listed values.
-      - Filtering happens on the raw 240-byte records, before any O(rename).
     type: dict
     suboptions:
       interfaces:
@@ -53,6 +53,9 @@ options:
           - Keep only states created by inbound (V(in)) or outbound (V(out)) packets.
         type: str
         choices: [in, out]
+"""
+
+    DOCUMENTATION = FILTERS + r"""
   rename:
     description:
       - Map of interface names, old name to new name, applied to the records that pass O(filters).

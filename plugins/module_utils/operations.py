@@ -34,6 +34,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_IFNAME, OFF_PROTO, OFF_SRC, RecordError, column,
@@ -375,7 +376,7 @@ def start_detached(argv):
 
 def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
                 lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
-                device_path="/dev/pf", run_after=None, now=None):
+                device_path="/dev/pf", run_after=None, now=None, progress=None):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
 
     The file is replaced atomically and only when its content (format,
@@ -395,7 +396,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 
     snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
     try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now)
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress)
         if snapshot.lock_mode == "hold":
             result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
             result["lock"] = dict(lease_view(lease_file), mode="hold")
@@ -411,14 +412,14 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     return result
 
 
-def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now):
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress):
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
     summary = summarize([block], byte_order, brief=True)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
-                        check_mode=check_mode, now=now)
+                        check_mode=check_mode, now=now, progress=progress)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
@@ -436,7 +437,7 @@ def _one_block(blocks):
 
 
 def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, backup=False, mode=0o600,
-               check_mode=False, now=None):
+               check_mode=False, now=None, progress=None):
     """Write ``block`` to ``path`` unless the file there already has the same content.
 
     Returns ``changed`` and ``content_sha256``, and unless in check mode the
@@ -454,7 +455,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if check_mode:
             return outcome
         if changed:
-            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
+            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256, progress)
     elif check_mode:
         try:
             digest = content_digest(fmt, byte_order, compression, block)
@@ -462,7 +463,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
             raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
-        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
+        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, progress=progress)
         changed = not staged.same_as_existing()
         outcome = {"changed": changed, "content_sha256": staged.sha256}
         if not changed:
@@ -486,9 +487,10 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     return outcome
 
 
-def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None):
+def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None, progress=None):
+    blocks = [block] if progress is None else reported_slices(block, progress, "writing")
     try:
-        return stage_dump(path, fmt, [block], byte_order, count=count, metadata=metadata, compress=compression,
+        return stage_dump(path, fmt, blocks, byte_order, count=count, metadata=metadata, compress=compression,
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
@@ -535,7 +537,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
 
 
 def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_order=None, compress=True,
-                 transforms=None, mode=0o600, check_mode=False, now=None):
+                 transforms=None, mode=0o600, check_mode=False, now=None, progress=None):
     """Rewrite the dump ``src`` as ``dest`` in ``fmt``; no device is touched.
 
     ``byte_order`` is the byte order of the output records: "little", "big",
@@ -553,7 +555,8 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         stats = TransformStats()
         try:
             # Read and transform the whole dump first: a damaged source never produces a partial dest.
-            block = b"".join(apply_transforms(reader.blocks(), source_order, transforms, stats))
+            blocks = reader.blocks() if progress is None else reported_blocks(reader.blocks(), progress, "reading", reader.count)
+            block = b"".join(apply_transforms(blocks, source_order, transforms, stats))
         except DUMP_ERRORS as exc:
             raise OperationError("%s: %s" % (src, exc))
         block = swap_records(block, source_order, target_order)
@@ -573,9 +576,9 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
         metadata["converted_at"] = time.time() if now is None else now
     stored = store_dump(dest, fmt, block, target_order, stats.kept, compression, metadata, mode=mode,
-                        check_mode=check_mode)
+                        check_mode=check_mode, progress=progress)
     result["changed"] = stored["changed"]
-    if result["changed"] and not check_mode:
+    if not check_mode:
         result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
 

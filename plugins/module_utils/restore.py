@@ -43,6 +43,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
@@ -533,8 +534,9 @@ class Restorer:
     ``table_reads`` counts the tables read back: at most one per failed call.
     """
 
-    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, progress=None):
         self.device = device
+        self.progress = progress
         self.plan = plan
         self.byte_order = byte_order
         self.chunk_size = max(1, chunk_size)
@@ -548,6 +550,7 @@ class Restorer:
 
     def add(self):
         outcome = self.plan.outcome
+        done = 0
         for batch in _batches(self.plan.to_add, self.plan.without_identity, self.chunk_size):
             pending = [index for index in batch if not self._settled[index]]
             alone = False
@@ -558,6 +561,9 @@ class Restorer:
                     break
                 settled, alone = self._send(pending[:1] if alone else pending)
                 pending = [index for index in pending[settled:] if not self._settled[index]]
+            done += len(batch)
+            if self.progress is not None:
+                self.progress("adding", done, len(self.plan.to_add))
         return outcome
 
     def _send(self, chunk):
@@ -827,7 +833,7 @@ class LoadedDump:
         self.trailing_bytes = trailing_bytes
 
 
-def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=None):
     """Read and verify every record of a dump (checksums, header, syntax, record fields).
 
     ``byte_order`` overrides detection for pfs binary files; text files are
@@ -843,7 +849,8 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
             reader = open_dump(path, "pfs-text", text_byte_order)
         with reader:
             block = bytearray()
-            for chunk in reader.blocks(verify=True):
+            chunks = reader.blocks(verify=True)
+            for chunk in chunks if progress is None else reported_blocks(chunks, progress, "reading", reader.count):
                 block += chunk
             header = reader.header or {}
             dump_format, dump_order, trailing = reader.format, reader.byte_order, reader.trailing_bytes
@@ -957,7 +964,7 @@ def _report_lease_end(report, lease_file, lease):
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None):
+                 check_mode=False, device_path="/dev/pf", now=None, progress=None):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
 
     Raises RestoreError (with ``report`` when counts are known) for refusals
@@ -965,7 +972,7 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     """
     report = {"warnings": []}
     kernel_order = Abi.host().byte_order
-    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order)
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, progress=progress)
     now = time.time() if now is None else now
     try:
         captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
@@ -999,12 +1006,12 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
                 if check_mode:
                     report["lock"] = {"mode": lock, "taken": False}
                 report.update(_restore_into(device, block, kernel_order, state_filter, rename, age_seconds,
-                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode))
+                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode, progress))
     return report
 
 
 def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds, on_conflict, limit_policy,
-                  chunk_size, fix_mss, check_mode):
+                  chunk_size, fix_mss, check_mode, progress=None):
     try:
         live_block = device.get_states()
         status = device.get_status()
@@ -1022,7 +1029,7 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
         added = plan.to_add
         result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
-        restorer = Restorer(device, plan, kernel_order, chunk_size)
+        restorer = Restorer(device, plan, kernel_order, chunk_size, progress)
         try:
             restorer.add()
         except PfError as exc:      # reading the table back after a failed chunk

@@ -139,6 +139,7 @@ extends_documentation_fragment:
   - action_common_attributes.flow
   - action_common_attributes.files
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
   - netbsd.pf.transforms
   - netbsd.pf.lock_lease
 attributes:
@@ -203,8 +204,34 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-total:
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: success
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: success
+  type: int
+  sample: 480000
+path:
+  description: The dump file restored (with O(src), the temporary copy on the target, removed afterwards).
+  returned: success
+  type: str
+bytes:
+  description: Size of RV(path).
+  returned: success
+  type: int
+read:
   description: Number of states in the dump. Equals RV(restored) + RV(already_present) + RV(rejected) + RV(expired) + RV(filtered).
+  returned: success
+  type: int
+count:
+  description: States selected by O(filters), RV(read) - RV(filtered); each is restored, already present, rejected or expired.
+  returned: success
+  type: int
+total:
+  description: Deprecated alias of RV(read) (its name in 0.1.0), to be removed in 1.0.0.
   returned: success
   type: int
 restored:
@@ -321,19 +348,23 @@ lock:
   sample: {"mode": "during", "taken": true, "lease_seconds": 300}
 """
 
+import os
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     DEFAULT_CHUNK_SIZE, RestoreError, restore_file, summary_text,
 )
 
 
 def argument_spec():
-    spec = dict(
+    return module_argspec(dict(
         path=dict(type="path"),
         src=dict(type="path"),
         format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text", "pfs_binary", "pfs_text"]),
@@ -348,10 +379,7 @@ def argument_spec():
         lock=dict(type="str", default="during", choices=["none", "during"]),
         restore_lock_file=dict(type="path"),
         restore_lock_timeout=dict(type="int", default=60),
-    )
-    spec.update(TRANSFORM_ARGSPEC)
-    spec.update(LOCK_LEASE_ARGSPEC)
-    return spec
+    ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
 def _check_options(module):
@@ -376,6 +404,7 @@ def main():
         required_one_of=[("path", "src")],
         supports_check_mode=True,
     )
+    started = time.monotonic()
     _check_options(module)
     params = module.params
     try:
@@ -389,7 +418,7 @@ def main():
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            check_mode=module.check_mode)
+            check_mode=module.check_mode, device_path=params["device"])
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **(exc.report or {}))
     except PfError as exc:
@@ -398,7 +427,9 @@ def main():
         module.warn(warning)
     before = report.pop("summary_before")
     after = report.pop("summary_after")
-    result = dict(report, changed=report["restored"] > 0)
+    result = dict(report, changed=report["restored"] > 0, path=params["path"], bytes=os.path.getsize(params["path"]),
+                  read=report["total"], count=report["total"] - report["filtered"])
+    result.update(timing(started, report["total"]))
     if module._diff:
         result["diff"] = {"before": summary_text(before), "after": summary_text(after),
                           "before_header": "pf states (by interface, protocol)", "after_header": "pf states after the restore"}
