@@ -38,9 +38,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
@@ -787,20 +788,23 @@ class LoadedDump:
         self.trailing_bytes = trailing_bytes
 
 
-def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, remove_after_open=False):
     """Read and verify every record of a dump (checksums, header, syntax, record fields).
 
     ``byte_order`` overrides detection for pfs binary files; text files are
     read in ``text_byte_order`` (the kernel's: pfs prints ids in host order).
+    ``remove_after_open`` removes the file once it is open (also when it is
+    not a dump): the records are read from the open descriptor.
     Raises RestoreError naming the problem; nothing is sent to the kernel.
     """
     try:
-        mtime = os.stat(path).st_mtime
-        reader = open_dump(path, None if fmt in (None, "auto") else fmt,
-                           byte_order if byte_order else (text_byte_order if fmt == "pfs-text" else None))
-        if reader.format == "pfs-text" and not byte_order and text_byte_order and reader.byte_order != text_byte_order:
-            reader.close()
-            reader = open_dump(path, "pfs-text", text_byte_order)
+        try:
+            mtime = os.stat(path).st_mtime
+            dump_format = detect_format(path) if fmt in (None, "auto") else fmt
+            reader = open_dump(path, dump_format, byte_order if byte_order else (text_byte_order if dump_format == "pfs-text" else None))
+        finally:
+            if remove_after_open:
+                remove_quietly(path)
         with reader:
             block = bytearray()
             for chunk in reader.blocks(verify=True):
@@ -892,15 +896,17 @@ def table_lock(device, mode, lease_seconds, lease_file, report):
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None):
+                 check_mode=False, device_path="/dev/pf", now=None, remove_after_open=False):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
+
+    ``remove_after_open``: see load_dump (a copy pushed by the states_restore action plugin).
 
     Raises RestoreError (with ``report`` when counts are known) for refusals
     and aborts; PfError escapes only for device problems outside the add path.
     """
     report = {"warnings": []}
     kernel_order = Abi.host().byte_order
-    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order)
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, remove_after_open=remove_after_open)
     now = time.time() if now is None else now
     try:
         captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
