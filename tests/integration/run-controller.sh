@@ -3,6 +3,7 @@
 # local-flavour fleet of 2 emulated hosts whose inventory names are "2001:db8::1" and "fw-münchen":
 #   D3  the capture and restore roles work on such names, one directory per host (netbsd.pf.host_dir);
 #   D7  captures and reports private: directories 0700, files 0600;
+#   D12 a host directory owned by another user is refused, untouched (needs root for chown);
 #   D9  Ctrl-C of ansible-playbook while states_restore (src:) runs leaves no pushed dump on the
 #       target, and the next run removes a copy left by a push interrupted earlier.
 #
@@ -47,6 +48,23 @@ done
 find "$captures" -type d ! -perm 0700 -print | grep . && fail "D7: a capture directory is not 0700"
 find "$captures" -type f ! -perm 0600 -print | grep . && fail "D7: a capture or report is not 0600"
 echo "D3/D7 ok: $(cd "$captures" && echo */latest), directories 0700, captures and reports 0600"
+
+echo "--- D12: a host directory of another user is refused"
+if [ "$(id -u)" = 0 ]; then
+    foreign=$captures/fw-m%C3%BCnchen
+    chown 65534 "$foreign"
+    before=$(ls -la "$foreign")
+    if playbook -e "captures=$captures" "$repo/tests/integration/controller/hostnames.yml" >"$work/foreign.log" 2>&1; then
+        fail "D12: the capture into a directory owned by uid 65534 succeeded"
+    fi
+    grep -q "fw-m%C3%BCnchen is owned by uid 65534, not by the controller user" "$work/foreign.log" \
+        || fail "D12: no clear refusal (see $work/foreign.log)"
+    [ "$(ls -la "$foreign")" = "$before" ] || fail "D12: the refused directory was changed"
+    chown 0 "$foreign"
+    echo "D12 ok: refused with a message, the directory left as it was"
+else
+    echo "D12 skipped: chown needs root"
+fi
 
 echo "--- D9: Ctrl-C while states_restore src: runs"
 host_vars() { "$venv/bin/python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["all"]["children"]["pfemu"]["hosts"]["2001:db8::1"][sys.argv[2]])' "$inventory" "$1"; }
