@@ -71,8 +71,8 @@ options:
   fetch_to:
     description:
       - Directory on the controller to fetch the dump into, as C(FETCH_TO/HOST/BASENAME_OF_PATH), where C(HOST) is the name of
-        the host the module ran on (the delegated host with C(delegate_to)) encoded by the P(netbsd.pf.host_dir#filter) filter:
-        no inventory name can escape O(fetch_to), and two hosts never share a directory.
+        the host the module ran on (the delegated host with C(delegate_to)) encoded by the P(netbsd.pf.host_dir#filter) filter,
+        so no inventory name can escape O(fetch_to) and two hosts never share a directory.
       - Directories are created with mode C(0700), the file written with mode C(0600); its SHA-256 is checked against RV(sha256).
         A host directory that is a symbolic link or is owned by another user than the controller's is refused (whoever owns
         it could swap the captures).
