@@ -20,6 +20,8 @@ import stat
 import time
 
 PUSHED_NAME = "netbsd-pf-restore-src.dump"
+# The name collection 0.1.0 pushed under: its leftovers are removed too.
+LEGACY_PUSHED_NAME = "states.dump"
 # Ansible names its remote temporary directories ansible-tmp-<time>-<pid>-<random>.
 TEMP_DIR_PREFIX = "ansible-tmp-"
 # A push in progress writes its copy continuously and the module opens it a few seconds after
@@ -35,7 +37,7 @@ def remove_quietly(path):
 
 
 def remove_stale_copies(pushed_path, now=None):
-    """Remove PUSHED_NAME copies older than STALE_SECONDS beside ``pushed_path``'s temporary directory.
+    """Remove PUSHED_NAME (and LEGACY_PUSHED_NAME) copies older than STALE_SECONDS beside ``pushed_path``'s temporary directory.
 
     Only regular files owned by the owner of the temporary directory holding
     ``pushed_path`` (the connection user), in directories named like Ansible's;
@@ -52,14 +54,15 @@ def remove_stale_copies(pushed_path, now=None):
         directory = os.path.join(remote_tmp, name)
         if not name.startswith(TEMP_DIR_PREFIX) or directory == own_dir:
             continue
-        candidate = os.path.join(directory, PUSHED_NAME)
-        try:
-            info = os.lstat(candidate)
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode) and info.st_uid == owner and info.st_mtime < deadline:
-            os.unlink(candidate)
-            removed.append(candidate)
+        for candidate in (os.path.join(directory, PUSHED_NAME), os.path.join(directory, LEGACY_PUSHED_NAME)):
+            try:
+                info = os.lstat(candidate)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_uid == owner and info.st_mtime < deadline:
+                os.unlink(candidate)
+                removed.append(candidate)
+        if removed and os.path.dirname(removed[-1]) == directory:
             try:
                 os.rmdir(directory)
             except OSError:

@@ -75,8 +75,8 @@ options:
       - O(path) is the private copy the action plugin pushed into Ansible's remote temporary directory. The module removes
         it as soon as it has opened it (and reads on from the open descriptor), also when it is not a valid dump.
       - It also removes the copies that earlier pushes, interrupted before the module ran, left in other C(ansible-tmp-*)
-        directories of the same remote temporary directory (files of the same name and owner not written for two minutes),
-        and returns them in RV(removed_stale_copies).
+        directories of the same remote temporary directory (files of the same name and owner not written for two minutes,
+        and the C(states.dump) copies that version 0.1.0 left), and returns them in RV(removed_stale_copies).
     type: bool
     default: false
   source_mtime:

@@ -10,7 +10,7 @@ import os
 import time
 from functools import partial
 
-from ansible_collections.netbsd.pf.plugins.module_utils.pushed import PUSHED_NAME, STALE_SECONDS
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import LEGACY_PUSHED_NAME, PUSHED_NAME, STALE_SECONDS
 from ansible_collections.netbsd.pf.plugins.modules import states_restore
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_restore import make_state, table, write_states
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
@@ -79,11 +79,17 @@ def test_copies_left_by_interrupted_pushes_are_removed_by_the_next_run(pfemu_ker
     unrelated.mkdir()
     (unrelated / "states.pfstate").write_bytes(b"")
     os.utime(str(unrelated / "states.pfstate"), (old, old))
+    legacy_dir = tmp_path / "remote_tmp" / "ansible-tmp-600-6-6"     # left by collection 0.1.0
+    legacy_dir.mkdir()
+    legacy = str(legacy_dir / LEGACY_PUSHED_NAME)
+    os.rename(_push(tmp_path, "ansible-tmp-700-7-7"), legacy)
+    os.utime(legacy, (old, old))
     path = _push(tmp_path, "ansible-tmp-500-5-5")
 
     result = run(capsys, tmp_path, path=path, age="none", pushed_copy=True)
 
-    assert sorted(result["removed_stale_copies"]) == sorted([stale, stale_beside_other_files])
+    assert sorted(result["removed_stale_copies"]) == sorted([stale, stale_beside_other_files, legacy])
+    assert not legacy_dir.exists()
     assert not os.path.exists(os.path.dirname(stale)), "an emptied temporary directory is removed"
     assert not os.path.exists(stale_beside_other_files) and busy_dir.exists(), "Ansible's own files are left alone"
     assert os.path.exists(in_progress)
