@@ -69,8 +69,17 @@ class ActionModule(ActionBase):
                 module_args.setdefault("source_mtime", source_mtime)
                 result.update(self._execute_module(module_name=MODULE, module_args=module_args, task_vars=task_vars))
             finally:
-                self._remove_tmp_path(remote_tmp, force=True)
+                self._remove_temporary_directory(remote_tmp, result)
         finally:
             self._loader.cleanup_tmp_file(real_path)
         result["src"] = local_path
         return result
+
+    def _remove_temporary_directory(self, remote_tmp, result):
+        """Remove the push's directory; a failure (the connection dropped) is a warning that keeps the module's result."""
+        try:
+            self._remove_tmp_path(remote_tmp, force=True)
+        except AnsibleError as exc:
+            result.setdefault("warnings", []).append(
+                "could not remove the temporary directory %s on the target: %s (the module removes the pushed copy "
+                "as soon as it has opened it)" % (remote_tmp, to_text(exc)))

@@ -77,3 +77,17 @@ def test_an_unreadable_src_is_a_message(tmp_path):
     result = action.run(task_vars={})
     assert result["failed"] is True and "missing.pfstate" in result["msg"] and "No such file" in result["msg"]
     assert recorder.calls == []
+
+
+def test_a_failed_cleanup_keeps_the_modules_result(tmp_path):
+    """D5: the connection dropping after the module ran is a warning, not an exception that loses the counts."""
+    recorder = _Recorder()
+    action = _action(tmp_path, recorder)
+
+    def dropped(path, force=False):
+        raise AnsibleConnectionFailure("ssh: connection reset")
+
+    action._remove_tmp_path = dropped
+    result = action.run(task_vars={})
+    assert result["restored"] == 1 and not result.get("failed")
+    assert "connection reset" in result["warnings"][0] and REMOTE_TMP in result["warnings"][0]
