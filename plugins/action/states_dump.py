@@ -92,8 +92,8 @@ class ActionModule(ActionBase):
         previous_umask = os.umask(0o077)
         created_partial = False
         try:
-            if not os.path.isdir(base):
-                os.makedirs(base, 0o700)
+            # exist_ok: the workers of other hosts create the same base directory at the same moment.
+            os.makedirs(base, 0o700, exist_ok=True)
             if not os.path.lexists(host_dir):
                 os.mkdir(host_dir, 0o700)
             check_private_directory(host_dir)

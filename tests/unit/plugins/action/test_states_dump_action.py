@@ -175,3 +175,19 @@ def test_controller_failure_is_a_message_and_keeps_the_module_result(tmp_path, o
     assert expected in result["msg"] and "captures" in result["msg"]
     for key, value in DUMP_RESULT.items():
         assert result[key] == value, "the module's result is kept"
+
+
+def test_base_directory_created_by_another_host_at_the_same_moment(tmp_path, open_umask, monkeypatch):
+    """Workers of two hosts both find fetch_to missing and both create it: the second must not fail."""
+    base = tmp_path / "captures"
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, *args, **kwargs):
+        if path == str(base) and not base.exists():
+            real_makedirs(path, 0o700)      # the other worker wins the race
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(states_dump_action.os, "makedirs", racing_makedirs)
+    final = _action(_write(b"x"))._fetch("/d/s.pfstate", hashlib.sha256(b"x").hexdigest(), str(base),
+                                         {"inventory_hostname": "fw2"})
+    assert open(final, "rb").read() == b"x"
