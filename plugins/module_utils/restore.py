@@ -37,13 +37,14 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_view, open_record_file, process_alive,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
@@ -823,30 +824,34 @@ def exclusive_restore(path, timeout, clock=time.monotonic, sleep=time.sleep):
 class LoadedDump:
     """A dump read completely into memory and verified."""
 
-    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, trailing_bytes):
+    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, size, trailing_bytes):
         self.path = path
         self.format = fmt
         self.byte_order = byte_order
         self.block = block
         self.header_captured_at = header_captured_at
         self.mtime = mtime
+        self.size = size
         self.trailing_bytes = trailing_bytes
 
 
-def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=None):
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=None, remove_after_open=False):
     """Read and verify every record of a dump (checksums, header, syntax, record fields).
 
     ``byte_order`` overrides detection for pfs binary files; text files are
     read in ``text_byte_order`` (the kernel's: pfs prints ids in host order).
+    ``remove_after_open`` removes the file once it is open (also when it is
+    not a dump): the records are read from the open descriptor.
     Raises RestoreError naming the problem; nothing is sent to the kernel.
     """
     try:
-        mtime = os.stat(path).st_mtime
-        reader = open_dump(path, None if fmt in (None, "auto") else fmt,
-                           byte_order if byte_order else (text_byte_order if fmt == "pfs-text" else None))
-        if reader.format == "pfs-text" and not byte_order and text_byte_order and reader.byte_order != text_byte_order:
-            reader.close()
-            reader = open_dump(path, "pfs-text", text_byte_order)
+        try:
+            file_info = os.stat(path)
+            dump_format = detect_format(path) if fmt in (None, "auto") else fmt
+            reader = open_dump(path, dump_format, byte_order if byte_order else (text_byte_order if dump_format == "pfs-text" else None))
+        finally:
+            if remove_after_open:
+                remove_quietly(path)
         with reader:
             block = bytearray()
             chunks = reader.blocks(verify=True)
@@ -867,7 +872,7 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=No
         captured = parse_timestamp(captured) if captured is not None else None
     except ValueError:
         captured = None
-    return LoadedDump(path, dump_format, dump_order, block, captured, mtime, trailing)
+    return LoadedDump(path, dump_format, dump_order, block, captured, file_info.st_mtime, file_info.st_size, trailing)
 
 
 @contextmanager
@@ -964,15 +969,18 @@ def _report_lease_end(report, lease_file, lease):
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None, progress=None):
+                 check_mode=False, device_path="/dev/pf", now=None, progress=None, remove_after_open=False):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
+
+    ``remove_after_open``: see load_dump (a copy pushed by the states_restore action plugin).
 
     Raises RestoreError (with ``report`` when counts are known) for refusals
     and aborts; PfError escapes only for device problems outside the add path.
     """
     report = {"warnings": []}
     kernel_order = Abi.host().byte_order
-    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, progress=progress)
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, progress=progress,
+                     remove_after_open=remove_after_open)
     now = time.time() if now is None else now
     try:
         captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
@@ -988,7 +996,7 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     rename = (transforms or {}).get("rename")
     block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
     report.update({
-        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
+        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order, "bytes": dump.size,
         "age_seconds": age_seconds, "age_source": age_source, "captured_at": capture_time,
         "mss_fixed": bool(fix_mss and kernel_order == "little"),
     })

@@ -70,10 +70,14 @@ options:
     elements: str
   fetch_to:
     description:
-      - Directory on the controller to fetch the dump into, as C(FETCH_TO/INVENTORY_HOSTNAME/BASENAME_OF_PATH).
+      - Directory on the controller to fetch the dump into, as C(FETCH_TO/HOST/BASENAME_OF_PATH), where C(HOST) is the name of
+        the host the module ran on (the delegated host with C(delegate_to)) encoded by the P(netbsd.pf.host_dir#filter) filter,
+        so no inventory name can escape O(fetch_to) and two hosts never share a directory.
       - Directories are created with mode C(0700), the file written with mode C(0600); its SHA-256 is checked against RV(sha256).
-        Host names are sanitised so that no inventory name can escape O(fetch_to).
-      - Handled by the action plugin; nothing is fetched in check mode.
+        A host directory that is a symbolic link or is owned by another user than the controller's is refused (whoever owns
+        it could swap the captures).
+      - Handled by the action plugin; nothing is fetched in check mode. When the fetch fails, the task fails with a message
+        and still returns the module's result (the dump is on the target).
     type: path
   mode:
     description:

@@ -21,7 +21,8 @@ description:
     RV(restored), RV(already_present), RV(rejected), RV(expired) and RV(filtered).
   - Running the same restore twice changes nothing the second time.
   - With O(src) the dump is taken from the controller; the action plugin copies it to a private temporary file on the
-    target (mode C(0600)) and removes it afterwards, also when the restore fails.
+    target (mode C(0600)), which the module removes as soon as it has opened it, so that not even an interrupted
+    C(ansible-playbook) (Ctrl-C, a dropped connection) leaves it behind; see O(pushed_copy).
 author:
   - netbsd.pf contributors (@netbsd-pf)
 options:
@@ -68,6 +69,16 @@ options:
         unless an offset is given). Overrides the time recorded in a C(.pfstate) header.
       - Useful for C(pfs) files, which record no time; their modification time is only a guess once they have been copied.
     type: str
+  pushed_copy:
+    description:
+      - Set by the action plugin with O(src); there is no reason to set it by hand.
+      - O(path) is the private copy the action plugin pushed into Ansible's remote temporary directory. The module removes
+        it as soon as it has opened it (and reads on from the open descriptor), also when it is not a valid dump.
+      - It also removes the copies that earlier pushes, interrupted before the module ran, left in other C(ansible-tmp-*)
+        directories of the same remote temporary directory (files of the same name and owner not written for two minutes,
+        and the C(states.dump) copies that version 0.1.0 left), and returns them in RV(removed_stale_copies).
+    type: bool
+    default: false
   source_mtime:
     description:
       - Modification time of the O(src) file on the controller, seconds since the epoch.
@@ -336,6 +347,12 @@ table_reads:
   description: Times the table was read back to settle a refused call; at most one per refused call, 0 when nothing failed.
   returned: success
   type: int
+removed_stale_copies:
+  description: Copies of earlier interrupted pushes that were removed (see O(pushed_copy)).
+  returned: when O(pushed_copy=true)
+  type: list
+  elements: str
+  sample: ["/home/admin/.ansible/tmp/ansible-tmp-1717000000.1-4242-1/netbsd-pf-restore-src.dump"]
 lock:
   description:
     - Whether the table was locked for the restore.
@@ -348,7 +365,6 @@ lock:
   sample: {"mode": "during", "taken": true, "lease_seconds": 300}
 """
 
-import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -358,6 +374,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     DEFAULT_CHUNK_SIZE, RestoreError, restore_file, summary_text,
 )
@@ -372,6 +389,7 @@ def argument_spec():
         age=dict(type="str", default="auto"),
         captured_at=dict(type="str"),
         source_mtime=dict(type="float"),
+        pushed_copy=dict(type="bool", default=False),
         on_conflict=dict(type="str", default="skip", choices=["skip", "fail"]),
         limit_policy=dict(type="str", default="refuse", choices=["refuse", "fit"]),
         chunk_size=dict(type="int", default=DEFAULT_CHUNK_SIZE),
@@ -405,8 +423,14 @@ def main():
         supports_check_mode=True,
     )
     started = time.monotonic()
-    _check_options(module)
     params = module.params
+    stale_copies = []
+    if params["pushed_copy"] and params["path"]:
+        try:
+            stale_copies = remove_stale_copies(params["path"])
+        except OSError as exc:
+            module.warn("could not look for copies left by interrupted pushes: %s" % exc)
+    _check_options(module)
     try:
         transforms = transforms_from_params(params)
     except TransformOptionError as exc:
@@ -418,7 +442,7 @@ def main():
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            check_mode=module.check_mode, device_path=params["device"])
+            check_mode=module.check_mode, device_path=params["device"], remove_after_open=params["pushed_copy"])
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **(exc.report or {}))
     except PfError as exc:
@@ -427,9 +451,11 @@ def main():
         module.warn(warning)
     before = report.pop("summary_before")
     after = report.pop("summary_after")
-    result = dict(report, changed=report["restored"] > 0, path=params["path"], bytes=os.path.getsize(params["path"]),
+    result = dict(report, changed=report["restored"] > 0, path=params["path"],
                   read=report["total"], count=report["total"] - report["filtered"])
     result.update(timing(started, report["total"]))
+    if params["pushed_copy"]:
+        result["removed_stale_copies"] = stale_copies
     if module._diff:
         result["diff"] = {"before": summary_text(before), "after": summary_text(after),
                           "before_header": "pf states (by interface, protocol)", "after_header": "pf states after the restore"}
