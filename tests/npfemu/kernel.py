@@ -40,6 +40,7 @@ NPF_NAT_PORTMAP = 0x02
 NPF_TABLE_CONST = 3
 NPF_CODE_BPF = 1
 UINT64_MAX = (1 << 64) - 1
+UNKNOWN_IFNAME = "???"
 
 PARAMS_DEFAULTS = {
     "state.key.interface": 1, "state.key.direction": 1, "portmap.min_port": 1024, "portmap.max_port": 49151,
@@ -481,12 +482,16 @@ class NpfKernel(object):
             if now - conn.last > self._timeout(conn):
                 self._destroy(conn)
 
+    def _ifname(self, ifid):
+        """npf_ifmap_copyname: ids left over from before a flush name nothing any more."""
+        return self.ifmap[ifid - 1] if 0 < ifid <= len(self.ifmap) else UNKNOWN_IFNAME
+
     def _export_key(self, key):
         alen, proto, di, ifid, sport, dport, saddr, daddr = key
         out = {"proto": proto, "sport": sport, "dport": dport, "saddr": saddr, "daddr": daddr}
         # npf_connkey_getckey masks 20 bits, direction included: any di gives an unknown id (3.6).
         if di or ifid:
-            out["ifname"] = "???" if di else self.ifmap[ifid - 1]
+            out["ifname"] = UNKNOWN_IFNAME if di else self._ifname(ifid)
         if di:
             out["di"] = di
         return out
@@ -494,7 +499,7 @@ class NpfKernel(object):
     def _export_conn(self, conn):
         out = {"flags": conn.flags, "proto": conn.proto}
         if conn.ifid:
-            out["ifname"] = self.ifmap[conn.ifid - 1]
+            out["ifname"] = self._ifname(conn.ifid)
         out["state"] = conn.state
         out["forw-key"] = self._export_key(conn.forw)
         out["back-key"] = self._export_key(conn.back)
@@ -504,7 +509,7 @@ class NpfKernel(object):
             out["nat"] = {"oaddr": b"" if nat.imported else nat.oaddr, "oport": nat.oport,
                           "taddr": b"" if nat.imported else nat.taddr, "tport": nat.tport, "nat-policy": nat.policy}
             if nat.ifid:
-                out["nat"]["ifname"] = self.ifmap[nat.ifid - 1]
+                out["nat"]["ifname"] = self._ifname(nat.ifid)
             out["nat"]["alen"] = 0 if nat.imported else nat.alen
         return out
 
