@@ -128,8 +128,8 @@ def _encode_name(name):
     if not isinstance(name, str):
         raise NvlistError("pair names must be str, not %r" % (name,))
     raw = name.encode("utf-8", "surrogateescape")
-    if b"\0" in raw or not 0 < len(raw) + 1 <= NV_NAME_MAX:
-        raise NvlistError("%r: a pair name must be 1..%d bytes without NUL" % (name, NV_NAME_MAX - 1))
+    if b"\0" in raw or len(raw) >= NV_NAME_MAX:
+        raise NvlistError("%r: a pair name must be shorter than %d bytes, without NUL" % (name, NV_NAME_MAX))
     return raw + b"\0"
 
 
@@ -301,7 +301,7 @@ class _Unpacker:
         if namesize > len(data) - name_offset:
             self.fail(offset, "name size %d runs past the end of the buffer" % namesize)
         raw_name = bytes(data[name_offset:name_offset + namesize])
-        if raw_name.index(b"\0") != namesize - 1:
+        if raw_name.find(b"\0") != namesize - 1:
             self.fail(offset, "name not NUL-terminated exactly at its size")
         name = raw_name[:-1].decode("utf-8", "surrogateescape")
         payload_offset = name_offset + namesize
