@@ -93,10 +93,11 @@ def format_address(raw):
 
 
 def format_endpoint(raw, port, proto):
+    """ICMP keys carry the query id in both ports: shown as the bare address."""
     address = format_address(raw)
-    if len(raw) == 16:
-        address = "[%s]" % address
-    return address if proto == IPPROTO_ICMP else "%s:%d" % (address, port)
+    if proto == IPPROTO_ICMP:
+        return address
+    return "%s:%d" % ("[%s]" % address if len(raw) == 16 else address, port)
 
 
 class ConnKey:
