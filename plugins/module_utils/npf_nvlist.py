@@ -175,7 +175,7 @@ def _flatten(nvl, prefix, pairs, depth):
 def _nvlist_size_costs(pairs):
     """What libnv's nvlist_size() adds per visited pair (reference 3.2)."""
     costs = []
-    for pair_type, raw_name, payload, nitems, _ in pairs:
+    for pair_type, raw_name, payload, nitems, dummy_nested in pairs:
         cost = PAIR_HEADER_SIZE + len(raw_name)
         if pair_type == NV_TYPE_NVLIST:
             cost += HEADER_SIZE + PAIR_HEADER_SIZE + 1
@@ -209,7 +209,7 @@ class _Packer:
         self.out += struct.pack(self.prefix + "BHQQ", pair_type, len(raw_name), datasize, nitems) + raw_name
 
     def list_body(self, nvl):
-        for _ in range(len(nvl)):
+        for dummy_index in range(len(nvl)):
             pair_type, raw_name, payload, nitems, nested = self.pairs[self.index]
             self.index += 1
             if pair_type == NV_TYPE_NVLIST:
@@ -385,8 +385,8 @@ class _Unpacker:
                     self.fail(offset, "NVLIST_ARRAY_NEXT outside an array element or with a name or data")
                 stack.pop()
                 offset = payload_offset
-                parent, parent_flags, _, _ = stack[-1]
-                elements, wanted, array_name, array_offset = array
+                parent, parent_flags = stack[-1][0], stack[-1][1]
+                elements, wanted, array_name, array_offset = array[0], array[1], array[2], array[3]
                 if len(elements) < wanted:
                     offset = self.open_element(offset, stack, array, max_depth)
                 else:

@@ -249,7 +249,7 @@ class NpfDevice:
             arg = bytearray(struct.pack(self._ref_format, address, len(packed), 0))
         self._ioctl(name, arg)
         del keep
-        reply_address, reply_length, _ = struct.unpack(self._ref_format, arg)
+        reply_address, reply_length = struct.unpack(self._ref_format, arg)[:2]
         if not reply_address or not reply_length:
             raise NpfError(None, name, "the kernel reported success but returned no reply")
         try:

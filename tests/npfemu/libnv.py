@@ -227,14 +227,14 @@ def unpack(data, flags=0, host_order="little"):
                 if datasize == 0:
                     raise UnpackError("nvlist datasize 0")
                 check_header(offset, False)
-                child, offset, _ = read_list(offset + HDR, "nested")
+                child, offset = read_list(offset + HDR, "nested")[:2]
                 result[name] = child
                 continue
             if kind == NVLIST_ARRAY:
                 if nitems == 0 or HDR * nitems > len(data) - offset:
                     raise UnpackError("nvlist array count")
                 elements = []
-                for _ in range(nitems):
+                for dummy_index in range(nitems):
                     check_header(offset, False)
                     element, offset, ended = read_list(offset + HDR, "element")
                     elements.append(element)
@@ -247,8 +247,7 @@ def unpack(data, flags=0, host_order="little"):
         return result, offset, "end"
 
     check_header(0, True)
-    result, _, _ = read_list(HDR, "top")
-    return result
+    return read_list(HDR, "top")[0]
 
 
 def _unpack_leaf(kind, payload, datasize, nitems, prefix):

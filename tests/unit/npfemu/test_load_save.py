@@ -91,9 +91,9 @@ def test_65th_interface_name_fails_and_the_first_64_stay_registered(npf):
 
 
 def test_undefined_behaviour_is_refused_loudly_in_strict_mode(npf):
+    wide = npf.conn(alen=8, saddr=b"\0" * 8, daddr=b"\1" * 8)
     with pytest.raises(WouldCorrupt, match="alen 8"):
-        npf.ioctl("LOAD", npf.ref_arg(npf.nvlist([(11, "conn-list", [npf.conn(alen=8, saddr=b"\0" * 8,
-                                                                                  daddr=b"\1" * 8)])])))
+        npf.ioctl("LOAD", npf.ref_arg(npf.nvlist([(11, "conn-list", [wide])])))
     npf.kernel.strict = False
     load_conns(npf, [npf.conn(proto=47)])  # a non-strict kernel accepts what the real one accepts
     assert npf.save()["conn-list"][0]["proto"] == 47

@@ -110,8 +110,8 @@ def test_request_over_4_mib_is_refused_before_any_ioctl(emulated):
 def test_save_enomem_after_a_nat_restore_is_explained(emulated):
     kernel, syscalls, device = emulated
     nat_rule = {"type": 2, "flags": 2, "nat-addr": b"\xc0\x00\x02\x01", "nat-policy": 1}
-    device.load({"nat": [nat_rule], "conn-list": [connection(1028, nat={"taddr": b"\xc0\x00\x02\x01",
-                                                                       "tport": 40000})]})
+    translated = connection(1028, nat={"taddr": b"\xc0\x00\x02\x01", "tport": 40000})
+    device.load({"nat": [nat_rule], "conn-list": [translated]})
     with pytest.raises(NpfError) as caught:
         device.save()
     assert caught.value.errno == ENOMEM and "restored with a NAT entry" in str(caught.value)

@@ -12,13 +12,13 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import (
 from ansible_collections.netbsd.pf.tests.npfemu import libnv
 
 # The reference's worked example: {"a": 1, "n": {}, "b": true}, little-endian, 130 bytes.
-WORKED_EXAMPLE = bytes.fromhex(
-    "6c0000" "0000000000000000" "6f00000000000000"
-    "03" "0200" "0800000000000000" "0000000000000000" "6100" "0100000000000000"
-    "05" "0200" "1300000000000000" "0000000000000000" "6e00"
-    "6c0000" "0000000000000000" "2a00000000000000"
-    "ff" "0100" "0000000000000000" "0000000000000000" "00"
-    "02" "0200" "0100000000000000" "0000000000000000" "6200" "01")
+WORKED_EXAMPLE = bytes.fromhex("".join((
+    "6c0000", "0000000000000000", "6f00000000000000",
+    "03", "0200", "0800000000000000", "0000000000000000", "6100", "0100000000000000",
+    "05", "0200", "1300000000000000", "0000000000000000", "6e00",
+    "6c0000", "0000000000000000", "2a00000000000000",
+    "ff", "0100", "0000000000000000", "0000000000000000", "00",
+    "02", "0200", "0100000000000000", "0000000000000000", "6200", "01")))
 
 EVERY_TYPE = {
     "null": None, "bool": True, "number": 2 ** 64 - 1, "string": "wm0", "binary": b"\x00\x01",
@@ -137,7 +137,7 @@ def test_missing_terminator_is_an_error_unless_lenient():
 
 def test_depth_and_size_limits():
     deep = {}
-    for _ in range(40):
+    for dummy_level in range(40):
         deep = {"d": deep}
     with pytest.raises(NvlistError, match="deeper than"):
         encode(deep)
@@ -181,7 +181,7 @@ def test_property_round_trip_and_identity_with_the_kernel_packer(document, order
 @given(st.data())
 def test_property_mutated_buffers_fail_only_with_nvlisterror(data):
     packed = bytearray(encode(EVERY_TYPE, data.draw(st.sampled_from(["little", "big"]))))
-    for _ in range(data.draw(st.integers(1, 4))):
+    for dummy_mutation in range(data.draw(st.integers(1, 4))):
         packed[data.draw(st.integers(0, len(packed) - 1))] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(packed)))
     try:
