@@ -35,6 +35,19 @@ NPF_GENERIC_STATE_NAMES = ("CLOSED", "NEW", "ESTABLISHED")
 # What the N20 exporter writes instead of a key's interface whenever the key has a direction (3.6).
 UNKNOWN_IFNAME = "???"
 
+
+
+def exported_key_proto(proto, di):
+    """The ``proto`` that N20's SAVE writes into a key of a ``proto`` connection.
+
+    npf_connkey_getkey() reads bits 16..23 of the key's first word, where
+    npf_connkey_setkey() stored the protocol at bit 20, followed by the direction
+    (bits 18-19) and the interface id (< 2**16 here): NetBSD npf_connkey.c 1.2 and
+    rmind/npf alike. The NPF reference (3.3) misses this: TCP keys come back as 100/104.
+    """
+    return ((proto << 4) | ((di or 0) << 2)) & 0xFF
+
+
 PeerWindow = collections.namedtuple("PeerWindow", "end maxend maxwin wscale")
 
 
@@ -177,8 +190,26 @@ class Connection:
 
     @property
     def keys_need_repair(self):
-        """The exported keys carry the "???" interface of the N20 export bug."""
-        return UNKNOWN_IFNAME in (self.forw.ifname, self.back.ifname)
+        """The keys carry the "???" interface or the garbled protocol of N20's export."""
+        return any(key.ifname == UNKNOWN_IFNAME or key.proto != self.proto for key in (self.forw, self.back))
+
+    def repair_keys(self, key_interface):
+        """Undo N20's export defects in both keys (reference 3.6 plus the key protocol).
+
+        ``key_interface`` is the snapshot's ``state.key.interface`` param: keys then name
+        the connection's interface (or, for a connection made by a NAT-only rule, the NAT
+        one); without it keys name no interface. Returns False when a key needs an
+        interface that the record does not give (a ``stateful-all`` connection).
+        """
+        interface = self.ifname if self.ifname is not None else (self.nat.ifname if self.nat else None)
+        recoverable = True
+        for key in (self.forw, self.back):
+            key.proto = self.proto
+            if key.ifname == UNKNOWN_IFNAME or key.ifname is not None and not key_interface:
+                if key_interface and interface is None:
+                    recoverable = False
+                key.ifname = interface if key_interface else None
+        return recoverable
 
     def to_nvlist(self, byte_order):
         """The record as IOC_NPF_LOAD takes it, fields in the kernel's export order."""
@@ -289,7 +320,7 @@ def decode_connection(index, nvl, byte_order):
     if proto is not None:
         if proto not in PROTOCOL_NAMES:
             problems.append("protocol %d is not tracked by NPF (only tcp, udp, icmp)" % proto)
-        if forw.proto != proto or back.proto != proto:
+        if any(key.proto not in (proto, exported_key_proto(proto, key.di)) for key in (forw, back)):
             problems.append("key protocol differs from the connection's %d" % proto)
         if state.state >= len(state_names(proto)):
             problems.append("state %d out of range for %s" % (state.state, PROTOCOL_NAMES.get(proto, proto)))

@@ -6,7 +6,8 @@ copyin/copyout exactly as 2.3 and 2.4 describe (no reply and nothing written bac
 error; a reply mapping the client must unmap). The 2020 export and import defects are
 reproduced (3.6): exported keys say ``ifname "???"`` whenever they carry a direction;
 imported NAT entries keep address length 0, so SAVE and CONN_LOOKUP fail with ENOMEM while
-one lives, and their ports share one pool.
+one lives, and their ports share one pool. Also reproduced, though the reference misses it:
+exported keys carry a garbled ``proto`` (see ``_export_key``).
 
 "N19" (NetBSD 9.0) and "P" (proplib, NetBSD 7/8) answer VERSION and unknown requests only,
 which is what the client's generation probe needs; their other requests raise
@@ -488,7 +489,10 @@ class NpfKernel(object):
 
     def _export_key(self, key):
         alen, proto, di, ifid, sport, dport, saddr, daddr = key
-        out = {"proto": proto, "sport": sport, "dport": dport, "saddr": saddr, "daddr": daddr}
+        # npf_connkey_getkey reads the protocol from bits 16..23 of word 0, but setkey stored
+        # it at bit 20 (npf_connkey.c 1.2, rmind/npf): the export mixes in the direction bits.
+        word0 = (alen >> 2) << 28 | proto << 20 | di << 18 | ifid
+        out = {"proto": (word0 >> 16) & 0xFF, "sport": sport, "dport": dport, "saddr": saddr, "daddr": daddr}
         # npf_connkey_getckey masks 20 bits, direction included: any di gives an unknown id (3.6).
         if di or ifid:
             out["ifname"] = UNKNOWN_IFNAME if di else self._ifname(ifid)

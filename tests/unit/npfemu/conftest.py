@@ -65,6 +65,13 @@ def raw_nvlist(pairs, order="<", flags=0):
     return bytes(out)
 
 
+def as_pairs(nvl):
+    """A decoded nvlist (dict of int/str/bytes/dict) back into raw_nvlist's pair list."""
+    kinds = {int: 3, str: 4, bytes: 7}
+    return [(5, name, as_pairs(value)) if isinstance(value, dict) else (kinds[type(value)], name, value)
+            for name, value in nvl.items()]
+
+
 def tcp_state(nst_state=4):
     return struct.pack("<I", nst_state) + bytes(32)
 
@@ -105,6 +112,7 @@ class RawNpf(object):
     conn = staticmethod(raw_conn)
     key = staticmethod(raw_key)
     tcp_state = staticmethod(tcp_state)
+    pairs = staticmethod(as_pairs)
 
     def __init__(self, kernel):
         self.kernel = kernel

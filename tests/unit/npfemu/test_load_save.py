@@ -35,12 +35,24 @@ def test_loaded_connections_come_back_in_load_order_with_the_unknown_key_interfa
     assert first["back-key"]["ifname"] == "???" and first["back-key"]["di"] == 1
 
 
+@pytest.mark.parametrize("proto, forw, back", [(6, 104, 100), (17, 24, 20), (1, 24, 20)])
+def test_exported_key_protocol_is_read_from_the_wrong_bits(npf, proto, forw, back):
+    # setkey stores the protocol at bit 20, getkey reads bits 16..23 (npf_connkey.c 1.2)
+    load_conns(npf, [npf.conn(proto=proto, state=npf.tcp_state(4 if proto == 6 else 2))])
+    saved = npf.save()["conn-list"][0]
+    assert (saved["proto"], saved["forw-key"]["proto"], saved["back-key"]["proto"]) == (proto, forw, back)
+
+
 def test_unrepaired_round_trip_gives_dead_connections_and_repaired_keys_match(npf):
     load_conns(npf, [npf.conn()])
     saddr, daddr = b"\x0a\0\0\x05", b"\xc6\x33\x64\x07"
     assert npf.kernel.match_packet("wm0", 2, 6, saddr, 0x1004, daddr, 0x5000) is not None
-    load_conns(npf, [npf.conn(key_ifname="???")])  # what a plain save/load gives back
-    assert "???" in npf.kernel.ifmap
+    saved = npf.save()["conn-list"]
+    with pytest.raises(WouldCorrupt, match="key protocol differs"):
+        npf.load([(11, "conn-list", [npf.pairs(conn) for conn in saved])])
+    npf.kernel.strict = False  # what the real kernel does with the plain save/load round trip:
+    npf.load([(11, "conn-list", [npf.pairs(conn) for conn in saved])])
+    assert npf.kernel.connection_count == 1 and "???" in npf.kernel.ifmap
     assert npf.kernel.match_packet("wm0", 2, 6, saddr, 0x1004, daddr, 0x5000) is None
     assert npf.kernel.match_packet("wm0", 1, 6, daddr, 0x5000, saddr, 0x1004) is None
 

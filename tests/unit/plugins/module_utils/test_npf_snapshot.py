@@ -134,3 +134,58 @@ def test_snapshot_of_an_emulated_kernel_round_trips_through_load():
     snap = NpfSnapshot(device.save(), "little", "emulated")
     assert [c.forw.sport for c in snap.connections] == [1028, 1029, 1030]
     assert snap.summary()["keys_need_repair"] == 3  # the kernel's "???" export
+
+
+def test_garbled_key_protocol_is_not_a_problem_but_needs_repair():
+    rec = record()
+    rec["forw-key"]["proto"], rec["back-key"]["proto"] = 104, 100
+    conn = snapshot([rec]).connections[0]
+    assert conn.valid and conn.keys_need_repair
+
+
+def _emulated_host():
+    kernel = NpfKernel()
+    return kernel, NpfDevice(abi=Abi(8, True, "little"), syscalls=make_syscalls(kernel))
+
+
+def _live_record(sport, ifname="wm0"):
+    rec = record(sport=sport)
+    if ifname is None:
+        del rec["ifname"]
+    for key in ("forw-key", "back-key"):
+        rec[key]["ifname"] = ifname
+        if ifname is None:
+            del rec[key]["ifname"]
+    return rec
+
+
+def test_saved_connections_after_repair_match_traffic_again_after_a_reboot():
+    kernel, device = _emulated_host()
+    device.load({"conn-list": [_live_record(1028), _live_record(1029)]})
+    snap = NpfSnapshot(device.save(), "little", "before reboot")
+    assert snap.summary()["keys_need_repair"] == 2
+    kernel.reboot()
+    for conn in snap.connections:
+        assert conn.repair_keys(snap.params["state.key.interface"] == 1)
+        assert not conn.keys_need_repair and conn.valid
+    device.load({"conn-list": [conn.to_nvlist("little") for conn in snap.connections]})
+    inside, outside = b"\x0a\x00\x00\x05", b"\xc6\x33\x64\x07"
+    for sport in (1028, 1029):
+        word = port_to_word(sport, "little")
+        https = port_to_word(443, "little")
+        assert kernel.match_packet("wm0", 2, 6, inside, word, outside, https) is not None
+        assert kernel.match_packet("wm0", 1, 6, outside, https, inside, word) is not None
+
+
+def test_repair_without_key_interfaces_drops_the_key_names():
+    conn = snapshot([record()]).connections[0]
+    assert conn.repair_keys(False)
+    assert (conn.forw.ifname, conn.back.ifname, conn.forw.proto) == (None, None, 6)
+    assert conn.forw.di == 2  # the direction stays
+
+
+def test_stateful_all_connection_key_interface_is_unrecoverable():
+    rec = record()
+    del rec["ifname"]
+    conn = snapshot([rec]).connections[0]
+    assert conn.repair_keys(True) is False
