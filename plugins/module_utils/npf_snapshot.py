@@ -36,7 +36,6 @@ NPF_GENERIC_STATE_NAMES = ("CLOSED", "NEW", "ESTABLISHED")
 UNKNOWN_IFNAME = "???"
 
 
-
 def exported_key_proto(proto, di):
     """The ``proto`` that N20's SAVE writes into a key of a ``proto`` connection.
 
