@@ -237,7 +237,8 @@ class NpfKernel(object):
             if name != "SAVE" or not self.save_workaround:
                 raise
             req = {}  # NetBSD's "until the version bump" workaround: SAVE with an empty request
-        if _num(req, "version", NPF_VERSION) != NPF_VERSION:
+        # npfctl_run_op: dnvlist_get_number(req, "version", UINT64_MAX); that default means "absent"
+        if _num(req, "version", UINT64_MAX) not in (NPF_VERSION, UINT64_MAX):
             raise OSError(EPROGMISMATCH, "version mismatch")
         response = {}
         try:

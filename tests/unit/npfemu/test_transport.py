@@ -101,6 +101,8 @@ def test_request_of_4_mib_minus_one_is_read(make_npf):
 
 def test_load_without_version_is_accepted_and_answers_errno_0(npf):
     assert npf.load([]) == {"errno": 0}
+    assert npf.load([(3, "version", 2 ** 64 - 1)]) == {"errno": 0}  # the "absent" default of npfctl_run_op
+    assert npf.load([(4, "version", "21")]) == {"errno": 0}  # another type reads as absent
 
 
 def test_descriptor_pair_panics_the_kernel(npf):
