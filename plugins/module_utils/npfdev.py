@@ -18,7 +18,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import struct
@@ -146,7 +145,8 @@ class HostSyscalls:
         return ctypes.string_at(address, length)
 
     def munmap(self, address, length):
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The process's own symbols include libc's: no library lookup that could fail.
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
         if libc.munmap(address, length) != 0:
             err = ctypes.get_errno()

@@ -170,3 +170,29 @@ def test_closed_device(emulated):
     device.close()
     with pytest.raises(NpfError, match="closed"):
         device.save()
+
+
+def test_host_syscalls_read_and_unmap_a_real_mapping():
+    import ctypes
+    import mmap as mmap_module
+    from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import HostSyscalls
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    address = libc.mmap(None, 4096, mmap_module.PROT_READ | mmap_module.PROT_WRITE,
+                        mmap_module.MAP_PRIVATE | mmap_module.MAP_ANONYMOUS, -1, 0)
+    ctypes.memmove(address, b"reply bytes", 11)
+    syscalls = HostSyscalls()
+    assert syscalls.read(address, 11) == b"reply bytes"
+    syscalls.munmap(address, 11)
+    with open("/proc/self/maps") as maps:
+        starts = [int(line.split("-")[0], 16) for line in maps]
+    assert address not in starts
+    with pytest.raises(OSError):
+        syscalls.munmap(address + 1, 11)  # not page aligned: EINVAL from the real munmap
+
+
+def test_no_npf_device_on_this_host():
+    with pytest.raises(NpfError) as caught:
+        NpfDevice(path="/nonexistent/npf")
+    assert caught.value.request == "open" and "NPF is not in the kernel" in str(caught.value)
