@@ -83,19 +83,24 @@ def _preorder(nvl):
                 yield from _preorder(element)
 
 
-def nvlist_size_after(pairs_after):
-    """nvlist_size() of a child: 19 plus every pair it walks, which is all the rest of the document."""
-    size = HDR
-    for name, value in pairs_after:
-        kind = _type_of(value)
-        size += HDR + len(name.encode()) + 1
-        if kind == NVLIST:
-            size += HDR + HDR + 1
-        elif kind == NVLIST_ARRAY:
-            size += (HDR + HDR + 1) * len(value)
-        else:
-            size += _leaf_size(kind, value)
-    return size
+def _walk_cost(name, value):
+    """What nvlist_size() adds when its walk visits this pair."""
+    kind = _type_of(value)
+    size = HDR + len(name.encode()) + 1
+    if kind == NVLIST:
+        return size + HDR + HDR + 1
+    if kind == NVLIST_ARRAY:
+        return size + (HDR + HDR + 1) * len(value)
+    return size + _leaf_size(kind, value)
+
+
+def nvlist_sizes(flat):
+    """nvlist_size() of a child starting after each position of ``flat``: 19 plus every pair
+    the walk visits, which is all the rest of the document (it climbs past the child)."""
+    sizes = [HDR] * (len(flat) + 1)
+    for index in range(len(flat) - 1, -1, -1):
+        sizes[index] = sizes[index + 1] + _walk_cost(*flat[index])
+    return sizes
 
 
 def pack(nvl, byte_order="little"):
@@ -103,6 +108,7 @@ def pack(nvl, byte_order="little"):
     prefix = "<" if byte_order == "little" else ">"
     flag = 0x80 if byte_order == "big" else 0
     flat = list(_preorder(nvl))
+    child_sizes = nvlist_sizes(flat)
     out = bytearray()
     headers = []
     position = [0]  # index in flat of the next pair to pack
@@ -120,7 +126,7 @@ def pack(nvl, byte_order="little"):
             position[0] += 1
             kind = _type_of(value)
             if kind == NVLIST:
-                pair(kind, name, nvlist_size_after(flat[position[0]:]) if value else HDR, 0)
+                pair(kind, name, child_sizes[position[0]] if value else HDR, 0)
                 header()
                 body(value)
                 pair(UP, "", 0, 0)
@@ -222,7 +228,6 @@ def unpack(data, flags=0, host_order="little"):
                 raise DescriptorPanic("descriptor pair %r" % name)
             if name in result:
                 raise UnpackError("duplicate %r" % name)
-            payload = data[offset:offset + datasize]
             if kind == NVLIST:
                 if datasize == 0:
                     raise UnpackError("nvlist datasize 0")
@@ -242,6 +247,7 @@ def unpack(data, flags=0, host_order="little"):
                         break
                 result[name] = elements
                 continue
+            payload = data[offset:offset + datasize]  # only leaves: a nested list's datasize spans the rest
             result[name] = _unpack_leaf(kind, payload, datasize, nitems, state["prefix"])
             offset += datasize
         return result, offset, "end"

@@ -196,3 +196,14 @@ def test_no_npf_device_on_this_host():
     with pytest.raises(NpfError) as caught:
         NpfDevice(path="/nonexistent/npf")
     assert caught.value.request == "open" and "NPF is not in the kernel" in str(caught.value)
+
+
+def test_an_exported_connection_costs_796_packed_bytes(emulated):
+    # Reference 3.2/3.9: 796 bytes per v4 connection with 3-letter interface names, which
+    # is what caps one LOAD at about 5,270 connections.
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
+    kernel, syscalls, device = emulated
+    device.load({"conn-list": [connection(1028)]})
+    exported = device.save()["conn-list"]
+    array_pair = 19 + len("conn-list") + 1
+    assert len(encode({"conn-list": exported})) - len(encode({})) - array_pair == 796
