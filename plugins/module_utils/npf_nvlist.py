@@ -255,10 +255,9 @@ _FIXED_ITEM_SIZE = {NV_TYPE_BOOL_ARRAY: 1, NV_TYPE_NUMBER_ARRAY: 8, NV_TYPE_DESC
 
 
 class _Unpacker:
-    def __init__(self, data, source, lenient_end):
+    def __init__(self, data, source):
         self.data = data
         self.source = source
-        self.lenient_end = lenient_end
         self.prefix = "<"
         self.big_endian = None
 
@@ -370,7 +369,7 @@ class _Unpacker:
         while True:
             current, flags, kind, array = stack[-1]
             if offset == len(data):
-                if kind != "top" and not self.lenient_end:
+                if kind != "top":
                     self.fail(offset, "buffer ends inside a nested list (terminator missing)")
                 break
             pair_type, name, datasize, nitems, payload_offset = self.pair_header(offset)
@@ -428,21 +427,21 @@ class _Unpacker:
         return offset + HEADER_SIZE
 
 
-def decode(data, source="nvlist", max_size=None, max_depth=MAX_DEPTH, lenient_end=False):
+def decode(data, source="nvlist", max_size=None, max_depth=MAX_DEPTH):
     """Unpack a packed nvlist into a dict (see the module doc for the types).
 
     ``source`` names the input in error messages (a file name, "SAVE reply").
-    ``max_size`` refuses larger buffers before reading them. ``lenient_end`` accepts a
-    buffer that stops inside nested lists, as the kernel's libnv does.
+    ``max_size`` refuses larger buffers before reading them. A buffer that stops inside
+    nested lists is refused, although the kernel's libnv accepts it: libnv never writes one.
     """
     data = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
     if max_size is not None and len(data) > max_size:
         raise NvlistError("%s: %d bytes, more than the %d allowed" % (source, len(data), max_size))
-    return _Unpacker(data, source, lenient_end).decode(max_depth)
+    return _Unpacker(data, source).decode(max_depth)
 
 
-def byte_order_of(data):
+def byte_order_of(data, source="nvlist"):
     """"big" or "little": the packer's byte order, from the header flags."""
     if len(data) < HEADER_SIZE or data[0] != NVLIST_MAGIC:
-        raise NvlistError("not a packed nvlist (no 0x6c header)")
+        raise NvlistError("%s: not a packed nvlist (no 0x6c header)" % source)
     return "big" if data[2] & NV_FLAG_BIG_ENDIAN else "little"

@@ -381,10 +381,10 @@ class NpfSnapshot:
     def from_packed(cls, data, source="snapshot"):
         """From packed bytes (a SAVE reply or an npfctl save file)."""
         try:
-            order = byte_order_of(data)
+            order = byte_order_of(data, source)
             reply = decode(data, source=source)
         except NvlistError as exc:
-            raise NpfSnapshotError(str(exc) if str(exc).startswith(source) else "%s: %s" % (source, exc))
+            raise NpfSnapshotError(str(exc))
         return cls(reply, order, source)
 
     def summary(self):
