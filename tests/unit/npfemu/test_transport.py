@@ -153,3 +153,12 @@ def test_ilp32_big_endian_kernel_uses_its_own_numbers_and_order(make_npf):
     with pytest.raises(OSError) as caught:
         npf.ioctl(0xC0184E66, npf.ref_arg(npf.nvlist([], order=">")))  # the LP64 LOAD number
     assert caught.value.errno == errno.EINVAL
+
+
+def test_a_reply_mapping_can_be_unmapped_once(npf):
+    arg = npf.ioctl("SAVE", npf.ref_arg())
+    address, length, _flags = struct.unpack(npf.ref, arg)
+    npf.memory.munmap(address, length)
+    with pytest.raises(OSError) as caught:
+        npf.memory.munmap(address, length)
+    assert caught.value.errno == errno.EINVAL and npf.memory.unmapped == 1

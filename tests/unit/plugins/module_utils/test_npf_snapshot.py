@@ -3,6 +3,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
@@ -189,3 +191,24 @@ def test_stateful_all_connection_key_interface_is_unrecoverable():
     del rec["ifname"]
     conn = snapshot([rec]).connections[0]
     assert conn.repair_keys(True) is False
+
+
+_FIELDS = ["flags", "proto", "ifname", "state", "forw-key", "back-key", "alen", "nat", "sport", "dport", "saddr",
+           "daddr", "di", "oaddr", "taddr", "oport", "tport", "nat-policy"]
+
+
+def _hostile_values(children):
+    return (st.none() | st.booleans() | st.integers(0, 2 ** 64 - 1) | st.text(max_size=4)
+            | st.binary(min_size=1, max_size=40) | st.lists(st.integers(0, 9), min_size=1, max_size=2) | children)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.recursive(st.dictionaries(st.sampled_from(_FIELDS), _hostile_values(st.nothing()), max_size=8),
+                             lambda children: st.dictionaries(st.sampled_from(_FIELDS), _hostile_values(children),
+                                                              max_size=8), max_leaves=20), min_size=1, max_size=3),
+       st.sampled_from(["little", "big"]))
+def test_property_any_record_decodes_with_problems_never_an_exception(conn_list, order):
+    snap = NpfSnapshot({"version": 22, "conn-list": conn_list}, order, "hostile")
+    summary = snap.summary()
+    assert summary["valid"] + summary["invalid"] == len(conn_list)
+    assert len(snap.to_text().splitlines()) == 3 + len(conn_list)
