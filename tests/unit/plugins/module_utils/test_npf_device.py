@@ -207,3 +207,25 @@ def test_an_exported_connection_costs_796_packed_bytes(emulated):
     exported = device.save()["conn-list"]
     array_pair = 19 + len("conn-list") + 1
     assert len(encode({"conn-list": exported})) - len(encode({})) - array_pair == 796
+
+
+def test_the_pfstate_bundle_carries_the_npf_layers_and_they_import_from_it(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from ansible_collections.netbsd.pf.plugins.module_utils import npfdev
+    module_utils = os.path.dirname(os.path.abspath(npfdev.__file__))
+    collection = os.path.dirname(os.path.dirname(module_utils))
+    bundler = os.path.join(collection, "roles", "reboot", "files", "bundle_module_utils.py")
+    bundle = subprocess.check_output([sys.executable, bundler, module_utils]).decode().strip()
+    try:
+        probe = ("import sys; sys.path.insert(0, sys.argv[1]);"
+                 "from ansible_collections.netbsd.pf.plugins.module_utils import npf_nvlist, npf_snapshot, npfdev;"
+                 "print(npf_snapshot.__file__)")
+        result = subprocess.run([sys.executable, "-I", "-c", probe, bundle], cwd=str(tmp_path),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stdout.decode().startswith(bundle)
+    finally:
+        shutil.rmtree(os.path.dirname(bundle))
