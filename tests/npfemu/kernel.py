@@ -150,7 +150,7 @@ class NpfKernel(object):
             _ioc(IOC_OUT, 105, ref): "SAVE", _ioc(IOC_IN | IOC_OUT, 107, ref): "RULE",
             _ioc(IOC_IN | IOC_OUT, 108, ref): "CONN_LOOKUP",
         }
-        if generation == "N20":
+        if generation != "P":  # NetBSD npf_os.c 1.17 (2019) already dispatches it
             self.requests[_ioc(IOC_IN | IOC_OUT, 109, ref)] = "TABLE_REPLACE"
         self.reboot()
 

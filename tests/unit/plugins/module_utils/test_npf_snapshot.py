@@ -212,3 +212,17 @@ def test_property_any_record_decodes_with_problems_never_an_exception(conn_list,
     summary = snap.summary()
     assert summary["valid"] + summary["invalid"] == len(conn_list)
     assert len(snap.to_text().splitlines()) == 3 + len(conn_list)
+
+
+def test_a_big_endian_snapshot_loads_into_a_little_endian_kernel():
+    # Reference 6.15: the 36-byte state and the port words are host-endian in the nvlist;
+    # the records hold real values, so re-encoding for the target converts both.
+    source = snapshot([record("big", sport=40000)], "big").connections[0]
+    source.repair_keys(True)
+    target, device = _emulated_host()
+    device.load({"conn-list": [source.to_nvlist("little")]})
+    loaded = NpfSnapshot(device.save(), "little", "target").connections[0]
+    assert (loaded.forw.sport, loaded.forw.dport) == (40000, 443)
+    assert loaded.state == source.state
+    assert target.match_packet("wm0", 2, 6, b"\x0a\x00\x00\x05", port_to_word(40000, "little"),
+                               b"\xc6\x33\x64\x07", port_to_word(443, "little")) is not None
