@@ -104,6 +104,14 @@ def format_address(raw):
     return "<%d-byte address %s>" % (len(raw), bytes(raw).hex())
 
 
+def printable_name(name):
+    """An interface name for the text form: escaped when it holds a control character or a
+    blank, so a hostile file cannot add or split lines."""
+    if name.isprintable() and " " not in name:
+        return name
+    return name.encode("unicode_escape").decode("ascii").replace(" ", "\\x20")
+
+
 def format_endpoint(raw, port, proto):
     """ICMP keys carry the query id in both ports: shown as the bare address."""
     address = format_address(raw)
@@ -228,7 +236,8 @@ class Connection:
         line = "%-4s %-3s %s %s %s %s" % (
             PROTOCOL_NAMES.get(self.proto, str(self.proto)), direction,
             format_endpoint(self.forw.saddr, self.forw.sport, self.proto),
-            format_endpoint(self.forw.daddr, self.forw.dport, self.proto), self.ifname or "-", self.state_name)
+            format_endpoint(self.forw.daddr, self.forw.dport, self.proto),
+            "-" if self.ifname is None else printable_name(self.ifname), self.state_name)
         if self.nat is not None:
             line += " nat %s policy %d" % (format_endpoint(self.nat.taddr, self.nat.tport, self.proto), self.nat.policy)
         if self.problems:

@@ -226,3 +226,8 @@ def test_a_big_endian_snapshot_loads_into_a_little_endian_kernel():
     assert loaded.state == source.state
     assert target.match_packet("wm0", 2, 6, b"\x0a\x00\x00\x05", port_to_word(40000, "little"),
                                b"\xc6\x33\x64\x07", port_to_word(443, "little")) is not None
+
+
+def test_hostile_interface_names_stay_on_one_line():
+    text = snapshot([record(ifname="wm0\ntcp  out 1.2.3.4:1 5.6.7.8:2 evil ESTABLISHED")]).to_text().splitlines()
+    assert len(text) == 4 and text[3].split()[4] == "wm0\\ntcp\\x20\\x20out\\x201.2.3.4:1\\x205.6.7.8:2\\x20evil\\x20ESTABLISHED"
