@@ -4,6 +4,7 @@
                [--limit L] [--abi ABI] [--hostid random|fixed] [--dir D]
     fleet down [--dir D]
     fleet status [--dir D]
+    fleet states HOST [--dir D]      (the host's table in pfs text)
     reboot HOST [--delay SECONDS] [--wait]
     fill HOST --states K [--seed S]
     ctl HOST status | lock on|off | securelevel N | limit N | running on|off
@@ -12,13 +13,16 @@
 """
 
 import argparse
+import base64
 import errno
+import importlib
 import json
+import os
 import sys
 import time
 
 from . import daemon
-from .fleet import DEFAULT_FLEET_DIR, Fleet, FleetError
+from .fleet import DEFAULT_FLEET_DIR, REPO_ROOT, Fleet, FleetError
 
 
 def _errno_value(text):
@@ -60,6 +64,8 @@ def build_parser():
                          "that survives reboots, like `set hostid` in pf.conf")
     fleet_commands.add_parser("down", help="stop everything the fleet started (idempotent)", parents=[common])
     fleet_commands.add_parser("status", help="print every host's status as JSON", parents=[common])
+    states = fleet_commands.add_parser("states", help="print one host's state table in pfs text", parents=[common])
+    states.add_argument("host")
 
     reboot = commands.add_parser("reboot", help="reboot one emulated host", parents=[common])
     reboot.add_argument("host")
@@ -121,6 +127,28 @@ def _reboot(fleet, options):
     return answer
 
 
+def _collection_pfs_text():
+    """The collection's pfs text writer, from ANSIBLE_COLLECTIONS_PATH (first entry) or the build/ copy.
+
+    `fleet states` prints what a pfs_text dump of the host would hold, so that the two can be
+    compared line for line; the kernel model itself never imports the collection.
+    """
+    root = (os.environ.get("ANSIBLE_COLLECTIONS_PATH") or "").split(os.pathsep)[0] or os.path.join(REPO_ROOT, "build")
+    if not os.path.isdir(os.path.join(root, "ansible_collections", "netbsd", "pf")):
+        raise FleetError("fleet states needs the collection's pfs text writer: no ansible_collections/netbsd/pf in %s "
+                         "(run `make copy` or set ANSIBLE_COLLECTIONS_PATH)" % root)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("ansible_collections.netbsd.pf.plugins.module_utils.pfs_text")
+
+
+def _print_states(fleet, host):
+    answer = fleet.control(host, {"command": "states"})
+    pfs_text = _collection_pfs_text()
+    # shown: interface names pfs text cannot carry are escaped for the reader instead of refused.
+    sys.stdout.write(pfs_text.format_block(base64.b64decode(answer["records"]), answer["byte_order"], shown=True))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["daemon"]:
@@ -140,6 +168,9 @@ def main(argv=None):
             started = time.monotonic()
             fleet.down()
             print("fleet in %s down in %.1f s" % (fleet.dir, time.monotonic() - started))
+            return 0
+        if options.command == "fleet" and options.fleet_command == "states":
+            _print_states(fleet, options.host)
             return 0
         if options.command == "fleet":
             report = fleet.status()

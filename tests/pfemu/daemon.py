@@ -18,6 +18,7 @@ is left alone.
 """
 
 import argparse
+import base64
 import bisect
 import errno
 import json
@@ -291,6 +292,12 @@ class EmulatedHost(object):
             return self.status()
         if name == "reboot":
             return {"scheduled": self.schedule_reboot(float(command.get("delay", 1.0)))}
+        if name == "states":
+            # The table as DIOCGETSTATES returns it, for `fleet states` (records in the ABI's byte order).
+            with self.kernel_lock:
+                records = self.kernel.export_all()
+                byte_order = self.kernel.layout.byte_order
+            return {"byte_order": byte_order, "records": base64.b64encode(records).decode("ascii")}
         with self.kernel_lock:
             self.table_touched = True
             if name == "fill":
