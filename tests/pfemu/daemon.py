@@ -43,6 +43,9 @@ LOG = logging.getLogger("pfemu.daemon")
 SOCKET_NAME = "pf.sock"
 PID_NAME = "daemon.pid"
 BOOTTIME_NAME = "boottime"
+# The ssh flavour bind-mounts this file over /proc/sys/kernel/random/boot_id in the host's mount
+# namespace, where ansible.builtin.reboot reads a Linux boot: rewritten in place (same inode).
+BOOT_ID_NAME = "boot_id"
 PURGE_INTERVAL = 1.0
 RC_SCRIPT_TIMEOUT = 300
 # How long the daemon waits for a client in the middle of an ioctl (copyin data, reading a
@@ -162,6 +165,8 @@ class EmulatedHost(object):
         with open(temporary, "w", encoding="utf-8") as boottime_file:
             boottime_file.write(text)
         os.rename(temporary, self.boottime_path())
+        with open(os.path.join(self.run_dir, BOOT_ID_NAME), "w", encoding="utf-8") as boot_id_file:
+            boot_id_file.write(text)
 
     # sessions ----------------------------------------------------------------
     def register(self, session):

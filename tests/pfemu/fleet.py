@@ -11,7 +11,7 @@ directory per emulated host plus an Ansible inventory::
     <fleet>/hosts/<name>/var/db/pfstate/ dump directory
     <fleet>/hosts/<name>/var/run/        lock lease, restore lock; emptied at every emulated boot
     <fleet>/hosts/<name>/etc/rc.d/       rc scripts, run at every emulated boot
-    <fleet>/hosts/<name>/bin/            reboot, sysctl (kern.boottime)
+    <fleet>/hosts/<name>/bin/            reboot, shutdown (-r), sysctl (kern.boottime)
     <fleet>/hosts/<name>/tmp/            remote_tmp and async dir
 
 Flavours: ``local`` (ansible_connection local, no root needed) and ``ssh``
@@ -205,6 +205,7 @@ class Fleet(object):
         _write_executable(os.path.join(base, "bin", "reboot"),
                           "#!%s\n# Emulated reboot: asks this host's pfemu daemon to reboot in DELAY (1) seconds.\n"
                           "import sys\nimport pfemu_shim\nsys.exit(pfemu_shim.reboot_main())\n" % python)
+        _write_executable(os.path.join(base, "bin", "shutdown"), _SHUTDOWN_SCRIPT % {"python": python})
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
 
@@ -261,7 +262,13 @@ class Fleet(object):
         netns = host["netns"]
         _run(["ip", "netns", "add", netns])
         _run(["ip", "-n", netns, "link", "set", "lo", "up"])
-        _run(["ip", "netns", "exec", netns, SSHD, "-f", config, "-E", os.path.join(ssh_dir, "sshd.log")])
+        # The boot_id file must exist for the bind mount; the daemon rewrites it in place at every boot.
+        boot_id = os.path.join(host["dir"], "run", daemon.BOOT_ID_NAME)
+        if not os.path.exists(boot_id):
+            open(boot_id, "a", encoding="utf-8").close()
+        _run(["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
+              "sh", "-c", _SSHD_NAMESPACE_SCRIPT, "sshd-namespace", boot_id, os.path.join(host["dir"], "bin", "shutdown"),
+              SSHD, config, os.path.join(ssh_dir, "sshd.log")] + _shutdown_commands())
 
     def _wait_for_sshd(self, host):
         deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -360,7 +367,7 @@ class Fleet(object):
                 _kill(pid, signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", netns], check=False, stderr=subprocess.DEVNULL)
         for name in names:
-            for leftover in (daemon.SOCKET_NAME, daemon.PID_NAME, "sshd.pid", daemon.BOOTTIME_NAME):
+            for leftover in (daemon.SOCKET_NAME, daemon.PID_NAME, "sshd.pid", daemon.BOOTTIME_NAME, daemon.BOOT_ID_NAME):
                 try:
                     os.unlink(os.path.join(self.host_dir(name), "run", leftover))
                 except FileNotFoundError:
@@ -409,6 +416,45 @@ UsePAM no
 StrictModes no
 UseDNS no
 Subsystem sftp internal-sftp
+"""
+
+# ansible.builtin.reboot without reboot_command looks for "shutdown" in these directories on the
+# target (its search_paths default) and reads a Linux host's boot from boot_id: sshd of an ssh
+# fleet host runs in a mount namespace of its own where both are the emulated host's, so a
+# playbook written for a real firewall reboots the emulated host, never the test machine.
+REBOOT_SEARCH_PATHS = ("/sbin", "/bin", "/usr/sbin", "/usr/bin", "/usr/local/sbin")
+LINUX_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+_SSHD_NAMESPACE_SCRIPT = """\
+set -e
+boot_id=$1 shutdown=$2 sshd=$3 config=$4 log=$5
+shift 5
+mount --bind "$boot_id" %s
+for target in "$@"; do mount --bind "$shutdown" "$target"; done
+exec "$sshd" -f "$config" -E "$log"
+""" % LINUX_BOOT_ID
+
+
+def _shutdown_commands():
+    """The files a `shutdown` of REBOOT_SEARCH_PATHS runs (symbolic links resolved: a bind mount follows them)."""
+    found = set()
+    for directory in REBOOT_SEARCH_PATHS:
+        candidate = os.path.join(directory, "shutdown")
+        if os.path.exists(candidate):
+            found.add(os.path.realpath(candidate))
+    return sorted(found)
+
+
+_SHUTDOWN_SCRIPT = """\
+#!%(python)s
+# Emulated shutdown(8): "-r" asks this host's pfemu daemon to reboot (in 1 s; time and message
+# are ignored); anything else is refused. The ssh flavour mounts it over the machine's shutdown.
+import sys
+import pfemu_shim
+if "-r" not in sys.argv[1:]:
+    sys.stderr.write("shutdown: only -r (reboot) is emulated\\n")
+    sys.exit(1)
+sys.exit(pfemu_shim.reboot_main([]))
 """
 
 _SYSCTL_SCRIPT = """\
