@@ -149,15 +149,18 @@ def wrapper_script(root, fleet_dir, interpreter):
     A private mount namespace per run (``unshare --mount``) keeps the bind mounts
     out of the machine's; the fleet directory is mounted at its own path, so every
     path of the host (module files, dumps, the daemon's socket) is the same inside.
+    The userland's ready mark at / tells that the script already runs inside it.
     """
     return (
         "#!/bin/sh\n"
         "# The Python of an emulated host of another ABI, run in the userland %(root)s.\n"
+        "# A command run by a module of the host already is in there (where / is no mount point to unshare).\n"
+        "[ -e /%(mark)s ] && exec %(interpreter)s \"$@\"\n"
         "exec unshare --mount --propagation private /bin/sh -c '\n"
         "root=$1 fleet=$2; shift 2\n"
         "for dir in /proc /dev /tmp \"$fleet\"; do mount --rbind \"$dir\" \"$root$dir\" || exit 1; done\n"
         "exec chroot \"$root\" \"$@\"' sh %(root)s %(fleet)s %(interpreter)s \"$@\"\n"
-        % {"root": shlex.quote(root), "fleet": shlex.quote(fleet_dir), "interpreter": shlex.quote(interpreter)})
+        % {"root": shlex.quote(root), "mark": READY_MARK, "fleet": shlex.quote(fleet_dir), "interpreter": shlex.quote(interpreter)})
 
 
 def prepare_mount_points(root, fleet_dir):

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# End to end on real interpreters of other ABIs: an ssh fleet of three hosts, fw1 with this
+# machine's Python (lp64-le), fw2 with a 32-bit little-endian one (Debian i386, native) and
+# fw3 with a 64-bit big-endian one (Debian s390x under qemu-user), each served by a kernel of
+# its ABI. Runs dump/reboot/restore (restore/restore.yml, field by field), the reboot role
+# (fw2 restoring from its rc.d script at boot) and a cross-endian migrate fw3 -> fw1, fw2.
+#
+#   tests/integration/run-abi.sh [COLLECTIONS_PATH]
+#
+# The userlands are built once (mmdebstrap, Debian's packages) into PFEMU_USERLAND_CACHE
+# (default ~/.cache/netbsd-pf/userlands). Where they cannot be built or run (no binfmt_misc,
+# no mmdebstrap, not root) the script prints "SKIP abi: <reason>" and exits 0.
+# Environment: PFEMU_STATES (default 300) states per host; VENV.
+set -euo pipefail
+
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+states=${PFEMU_STATES:-300}
+abis=ilp32-le,lp64-be
+fleet_dir=$repo/tests/output/pfemu-abi
+work_dir=$repo/tests/output/abi-work
+cache_args=()
+[ -n "${PFEMU_USERLAND_CACHE:-}" ] && cache_args=(--cache "$PFEMU_USERLAND_CACHE")
+
+collections=$(collections_path run-abi "${1:-}")
+started=$SECONDS
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "SKIP abi: needs root (mmdebstrap, chroot, binfmt_misc)"
+    exit 0
+fi
+if ! "$repo/tools/ensure-system-packages.sh" mmdebstrap=mmdebstrap qemu-s390x-static=qemu-user-static \
+        arch-test=arch-test sshd=openssh-server nc=netcat-openbsd ip=iproute2; then
+    echo "SKIP abi: the Debian packages mmdebstrap, qemu-user-static and arch-test cannot be installed"
+    exit 0
+fi
+status=0
+pfemu userland ${abis//,/ } "${cache_args[@]}" || status=$?
+if [ "$status" -eq 3 ]; then
+    echo "SKIP abi: the userlands of $abis cannot be built or run here (reason above)"
+    exit 0
+elif [ "$status" -ne 0 ]; then
+    exit "$status"
+fi
+echo "run-abi: userlands ready after $((SECONDS - started)) s"
+
+rm -rf "$work_dir"
+mkdir -p "$work_dir"
+cache_option=()
+[ -n "${PFEMU_USERLAND_CACHE:-}" ] && cache_option=(--userland-cache "$PFEMU_USERLAND_CACHE")
+fleet_up "$fleet_dir" 3 --flavour ssh --states "$states" --seed 11 --abi-hosts "$abis" "${cache_option[@]}"
+
+# Every host reports the ABI its inventory promises, from its own interpreter.
+ANSIBLE_COLLECTIONS_PATH=$collections "$venv/bin/ansible" -i "$fleet_dir/inventory/hosts.yml" pfemu -o \
+    -m ansible.builtin.shell -a 'echo {{ pfemu_abi }}; exec {{ ansible_python_interpreter }} -c "import ctypes, sys; print(\"lp64\" if ctypes.sizeof(ctypes.c_void_p) == 8 else \"ilp32\", sys.byteorder)"' \
+    | tee "$work_dir/abis.txt"
+grep -q 'fw1 .*lp64-le.*lp64 little' "$work_dir/abis.txt"
+grep -q 'fw2 .*ilp32-le.*ilp32 little' "$work_dir/abis.txt"
+grep -q 'fw3 .*lp64-be.*lp64 big' "$work_dir/abis.txt"
+
+common=(-e "abi_work_dir=$work_dir" -e "abi_fleet_states=$states")
+step=$SECONDS
+fleet_playbook "$fleet_dir" -e restore_work_dir="$work_dir/restore" "$repo/tests/integration/restore/restore.yml"
+echo "run-abi: dump, reboot, restore in $((SECONDS - step)) s"
+
+# restore.yml leaves the tables empty.
+for host in fw1 fw2 fw3; do
+    pfemu fill "$host" --states "$states" --seed 12 --dir "$fleet_dir" >/dev/null
+done
+step=$SECONDS
+fleet_playbook "$fleet_dir" "${common[@]}" -e abi_restore_at_boot=fw2 "$repo/tests/integration/abi/reboot.yml"
+echo "run-abi: reboot role in $((SECONDS - step)) s"
+
+step=$SECONDS
+fleet_playbook "$fleet_dir" "${common[@]}" -e abi_source=fw3 \
+    -e abi_compare_states="$repo/tests/integration/restore/compare_states.py" "$repo/tests/integration/abi/migrate.yml"
+echo "run-abi: cross-endian migrate in $((SECONDS - step)) s"
+echo "run-abi: ok in $((SECONDS - started)) s"
