@@ -2,7 +2,7 @@
 # End to end on real interpreters of other ABIs: an ssh fleet of three hosts, fw1 with this
 # machine's Python (lp64-le), fw2 with a 32-bit little-endian one (Debian i386, native) and
 # fw3 with a 64-bit big-endian one (Debian s390x under qemu-user), each served by a kernel of
-# its ABI. Runs dump/reboot/restore (restore/restore.yml, field by field), the reboot role
+# its ABI. First tests/integration/test_abi_hosts.py (raw ioctls), then dump/reboot/restore (restore/restore.yml, field by field), the reboot role
 # (fw2 restoring from its rc.d script at boot) and a cross-endian migrate fw3 -> fw1, fw2.
 #
 #   tests/integration/run-abi.sh [COLLECTIONS_PATH]
@@ -44,6 +44,9 @@ elif [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 echo "run-abi: userlands ready after $((SECONDS - started)) s"
+
+# Raw ioctls from the i386 and s390x Pythons against kernels of their ABI (local fleet).
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/integration/test_abi_hosts.py"
 
 rm -rf "$work_dir"
 mkdir -p "$work_dir"
