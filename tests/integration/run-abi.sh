@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# End to end on real interpreters of other ABIs: an ssh fleet of three hosts, fw1 with this
-# machine's Python (lp64-le), fw2 with a 32-bit little-endian one (Debian i386, native) and
-# fw3 with a 64-bit big-endian one (Debian s390x under qemu-user), each served by a kernel of
-# its ABI. First tests/integration/test_abi_hosts.py (raw ioctls), then dump/reboot/restore (restore/restore.yml, field by field), the reboot role
-# (fw2 restoring from its rc.d script at boot) and a cross-endian migrate fw3 -> fw1, fw2.
+# End to end on real interpreters of other ABIs: fw1 with this machine's Python (lp64-le),
+# fw2 with a 32-bit little-endian one (Debian i386, native) and fw3 with a 64-bit big-endian
+# one (Debian s390x under qemu-user), each served by a kernel of its ABI. First raw ioctls
+# (test_abi_hosts.py, local fleet), then on an ssh fleet: dump/reboot/restore field by field
+# (restore/restore.yml), the reboot role (fw2 restoring from its rc.d script at boot) and a
+# cross-endian migrate fw3 -> fw1, fw2 (abi/*.yml).
 #
 #   tests/integration/run-abi.sh [COLLECTIONS_PATH]
 #
