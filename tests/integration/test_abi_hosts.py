@@ -96,3 +96,25 @@ def test_the_native_host_keeps_the_machine_python(fleet):
     host = fleet.host("fw1")
     assert host["abi"] == "lp64-le" and host["userland"] is None
     assert fleet.host_vars(host)["ansible_python_interpreter"].endswith("/venv/bin/python")
+
+
+def test_fleet_up_starts_every_host_afresh(tmp_path):
+    """Nothing of a previous fleet in the same directory survives: no rc.d script, dump or lease.
+
+    (A boot-time restore script left by the reboot role restored an earlier run's dump at the
+    next run's first emulated reboot.)
+    """
+    fleet = Fleet(str(tmp_path))
+    fleet.up(1)
+    host_dir = fleet.host_dir("fw1")
+    leftovers = [os.path.join(host_dir, "etc", "rc.d", "pfstate"),
+                 os.path.join(host_dir, "var", "db", "pfstate", "boot.pfstate"),
+                 os.path.join(host_dir, "var", "run", "netbsd_pf_lock.lease")]
+    for path in leftovers:
+        with open(path, "w", encoding="utf-8") as leftover:
+            leftover.write("from the previous fleet\n")
+    try:
+        fleet.up(1)
+        assert [path for path in leftovers if os.path.exists(path)] == []
+    finally:
+        fleet.down()

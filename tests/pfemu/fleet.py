@@ -144,8 +144,11 @@ class Fleet(object):
         if len(abi_hosts) > count:
             raise FleetError("%d --abi-hosts for a fleet of %d hosts" % (len(abi_hosts), count))
         userlands = self._userlands(abi_hosts, userland_cache)
-        if self.load() is not None:
+        hosts_dir = os.path.join(self.dir, "hosts")
+        if self.load() is not None or os.path.isdir(hosts_dir):
             self.down()
+        # The hosts start empty: an rc.d script or a dump left by the last fleet would act at the first boot.
+        shutil.rmtree(hosts_dir, ignore_errors=True)
         try:
             return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock,
                             [abi] * (count - len(abi_hosts)) + list(abi_hosts), userlands)
