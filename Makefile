@@ -121,7 +121,8 @@ changelog-lint: venv
 
 # Build the release tarball, install it into an empty collections path, render
 # every module's documentation from that installed copy and run a playbook with
-# it (tools/package-smoke.yml); the listing must hold no test output or caches.
+# it (tools/package-smoke.yml), then once more as an AWX job would run it, through ansible-runner
+# (tools/runner-check.py); the listing must hold no test output or caches.
 PACKAGE_FORBIDDEN := (^|/)(\.venv[^/]*|build|tests/output|__pycache__|\.hypothesis|\.pytest_cache|bench|tools)(/|$$)|\.pyc$$
 
 package: copy
@@ -142,6 +143,9 @@ package: copy
 	@mkdir -p $(BUILD)/package-smoke
 	ANSIBLE_COLLECTIONS_PATH=$(BUILD)/installed ansible-playbook -i localhost, -c local tools/package-smoke.yml \
 		-e work_dir=$(BUILD)/package-smoke -e ansible_python_interpreter=$(VENV)/bin/python
+	ansible-builder introspect --sanitize $(BUILD)/installed
+	python tools/runner-check.py $(BUILD)/installed tools/package-smoke.yml $(BUILD)/runner \
+		--extra-var work_dir=$(BUILD)/package-smoke
 
 # The newest ansible-core on Python 3.13 (or 3.12): unit tests with plain pytest
 # and the end-to-end smoke playbook on a local emulated fleet (tools/compat.sh).

@@ -19,21 +19,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pfbench import import_collection  # noqa: E402  pylint: disable=wrong-import-position
 
-
-def _import_collection():
-    try:
-        import ansible_collections.netbsd.pf  # noqa: F401  pylint: disable=unused-import
-    except ImportError:
-        if ROOT.replace(os.sep, "/").endswith("ansible_collections/netbsd/pf"):
-            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(ROOT))))
-        else:
-            sys.exit("cannot import ansible_collections.netbsd.pf: set PYTHONPATH to a folder holding "
-                     "ansible_collections/netbsd/pf (make copy builds one in build/)")
-
-
-_import_collection()
+import_collection()
 
 # pylint: disable=wrong-import-position
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextReader, PfsTextWriter, format_block  # noqa: E402

@@ -33,6 +33,16 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+
+def import_collection():
+    """Put the directory holding ansible_collections/netbsd/pf on sys.path: NETBSD_PF_COLLECTIONS
+    (set by bench/run.sh), else what tools/collections-path.sh finds for this checkout."""
+    collections = os.environ.get("NETBSD_PF_COLLECTIONS") or subprocess.run(
+        [os.path.join(REPO, "tools", "collections-path.sh")], check=True,
+        stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    sys.path.insert(0, collections)
+
+
 RECORD_SIZE = 240
 _LIBC = ctypes.CDLL(None)
 # A fixed mmap threshold: glibc would otherwise raise it after every large free and keep
@@ -145,7 +155,7 @@ def _measure(work):
 
 def run_child(states, seed, workdir, dump_only=False):
     # pylint: disable=too-many-locals,import-outside-toplevel
-    sys.path.insert(0, os.environ.get("NETBSD_PF_COLLECTIONS", "/work/collections"))
+    import_collection()
     from ansible_collections.netbsd.pf.plugins.module_utils import operations, restore
     from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
     from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice

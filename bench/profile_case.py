@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pfbench import DUMP_CASES, RECORD_SIZE, _Setattr, _warm_page_cache  # noqa: E402  pylint: disable=wrong-import-position
+from pfbench import DUMP_CASES, RECORD_SIZE, _Setattr, _warm_page_cache, import_collection  # noqa: E402  pylint: disable=wrong-import-position
 
 
 def main():
@@ -23,7 +23,7 @@ def main():
     parser.add_argument("case", choices=[case[0] for case in DUMP_CASES])
     parser.add_argument("--states", type=int, default=100000)
     args = parser.parse_args()
-    sys.path.insert(0, os.environ.get("NETBSD_PF_COLLECTIONS", "/work/collections"))
+    import_collection()
     # pylint: disable=import-outside-toplevel
     from ansible_collections.netbsd.pf.plugins.module_utils import operations
     from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump

@@ -11,11 +11,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${VENV:-$repo/.venv}
-collections=${ANSIBLE_COLLECTIONS_PATH:-}
-if [ -z "$collections" ] || [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
-    collections=$repo/build
-    [ -d "$collections/ansible_collections/netbsd/pf" ] || collections=/work/collections
-fi
+collections=$("$repo/tools/collections-path.sh")
 export NETBSD_PF_COLLECTIONS=$collections
 
 "$venv/bin/python" "$repo/bench/pfbench.py" --sizes "${BENCH_SIZES:-10000,100000,1000000}"

@@ -11,7 +11,7 @@ states=${BENCH_STATES:-10000}
 runs=${BENCH_FLEET_RUNS:-3}
 fleet_dir=$repo/tests/output/bench-fleet
 out=$repo/bench/results/fleet
-collections=${ANSIBLE_COLLECTIONS_PATH:-/work/collections}
+collections=$("$repo/tools/collections-path.sh")
 
 pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
 trap 'pfemu fleet down --dir "$fleet_dir" >/dev/null' EXIT

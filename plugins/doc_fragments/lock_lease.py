@@ -27,6 +27,11 @@ options:
       - File that records the current lease (token, deadline, owner process).
       - It is the only record of who locked the table; the kernel has no way to read the lock back.
       - Give every host its own path when several hosts share a file system (test fleets, jails).
+      - Root writes this file, so it is never followed through a symbolic link and is created exclusively (mode 0600); it is
+        refused if it has other hard links, or if its directory can be written by other users and is not sticky (or is
+        sticky and the file belongs to someone else).
+      - A task that locked the table unlocks it at its end only while its own lease is still the one recorded here; if
+        another task took the lease over meanwhile, the table stays locked under that lease.
     type: path
     default: /var/run/netbsd_pf_lock.lease
 notes:

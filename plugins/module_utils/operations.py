@@ -15,7 +15,6 @@ __metaclass__ = type
 
 import hashlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -27,10 +26,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
+    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
@@ -173,10 +172,10 @@ def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
 def unlock_table(device_path, lease_file):
     """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
     before = lease_view(lease_file)
-    set_table_lock(device_path, False)
     try:
-        released = release_lease(lease_file)
+        released = unlock_and_release(lease_file, lambda: set_table_lock(device_path, False))
     except LeaseError as exc:
+        set_table_lock(device_path, False)
         raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
                              "unlock again at its deadline, which is harmless" % exc)
     return before, released
@@ -228,7 +227,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
             try:
                 buffer = device.states_buffer()
                 started = time.perf_counter()
-                with locked(device):
+                with locked(device, unlock=lambda: _end_own_lease(device, lease_file, token)):
                     block = device.get_states(buffer)
                 window = (time.perf_counter() - started) * 1000.0
             finally:
@@ -247,11 +246,18 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         return snapshot
 
 
+def _end_own_lease(device, lease_file, token):
+    """Unlock and release unless the lease was taken over meanwhile: the new holder's lock must stay."""
+    try:
+        end_lease(lease_file, token, lambda: device.set_lock(False))
+    except LeaseError:
+        device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+
+
 def _unlock_quietly(device, lease_file, token):
     """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
     try:
-        device.set_lock(False)
-        release_lease(lease_file, token)
+        _end_own_lease(device, lease_file, token)
     except Exception:   # pylint: disable=broad-except
         pass
 
@@ -349,7 +355,7 @@ def backup_file(path, now=None):
     """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
     now = time.time() if now is None else now
     backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
-    shutil.copy2(path, backup)
+    copy_private(path, backup)
     return backup
 
 
@@ -450,7 +456,10 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if changed:
             staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
     elif check_mode:
-        digest = content_digest(fmt, byte_order, compression, block)
+        try:
+            digest = content_digest(fmt, byte_order, compression, block)
+        except TextFormatError as exc:
+            raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
         staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
@@ -483,6 +492,12 @@ def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, rec
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
+    except TextFormatError as exc:
+        raise _unwritable(path, exc)
+
+
+def _unwritable(path, exc):
+    return OperationError("cannot write %s: %s; nothing was written" % (path, exc))
 
 
 def _write_error(path, exc):
@@ -590,6 +605,9 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         "filtered": stats.filtered,
     }
     result["summary"]["total_in_table"] = stats.read
+    # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
+    result["summary"]["created_by_other_hostids"] = sum(
+        n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

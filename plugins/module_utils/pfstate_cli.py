@@ -29,6 +29,7 @@ __metaclass__ = type
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -41,7 +42,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
@@ -54,6 +55,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 DEFAULT_DEVICE = "/dev/pf"
+# What a terminal would act on (newlines, ESC sequences, C1 controls): printed as escapes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class CommandError(Exception):
@@ -127,7 +130,8 @@ def cmd_restore(args):
     report = restore_file(
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
-        lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
+        lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+        device_path=args.device)
     for warning in report.get("warnings", ()):
         _warn(warning)
     _say(args, "%s%d restored, %d already present, %d rejected, %d expired, %d filtered out of %d states in %s (aged %d s)" % (
@@ -142,16 +146,26 @@ def cmd_restore(args):
 
 # --- show, convert, lock, unlock ---------------------------------------------------------------
 
-def cmd_show(args):
-    if args.file:
+def _read_for_show(args):
+    """The records of the file to show and what to say about it; errors name the file."""
+    try:
         with open_dump(args.file, _input_format(args), args.byte_order) as reader:
             block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
             info = {"file": args.file, "format": reader.format, "byte_order": reader.byte_order,
                     "states": record_count(block)}
             metadata = (reader.header or {}).get("metadata") or {}
-            for key in ("captured_at", "hostname"):
-                if key in metadata:
-                    info[key] = metadata[key]
+    except DUMP_ERRORS as exc:
+        message = str(exc)
+        raise CommandError(message if message.startswith(args.file) else "%s: %s" % (args.file, message))
+    for key in ("captured_at", "hostname"):
+        if key in metadata:
+            info[key] = metadata[key]
+    return block, info
+
+
+def cmd_show(args):
+    if args.file:
+        block, info = _read_for_show(args)
         byte_order = info["byte_order"]
     else:
         byte_order = Abi.host().byte_order
@@ -162,12 +176,12 @@ def cmd_show(args):
                     "running": status["running"], "state_limit": device.get_limit(),
                     "lock": lease_view(args.lease_file)}
     if args.list:
-        sys.stdout.write(format_block(block, byte_order))
+        sys.stdout.write(format_block(block, byte_order, shown=True))
         return EXIT_OK
     counts = summarize_views(state_views(block, byte_order))
     if args.json:
         info["by_interface_protocol"] = dict(("%s %s" % key, count) for key, count in sorted(counts.items()))
-        _out(json.dumps(info, indent=2, sort_keys=True, default=str))
+        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return EXIT_OK
     for key in sorted(info):
         if key == "lock":
@@ -176,12 +190,13 @@ def cmd_show(args):
                 _out("lock: held under lease %s (%s s left)" % (lock.get("token"), lock.get("remaining_seconds")))
             else:
                 _out("lock: %s" % (lock.get("message") or lock.get("state")))
-        elif key == "captured_at":
-            _out("captured_at: %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info[key]))))
+        elif key == "captured_at" and not isinstance(info[key], str):
+            # The header checked it: epoch seconds, or else an ISO 8601 string shown as it is.
+            _out("captured_at: %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info[key])))
         else:
             _out("%s: %s" % (key, info[key]))
     for (ifname, proto), count in sorted(counts.items()):
-        _out("  %-16s %-10s %8d" % (ifname, proto, count))
+        _out("  %-16s %-10s %8d" % (shown_text(ifname), proto, count))
     return EXIT_OK
 
 
@@ -212,7 +227,7 @@ def cmd_unlock(args):
 
 # Output goes through the streams directly: ansible-test's pylint forbids print() in module_utils.
 def _out(text, stream=None):
-    (stream or sys.stdout).write(text + "\n")
+    (stream or sys.stdout).write(_CONTROL.sub(lambda match: "\\x%02x" % ord(match.group()), text) + "\n")
 
 
 def _say(args, message, always=False):
@@ -280,6 +295,9 @@ def build_parser():
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
+    restore.add_argument("--restore-lock-file", metavar="FILE",
+                         help="lock that serialises restores on this host, the same for every restore whatever its "
+                              "lease file (default /var/run/netbsd_pf_restore.lock)")
     _add_lease_options(restore)
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)

@@ -39,6 +39,13 @@ options:
       - Lease file to report the lock from (see M(netbsd.pf.states_lock)).
     type: path
     default: /var/run/netbsd_pf_lock.lease
+  dump_dirs:
+    description:
+      - Directories that hold dumps. RV(stale_staged_files) lists the staged files (C(.NAME.pfstate-PID-XXXXXXXX.tmp)) that writers
+        which are no longer running (killed, power loss) left in them. The next dump into the same directory removes them.
+    type: list
+    elements: path
+    default: []
 extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
@@ -138,9 +145,17 @@ summary:
       description: States in the whole table, before O(filters).
       type: int
       returned: always
+    created_by_other_hostids:
+      description:
+        - Selected states whose creator id is not RV(status.hostid), the host id pf has now.
+        - Restored states keep the creator id they were dumped with, and NetBSD draws a new host id at every boot
+          unless C(pf.conf) sets one (C(set hostid)), so after a reboot and a restore these are the restored states
+          (plus any received from pfsync peers).
+      type: int
+      returned: always
   sample: {"count": 3, "total_in_table": 3, "by_interface": {"all": 3}, "by_protocol": {"tcp": 2, "udp": 1},
            "by_address_family": {"inet": 3}, "by_direction": {"out": 3}, "by_tcp_state": {"ESTABLISHED:ESTABLISHED": 2},
-           "by_creatorid": {"1e35049e": 3}}
+           "by_creatorid": {"1e35049e": 3}, "created_by_other_hostids": 0}
 filtered:
   description: States left out by O(filters).
   returned: always
@@ -159,6 +174,12 @@ states:
   sample: [{"id": "6b090ce800000000", "creatorid": "1e35049e", "af": "inet", "proto": "tcp", "direction": "out", "ifname": "all",
             "lan": {"address": "10.0.0.2", "port": 50312}, "gwy": {"address": "10.0.0.2", "port": 50312},
             "ext": {"address": "192.0.2.7", "port": 22}, "expire": 86390, "timeout_name": "tcp_established"}]
+stale_staged_files:
+  description: Staged files of dead writers found in O(dump_dirs), with the writer's pid, their size in bytes and mtime.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/var/db/pf/.states.pfstate.pfstate-4242-0c1f9a7e.tmp", "pid": 4242, "bytes": 7340032, "mtime": 1714566000.5}]
 states_truncated:
   description: Whether O(limit) cut the list.
   returned: when O(states=true)
@@ -171,6 +192,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
     DEFAULT_LEASE_FILE, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 
@@ -183,6 +205,7 @@ def main():
         limit=dict(type="int", default=1000),
         timeouts=dict(type="bool", default=False),
         lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
+        dump_dirs=dict(type="list", elements="path", default=[]),
     )
     argument_spec.update(TRANSFORM_ARGSPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -195,6 +218,7 @@ def main():
                             transforms=transforms, limit=params["limit"] or None)
     except (TransformOptionError, OperationError, PfError) as exc:
         module.fail_json(msg=str(exc))
+    result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
     module.exit_json(changed=False, **result)
 
 

@@ -121,8 +121,13 @@ options:
     default: during
   restore_lock_file:
     description:
-      - File that serialises restores on one host (an exclusive C(flock)); defaults to O(lease_file) with C(.restore) appended.
+      - File that serialises restores on one host (an exclusive C(flock)). It must be the same for every restore on the host,
+        whatever O(lease_file) each one names, so that two restores never add states at the same time; the default is
+        C(/var/run/netbsd_pf_restore.lock). Set it only where /var/run is not the host's own (the inventory variable
+        C(netbsd_pf_restore_lock_file), which the roles pass on).
       - A second restore waits for the first one, up to O(restore_lock_timeout) seconds.
+      - Root writes this file, so it is never followed through a symbolic link, and it is refused in a directory that other
+        users can write to unless that directory is sticky and the file belongs to the user running the module.
     type: path
   restore_lock_timeout:
     description:
@@ -159,8 +164,8 @@ notes:
     C(log) and source nodes are not restored by NetBSD's kernel. Their expiry follows the kernel's current default timeouts.
   - The kernel answers C(ENOMEM) for a duplicate, a collision and a full table alike, and stops at the first failing state
     of a call. The module predicts those cases; if one still happens (another process added a state in between), it reads
-    the table back, counts the states that got in (the state-insert counter and the table's order tell its own from
-    identical copies added by someone else), settles the rest of the plan against that table, sends the failing state
+    the table back, counts the states that got in (the table's order tells its own, a run of consecutive positions, from
+    identical copies added by someone else, which never count as restored), settles the rest of the plan against that table, sends the failing state
     again alone and rejects it only if it fails alone, with the reason. Once the table is at its state limit, the remaining
     states are rejected without further calls.
   - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
@@ -305,7 +310,12 @@ table_reads:
   returned: success
   type: int
 lock:
-  description: Whether the table was locked for the restore.
+  description:
+    - Whether the table was locked for the restore.
+    - C(ended) is present when the restore did not unlock the table at its end because its lease was no longer its own -
+      V(taken_over) (another holder locked the table under a new lease during the restore, C(taken_over_by) names it; the
+      table stays locked under that lease), V(released) (someone unlocked it) or V(expired) (the lease ran out and the
+      watchdog unlocked it); a warning says the same.
   returned: success
   type: dict
   sample: {"mode": "during", "taken": true, "lease_seconds": 300}

@@ -13,6 +13,8 @@ states=${DEMO_STATES:-3000}
 started=$SECONDS
 
 step() { printf '\n==> %s\n' "$*"; }
+# What the demo prints names files relative to the checkout (tests/output/demo/...).
+relative() { sed "s#$root/##g"; }
 fail() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
 
 teardown() {
@@ -54,7 +56,7 @@ mkdir -p "$work"
 trap teardown EXIT
 
 step "Starting $hosts emulated NetBSD firewalls (pf emulator behind /dev/pf, local connections)"
-python -m tests.pfemu fleet up "$hosts" --flavour local --states "$states" --dir "$fleet" | sed 's/^/    /'
+python -m tests.pfemu fleet up "$hosts" --flavour local --states "$states" --dir "$fleet" | relative | sed 's/^/    /'
 inventory=$fleet/inventory/hosts.yml
 
 # One line per host: state count and boot time (the emulator's clock); with "check", also
@@ -89,19 +91,21 @@ run_phase() {
 
 step "Capturing every state table to the controller (netbsd.pf.capture role)"
 run_phase capture
-step "Fleet report ($work/captures/capture-report.md, .html)"
-sed 's/^/    /' "$work/captures/capture-report.md"
+step "Fleet report (${work#"$root"/}/captures/capture-report.md, .html)"
+relative <"$work/captures/capture-report.md" | sed 's/^/    /'
 
 step "Rebooting the firewalls one by one (netbsd.pf.reboot role, serial: 1): lock + dump + reboot in one step, wait for the new boot, restore, verify"
 run_phase reboot
-step "Reboot report ($work/captures/reboot-report.md)"
-sed 's/^/    /' "$work/captures/reboot-report.md"
+step "Reboot report (${work#"$root"/}/captures/reboot-report.md)"
+relative <"$work/captures/reboot-report.md" | sed 's/^/    /'
 
 step "State tables after the reboots"
 table_sizes check
 
 step "Files"
-echo "    captures:     $work/captures/<host>/  (latest -> newest capture)"
-echo "    reports:      $work/captures/capture-report.{md,html}, reboot-report.md"
-echo "    ansible logs: $work/ansible-capture.out, $work/ansible-reboot.out"
+relative <<EOF
+    captures:     $work/captures/<host>/  (latest -> newest capture)
+    reports:      $work/captures/capture-report.{md,html}, reboot-report.md
+    ansible logs: $work/ansible-capture.out, $work/ansible-reboot.out
+EOF
 printf '\nDemo finished in %d s.\n' $((SECONDS - started))

@@ -8,26 +8,12 @@ venv=${VENV:-$repo/.venv}
 # pfemu ARGS...: the emulator's command line (python -m tests.pfemu), run from the repo root.
 pfemu() { (cd "$repo" && "$venv/bin/python" -m tests.pfemu "$@"); }
 
-# collections_path SCRIPT [COLLECTIONS_PATH]: print the directory holding ansible_collections/netbsd/pf:
-# COLLECTIONS_PATH, else $ANSIBLE_COLLECTIONS_PATH, else build/ (the Makefile's copy) if there,
-# else the collections tree this checkout sits in.  Exits 2 naming SCRIPT when there is none.
+# collections_path SCRIPT [COLLECTIONS_PATH]: print the directory holding ansible_collections/netbsd/pf
+# (tools/collections-path.sh decides); exits 2 naming SCRIPT when there is none.
 collections_path() {
-    local script=$1 collections=${2:-${ANSIBLE_COLLECTIONS_PATH:-}}
-    if [ -z "$collections" ]; then
-        if [ -d "$repo/build/ansible_collections/netbsd/pf" ]; then
-            collections=$repo/build
-        elif [ "$(basename "$(dirname "$(dirname "$repo")")")" = ansible_collections ]; then
-            collections=$(dirname "$(dirname "$(dirname "$repo")")")
-        else
-            echo "$script: give a directory holding ansible_collections/netbsd/pf (argument or ANSIBLE_COLLECTIONS_PATH)" >&2
-            exit 2
-        fi
-    fi
-    if [ ! -d "$collections/ansible_collections/netbsd/pf" ]; then
-        echo "$script: no ansible_collections/netbsd/pf in $collections" >&2
-        exit 2
-    fi
-    echo "$collections"
+    local script=$1 found
+    found=$("$repo/tools/collections-path.sh" "${2:-}" 2>&1) || { echo "$script: $found" >&2; exit 2; }
+    echo "$found"
 }
 
 # fleet_up DIR ARGS...: `pfemu fleet up ARGS...` in DIR, torn down when the script exits, also after a failure.

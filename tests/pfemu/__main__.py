@@ -1,7 +1,8 @@
 """Command line of the pf emulator: ``python -m tests.pfemu ...`` from the repository root.
 
     fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--clock manual|system]
-               [--limit L] [--abi ABI] [--abi-hosts ABI,...] [--userland-cache C] [--dir D]
+               [--limit L] [--abi ABI] [--hostid random|fixed] [--abi-hosts ABI,...] [--userland-cache C]
+               [--dir D]
     fleet down [--dir D]
     fleet status [--dir D]
     reboot HOST [--delay SECONDS] [--wait]
@@ -60,6 +61,9 @@ def build_parser():
     up.add_argument("--limit", type=int, help="state limit (default: max(10000, 2 * --states))")
     up.add_argument("--clock", choices=("manual", "system"), default="manual",
                     help="kernel time: manual (moves only with `ctl HOST advance` and reboots) or system")
+    up.add_argument("--hostid", choices=("random", "fixed"), default="random",
+                    help="random: a new pf hostid at every emulated boot, like stock NetBSD; fixed: one per host "
+                         "that survives reboots, like `set hostid` in pf.conf")
     up.add_argument("--abi-hosts", type=_abi_list, default=[],
                     help="comma-separated ABIs (ilp32-le, lp64-be) of the last hosts, each running the real "
                          "Python of a Debian userland of that ABI (root; built once into --userland-cache)")
@@ -166,7 +170,7 @@ def main(argv=None):
             started = time.monotonic()
             state = fleet.up(options.count, flavour=options.flavour, states=options.states, seed=options.seed,
                              paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit,
-                             clock=options.clock, abi_hosts=options.abi_hosts,
+                             clock=options.clock, hostid=options.hostid, abi_hosts=options.abi_hosts,
                              userland_cache=options.userland_cache)
             print("fleet of %d %s hosts up in %.1f s; inventory: %s" % (
                 len(state["hosts"]), options.flavour, time.monotonic() - started, fleet.inventory_path()))

@@ -9,7 +9,7 @@ directory per emulated host plus an Ansible inventory::
     <fleet>/hosts/<name>/venv/           the host's Python, with the /dev/pf shim
     <fleet>/hosts/<name>/run/            daemon socket, pid files, boottime, logs
     <fleet>/hosts/<name>/var/db/pfstate/ dump directory
-    <fleet>/hosts/<name>/var/run/        lock lease; emptied at every emulated boot
+    <fleet>/hosts/<name>/var/run/        lock lease, restore lock; emptied at every emulated boot
     <fleet>/hosts/<name>/etc/rc.d/       rc scripts, run at every emulated boot
     <fleet>/hosts/<name>/bin/            reboot, sysctl (kern.boottime)
     <fleet>/hosts/<name>/tmp/            remote_tmp and async dir
@@ -134,13 +134,19 @@ class Fleet(object):
 
     # up ------------------------------------------------------------------------
     def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
-           clock="manual", abi_hosts=(), userland_cache=None):
+           clock="manual", hostid="random", abi_hosts=(), userland_cache=None):
+        """``hostid``: "random" draws a new pf hostid at every emulated boot, like stock NetBSD (pfattach() in
+        pf_ioctl.c: ``pf_status.hostid = cprng_fast32()``); "fixed" gives each host one that survives reboots,
+        like ``set hostid`` in pf.conf (pfctl's DIOCSETHOSTID at every boot).
+        ``abi_hosts``: the ABIs of the last hosts, which run the Python of a userland of that ABI."""
         if flavour not in ("local", "ssh"):
             raise FleetError("unknown flavour %r (local or ssh)" % flavour)
         if flavour == "ssh":
             _check_ssh_prerequisites()
         if paramiko_hosts and flavour != "ssh":
             raise FleetError("--paramiko-hosts needs --flavour ssh")
+        if hostid not in ("random", "fixed"):
+            raise FleetError("unknown hostid mode %r (random or fixed)" % hostid)
         if len(abi_hosts) > count:
             raise FleetError("%d --abi-hosts for a fleet of %d hosts" % (len(abi_hosts), count))
         userlands = self._userlands(abi_hosts, userland_cache)
@@ -150,7 +156,7 @@ class Fleet(object):
         # The hosts start empty: an rc.d script or a dump left by the last fleet would act at the first boot.
         shutil.rmtree(hosts_dir, ignore_errors=True)
         try:
-            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock,
+            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid,
                             [abi] * (count - len(abi_hosts)) + list(abi_hosts), userlands)
         except BaseException:
             self.down()
@@ -168,7 +174,8 @@ class Fleet(object):
                 raise FleetError("no host of ABI %s: %s" % (abi, error)) from error
         return roots
 
-    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, host_abis, userlands):
+    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid, host_abis,
+            userlands):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
@@ -179,7 +186,9 @@ class Fleet(object):
                        "python": userland.ROOT_PYTHON if host_abis[index] in userlands
                        else pythons[index % len(pythons)],
                        "abi": host_abis[index], "userland": userlands.get(host_abis[index]),
-                       "hostid": _hostid(seed, name),
+                       # Each host its own seed, so that no two hosts draw the same hostids.
+                       "seed": _host_seed(seed, name),
+                       "hostid": _host_seed(seed, name) if hostid == "fixed" else None,
                        "netns": self.netns_name(name) if flavour == "ssh" else None,
                        "connection": ("paramiko_ssh" if index >= count - paramiko_hosts else "ssh")
                        if flavour == "ssh" else "local"}
@@ -193,13 +202,13 @@ class Fleet(object):
         limit = state_limit or max(10000, 2 * states)
         for host in state["hosts"]:
             self._make_host(host)
-            self._start_daemon(host, abi=host["abi"], state_limit=limit, seed=seed, clock=clock)
+            self._start_daemon(host, abi=host["abi"], state_limit=limit, clock=clock)
             if flavour == "ssh":
                 self._start_sshd(host)
         for host in state["hosts"]:
             self._wait_for_daemon(host)
             if states:
-                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["hostid"]})
+                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["seed"]})
         if flavour == "ssh":
             self._write_known_hosts(state)
             for host in state["hosts"]:
@@ -243,10 +252,11 @@ class Fleet(object):
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
 
-    def _start_daemon(self, host, abi, state_limit, seed, clock):
+    def _start_daemon(self, host, abi, state_limit, clock):
         command = [sys.executable, "-m", __package__, "daemon", "--host-dir", host["dir"], "--abi", abi,
-                   "--state-limit", str(state_limit), "--hostid", str(host["hostid"]), "--seed", str(seed),
-                   "--clock", clock]
+                   "--state-limit", str(state_limit), "--seed", str(host["seed"]), "--clock", clock]
+        if host["hostid"] is not None:
+            command += ["--hostid", str(host["hostid"])]
         if host["netns"]:
             command += ["--netns", host["netns"]]
         environment = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
@@ -329,16 +339,20 @@ class Fleet(object):
             # Where the modules' default (/var/run/netbsd_pf_lock.lease) is on NetBSD:
             # a lease taken before a reboot is gone after it.
             "netbsd_pf_lease_file": os.path.join(base, "var", "run", "netbsd_pf_lock.lease"),
+            # One restore lock per emulated host, as /var/run/netbsd_pf_restore.lock is per real host.
+            "netbsd_pf_restore_lock_file": os.path.join(base, "var", "run", "netbsd_pf_restore.lock"),
             "netbsd_pf_rc_dir": os.path.join(base, "etc", "rc.d"),
             "netbsd_pf_bin_dir": os.path.join(base, "bin"),
             "netbsd_pf_reboot_command": os.path.join(base, "bin", "reboot"),
             "netbsd_pf_boot_time_command": os.path.join(base, "bin", "sysctl") + " -n kern.boottime",
             "pfemu_host_dir": base,
-            "pfemu_hostid": host["hostid"],
             "pfemu_python": os.path.basename(host["python"]),
             "pfemu_abi": host.get("abi", "lp64-le"),
             "pfemu_socket": self.socket_path(host["name"]),
         }
+        if host["hostid"] is not None:
+            # Only a fixed hostid is known in advance; a random one is in DIOCGETSTATUS (`ctl HOST status`).
+            variables["pfemu_hostid"] = host["hostid"]
         proxy = "ip netns exec %s nc 127.0.0.1 22" % host["netns"]
         if host["connection"] == "local":
             variables["ansible_connection"] = "local"
@@ -464,7 +478,7 @@ cat %(boottime)s
 """
 
 
-def _hostid(seed, name):
+def _host_seed(seed, name):
     return zlib.crc32(("%d:%s" % (seed, name)).encode()) or 1
 
 
