@@ -160,7 +160,8 @@ def wrapper_script(root, fleet_dir, interpreter):
         "root=$1 fleet=$2; shift 2\n"
         "for dir in /proc /dev /tmp \"$fleet\"; do mount --rbind \"$dir\" \"$root$dir\" || exit 1; done\n"
         "exec chroot \"$root\" \"$@\"' sh %(root)s %(fleet)s %(interpreter)s \"$@\"\n"
-        % {"root": shlex.quote(root), "mark": READY_MARK, "fleet": shlex.quote(fleet_dir), "interpreter": shlex.quote(interpreter)})
+        % {"root": shlex.quote(root), "mark": READY_MARK, "fleet": shlex.quote(fleet_dir),
+           "interpreter": shlex.quote(interpreter)})
 
 
 def prepare_mount_points(root, fleet_dir):
