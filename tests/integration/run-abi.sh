@@ -55,13 +55,14 @@ cache_option=()
 [ -n "${PFEMU_USERLAND_CACHE:-}" ] && cache_option=(--userland-cache "$PFEMU_USERLAND_CACHE")
 fleet_up "$fleet_dir" 3 --flavour ssh --states "$states" --seed 11 --abi-hosts "$abis" "${cache_option[@]}"
 
-# Every host reports the ABI its inventory promises, from its own interpreter.
-ANSIBLE_COLLECTIONS_PATH=$collections "$venv/bin/ansible" -i "$fleet_dir/inventory/hosts.yml" pfemu -o \
-    -m ansible.builtin.shell -a 'echo {{ pfemu_abi }}; exec {{ ansible_python_interpreter }} -c "import ctypes, sys; print(\"lp64\" if ctypes.sizeof(ctypes.c_void_p) == 8 else \"ilp32\", sys.byteorder)"' \
+# Every host reports the ABI its inventory promises, from its own interpreter over ssh.
+probe='import ctypes, sys; print("lp64" if ctypes.sizeof(ctypes.c_void_p) == 8 else "ilp32", sys.byteorder)'
+ANSIBLE_COLLECTIONS_PATH=$collections "$venv/bin/ansible" -i "$fleet_dir/inventory/hosts.yml" pfemu -m ansible.builtin.shell \
+    -a "echo ABI {{ inventory_hostname }} {{ pfemu_abi }} \$({{ ansible_python_interpreter }} -c '$probe')" \
     | tee "$work_dir/abis.txt"
-grep -q 'fw1 .*lp64-le.*lp64 little' "$work_dir/abis.txt"
-grep -q 'fw2 .*ilp32-le.*ilp32 little' "$work_dir/abis.txt"
-grep -q 'fw3 .*lp64-be.*lp64 big' "$work_dir/abis.txt"
+for expected in "fw1 lp64-le lp64 little" "fw2 ilp32-le ilp32 little" "fw3 lp64-be lp64 big"; do
+    grep -qx "ABI $expected" "$work_dir/abis.txt" || { echo "run-abi: no 'ABI $expected'" >&2; exit 1; }
+done
 
 common=(-e "abi_work_dir=$work_dir" -e "abi_fleet_states=$states")
 # One round trip per module (the module goes to the interpreter's stdin, through the wrapper too).
