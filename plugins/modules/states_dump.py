@@ -91,7 +91,8 @@ extends_documentation_fragment:
   - files
   - netbsd.pf.attributes.platform
   - netbsd.pf.common
-  - netbsd.pf.transforms
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
 attributes:
   check_mode:

@@ -45,7 +45,8 @@ extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
   - netbsd.pf.common
-  - netbsd.pf.transforms
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
 attributes:
   check_mode:
     support: full

@@ -151,7 +151,8 @@ extends_documentation_fragment:
   - action_common_attributes.files
   - netbsd.pf.attributes.platform
   - netbsd.pf.common
-  - netbsd.pf.transforms
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
 attributes:
   action:
