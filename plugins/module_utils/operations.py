@@ -41,6 +41,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     peer_state_name,
     record_count, state_to_dict, swap_records,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import table_occupancy
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     TransformStats, state_filter_from, transform_blocks,
 )
@@ -418,6 +419,8 @@ def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, 
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
         "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
         "by_address_family": summary["by_address_family"],
+        # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
+        "expired_awaiting_purge": table_occupancy(block, byte_order, 0)["expired"],
     }
     result.update(stored)
     return result
@@ -590,6 +593,8 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         "filtered": stats.filtered,
     }
     result["summary"]["total_in_table"] = stats.read
+    occupancy = table_occupancy(block, byte_order, status["states"])
+    result["awaiting_purge"] = {key: occupancy[key] for key in ("unlinked", "expired", "awaiting_purge")}
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

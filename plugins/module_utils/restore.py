@@ -753,7 +753,11 @@ class PurgeWait:
         if lock_report.get("taken") and lock_report.get("lease_seconds"):
             self.deadline = min(self.deadline, self._clock() + lock_report["lease_seconds"] - LEASE_MARGIN_SECONDS)
         self.waits = []
-        self.stopped = None
+        self.stopped = None     # why the restore does not or no longer waits
+        if lock_report.get("held_by_lease"):
+            self.stopped = "not waiting: the table is locked under another holder's lease and the kernel does not purge a locked table"
+        elif not self.seconds:
+            self.stopped = "not waiting: purge_wait is 0"
 
     @property
     def possible(self):
@@ -763,8 +767,6 @@ class PurgeWait:
     def wait_for_room(self, wanted):
         """Wait until ``wanted`` more states fit or everything pending is freed; False when waiting cannot help."""
         if not self.possible:
-            self.stopped = self.stopped or ("the table is locked under the lease in another holder's name and the kernel "
-                                            "does not purge a locked table" if self.seconds else "purge_wait is 0")
             return False
         status = self.device.get_status()
         limit = self.device.get_limit(PF_LIMIT_STATES)
