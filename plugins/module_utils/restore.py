@@ -707,6 +707,7 @@ DEFAULT_PURGE_WAIT = 180
 PURGE_POLL_SECONDS = 1.0
 # Stop waiting this long before the restore's lock lease runs out, so the watchdog still guards the relock.
 LEASE_MARGIN_SECONDS = 15
+PFTM_INTERVAL = 15
 PFTM_ADAPTIVE_START = 16
 PFTM_ADAPTIVE_END = 17
 DEFAULT_RULE = 0xFFFFFFFF
@@ -778,7 +779,10 @@ class PurgeWait:
         if self._clock() >= self.deadline:
             self.stopped = "purge_wait ran out (%d seconds%s)" % (self.seconds, self._lease_note())
             return False
-        target = max(limit - wanted, status["states"] - pending)
+        # Room for one purge tick's worth is enough to go on: refilling keeps pf_status.states, and so the
+        # purge's quota (1 + states / interval a second), high, where an idle table frees ever fewer states a second.
+        quota = 1 + status["states"] // max(1, self.device.get_timeout(PFTM_INTERVAL))
+        target = max(limit - min(wanted, quota), status["states"] - pending)
         started, states = self._clock(), status["states"]
         release = bool(self.lock_report.get("taken"))
         if release:
