@@ -264,7 +264,7 @@ class Kernel(object):
 
     @state_limit.setter
     def state_limit(self, limit):
-        """Like ``set limit states N`` in pf.conf: pfctl also sets adaptive timeouts to 60%/120%.
+        """Like ``set limit states N`` in pf.conf: pfctl also sets adaptive timeouts to 60%/120% (pfctl.c, pfctl_load_options).
 
         Assign ``timeouts[16]``/``timeouts[17]`` afterwards to choose other adaptive bounds.
         """
