@@ -320,15 +320,15 @@ table_reads:
   type: int
 states_awaiting_purge:
   description:
-    - States holding the state pool that the kernel's purge will free (when the restore began): unlinked states
+    - States holding the state pool that the kernel's purge will free, when the restore began. These are unlinked states
       C(DIOCGETSTATUS) still counts but C(DIOCGETSTATES) no longer shows, plus shown states exported with expire 0.
   returned: success
   type: int
 purge_wait:
   description:
-    - How the restore waited for the kernel's purge (O(purge_wait)): C(limit_seconds), C(waits), C(waited_seconds),
-      C(freed_while_waiting), C(lock_released) (the table lock was released during a wait) and C(stopped) (why it
-      gave up waiting, or null).
+    - How the restore waited for the kernel's purge (O(purge_wait)), with the keys C(limit_seconds), C(waits),
+      C(waited_seconds), C(freed_while_waiting), C(lock_released) (the table lock was released during a wait) and
+      C(stopped) (why it does not or no longer waits, or null).
   returned: success, not in check mode
   type: dict
   sample: {"limit_seconds": 180, "waits": 3, "waited_seconds": 12.0, "freed_while_waiting": 3002, "lock_released": true, "stopped": null}
