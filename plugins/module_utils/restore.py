@@ -619,7 +619,7 @@ class Restorer:
         ``before``/``after``: (inserts, removals, states) just before the call
         and with the table read back.  This call's records form a run of
         consecutive positions starting with the chunk's first record, after the
-        states of ``before`` (if nothing was removed since), no longer than the
+        states listed at ``before`` (if nothing was freed since), no longer than the
         inserts since.  The kernel stopped at the record after that run: one it
         could not insert (a conflict, a full table, an errno other than
         ENOMEM), or one held before the call began, which then sits before the
@@ -630,7 +630,10 @@ class Restorer:
         run = 1 if held else 0
         while run < held and positions[run] == positions[0] + run:
             run += 1
-        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2]):
+        # Positions count listed states only; the status count also holds states unlinked but
+        # not yet freed by the purge, the same number before and after when nothing was freed.
+        awaiting_purge = after[2] - record_count(model.live)
+        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2] - awaiting_purge):
             return 0
         if run == held and held < len(chunk) and self._refused(chunk[held], model, after[2], failed_errno):
             return run
