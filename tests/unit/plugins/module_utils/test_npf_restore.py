@@ -1,0 +1,193 @@
+"""Restore planning for NPF: plugins/module_utils/npf_restore.py against the NPF emulator (reference 3.6, 3.7, 5.1)."""
+
+import struct
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
+    NpfRestoreError, execute_plan, plan_restore,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot, port_to_word
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfDevice
+from ansible_collections.netbsd.pf.tests.npfemu import ManualClock, NpfKernel
+from ansible_collections.netbsd.pf.tests.npfemu.inprocess import make_syscalls
+
+RULES = [{"name": "pass-stateful", "attr": 0x13, "ifname": "wm0"}]
+NAT_RULE = {"type": 2, "flags": 2, "nat-addr": b"\xc0\x00\x02\x01", "ifname": "wm0", "nat-policy": 7}
+INSIDE, OUTSIDE = b"\x0a\x00\x00\x05", b"\xc6\x33\x64\x07"
+
+
+def conn(sport, nst_state=4, proto=6, ifname="wm0", nat_port=None, state_size=36):
+    """A connection as a kernel of this host would export it (ports as host-order words)."""
+    word = lambda port: port_to_word(port, "little")  # noqa: E731
+    record = {
+        "flags": 6, "proto": proto, "ifname": ifname, "state": struct.pack("<I", nst_state) + bytes(state_size - 4),
+        "forw-key": {"proto": proto, "sport": word(sport), "dport": word(443), "saddr": INSIDE, "daddr": OUTSIDE,
+                     "ifname": ifname, "di": 2},
+        "back-key": {"proto": proto, "sport": word(443), "dport": word(nat_port or sport), "saddr": OUTSIDE,
+                     "daddr": b"\xc0\x00\x02\x01" if nat_port else INSIDE, "ifname": ifname, "di": 1},
+        "alen": 4,
+    }
+    if nat_port:
+        record["nat"] = {"ifname": ifname, "alen": 4, "oaddr": INSIDE, "oport": word(sport),
+                         "taddr": b"\xc0\x00\x02\x01", "tport": word(nat_port), "nat-policy": 7}
+    return record
+
+
+@pytest.fixture
+def host():
+    kernel = NpfKernel(clock=ManualClock(1000.0))
+    device = NpfDevice(abi=Abi(8, True, "little"), syscalls=make_syscalls(kernel))
+    yield kernel, device
+    device.close()
+
+
+def save(device, source="fw1"):
+    return NpfSnapshot(device.save(), "little", source)
+
+
+def boot_with_config(kernel, device, conns=None, nat=False):
+    """A reboot, then what rc.d npf does: load npf.conf (here: a config, optionally with live connections)."""
+    kernel.reboot()
+    request = {"rules": RULES}
+    if nat:
+        request["nat"] = [NAT_RULE]
+    if conns:
+        request["conn-list"] = conns
+    device.load(request)
+
+
+def lookup(device, sport, ifname="wm0"):
+    key = {"proto": 6, "sport": port_to_word(sport, "little"), "dport": port_to_word(443, "little"),
+           "saddr": INSIDE, "daddr": OUTSIDE, "ifname": ifname, "di": 2}
+    return device.conn_lookup(key)
+
+
+def test_reboot_restore_gives_back_every_connection_with_counts_that_add_up(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000 + n) for n in range(5)])
+    snapshot = save(device)
+    assert all(c.keys_need_repair for c in snapshot.connections)
+    boot_with_config(kernel, device)
+    plan = plan_restore(snapshot, save(device))
+    report = execute_plan(device, plan)
+    assert report["changed"] and report["loaded"] == report["input"] == 5 and report["repaired"] == 5
+    assert plan.accounted()
+    assert kernel.connection_count == 5
+    for n in range(5):
+        assert lookup(device, 1000 + n)["ifname"] == "wm0"
+        # the repaired keys match real packets (unrepaired ones would be bound to "???")
+        assert kernel.match_packet("wm0", 2, 6, INSIDE, port_to_word(1000 + n, "little"), OUTSIDE,
+                                   port_to_word(443, "little")) is not None
+
+
+def test_a_second_restore_is_reported_as_a_no_op_and_sends_nothing(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000 + n) for n in range(3)])
+    snapshot_bytes = device.save()
+    boot_with_config(kernel, device)
+    execute_plan(device, plan_restore(NpfSnapshot(snapshot_bytes, "little", "fw1"), save(device)))
+    loads = []
+    device.load = loads.append
+    plan = plan_restore(NpfSnapshot(snapshot_bytes, "little", "fw1"), save(device))
+    report = execute_plan(device, plan)
+    assert not report["changed"] and loads == []
+    assert report["already_running"] == 3 and report["loaded"] == report["merged_running"] == 3
+    assert plan.accounted()
+
+
+def test_one_bad_record_is_dropped_and_never_reaches_the_kernel(host):
+    kernel, device = host
+    boot_with_config(kernel, device)
+    broken = {"version": 22, "params": {"state.key.interface": 1},
+              "conn-list": [conn(1000), conn(1001, state_size=30), conn(1002, proto=47), conn(1003)]}
+    snapshot = NpfSnapshot(broken, "little", "fw1.npf")
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert (report["input"], report["loaded"], report["invalid"]) == (4, 2, 2)
+    assert kernel.connection_count == 2
+    assert {entry["reason"] for entry in report["rejected"]} == {"invalid"}
+    assert any("state is 30 bytes" in entry["why"] for entry in report["rejected"])
+
+
+def test_running_connections_newer_than_the_snapshot_are_merged_not_destroyed(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000), conn(1001)])
+    snapshot = save(device)
+    boot_with_config(kernel, device, [conn(2000)])  # a connection opened after the reboot
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert (report["merged_running"], report["loaded"], report["running"]) == (1, 3, 1)
+    for sport in (1000, 1001, 2000):
+        assert lookup(device, sport)
+
+
+def test_running_connections_can_be_refused_instead_and_nothing_is_sent(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000)])
+    snapshot = save(device)
+    boot_with_config(kernel, device, [conn(2000)])
+    with pytest.raises(NpfRestoreError, match="1 connections that the snapshot does not hold"):
+        plan_restore(snapshot, save(device), running_conns="refuse")
+    assert lookup(device, 2000) and kernel.connection_count == 1
+
+
+def test_no_configuration_loaded_is_refused(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000)])
+    snapshot = save(device)
+    kernel.reboot()
+    with pytest.raises(NpfRestoreError, match="no configuration loaded"):
+        plan_restore(snapshot, save(device))
+
+
+def test_over_the_cap_fit_keeps_established_tcp_first_and_refuse_raises(host):
+    kernel, device = host
+    conns = [conn(1000 + n, nst_state=1) for n in range(4)] + [conn(2000 + n) for n in range(4)]
+    boot_with_config(kernel, device, conns)
+    snapshot = save(device)
+    boot_with_config(kernel, device)
+    running = save(device)
+    whole = plan_restore(snapshot, running).request_size
+    small = whole - 2 * 800
+    with pytest.raises(NpfRestoreError, match="limit_policy=fit"):
+        plan_restore(snapshot, running, limit_policy="refuse", limit=small)
+    plan = plan_restore(snapshot, running, limit=small)
+    assert plan.request_size < small
+    assert plan.counts["over_limit"] >= 2 and plan.accounted()
+    assert sum(c.state.state == 4 for c in plan.loaded) == 4  # every established one kept
+    execute_plan(device, plan)
+    assert kernel.connection_count == plan.counts["loaded"]
+
+
+def test_expired_connections_are_dropped_by_their_state_timeout(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000, nst_state=1), conn(1001, nst_state=4)])
+    snapshot = save(device)
+    boot_with_config(kernel, device)
+    plan = plan_restore(snapshot, save(device), age=60)
+    assert (plan.counts["expired"], plan.counts["loaded"]) == (1, 1) and plan.accounted()
+    assert plan.loaded[0].forw.sport == 1001
+
+
+def test_nat_connections_are_dropped_by_default_or_kept_on_an_equal_policy(host):
+    kernel, device = host
+    # (a save of a host holding restored NAT entries fails: the snapshot is one of a NAT box before it)
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1}, "nat": [NAT_RULE],
+                            "conn-list": [conn(1000), conn(1001, nat_port=40000)]}, "little", "fw1.npf")
+    boot_with_config(kernel, device, nat=True)
+    running = save(device)
+    plan = plan_restore(snapshot, running)
+    assert (plan.counts["nat"], plan.counts["loaded"]) == (1, 1) and plan.accounted()
+    kept = plan_restore(snapshot, running, nat="keep")
+    assert (kept.counts["nat"], kept.counts["loaded"]) == (0, 2)
+    execute_plan(device, kept)
+    assert kernel.connection_count == 2
+
+
+def test_duplicate_keys_are_dropped_as_the_kernel_would_refuse_them(host):
+    kernel, device = host
+    boot_with_config(kernel, device)
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1},
+                            "conn-list": [conn(1000), conn(1000, nst_state=1)]}, "little", "fw1.npf")
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert (report["duplicate"], report["loaded"]) == (1, 1) and kernel.connection_count == 1
