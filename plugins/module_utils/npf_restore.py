@@ -24,6 +24,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUES
 
 NPF_TCPS_ESTABLISHED = 4
 NPF_TABLE_CONST = 3
+NPF_NAT_PORTMAP = 0x02
 # N20 timeouts by state (reference 3.4): a connection idle longer than this has expired.
 TCP_TIMEOUTS = (10, 30, 30, 30, 86400, 21600, 21600, 21600, 21600, 10, 10, 240)
 GENERIC_TIMEOUTS = (0, 30, 60)
@@ -116,6 +117,15 @@ def _policy_map(snapshot_nat, running_nat):
                 if _nat_policy_fields(rule) in running)
 
 
+def _port_map_refusal(port, port_range, reserved_ports):
+    if not port_range[0] <= port <= port_range[1]:
+        return "NAT port %d outside the port map %d-%d (raise portmap.max_port first)" % ((port,) + port_range)
+    if port in reserved_ports:
+        return ("NAT port %d already reserved by another restored entry (NetBSD 10 shares one pool "
+                "between every restored NAT entry)" % port)
+    return None
+
+
 def _check_running_config(running):
     config = running.config
     if not config["rules"] and not config["nat"]:
@@ -146,6 +156,11 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
     key_interface = bool(running.params.get("state.key.interface", 1))
     key_direction = bool(running.params.get("state.key.direction", 1))
     policies = _policy_map(snapshot.config["nat"], running.config["nat"])
+    portmap_policies = set(rule.get("nat-policy", 0) for rule in running.config["nat"]
+                           if rule.get("flags", 0) & NPF_NAT_PORTMAP)
+    port_range = (running.params.get("portmap.min_port", 1024), running.params.get("portmap.max_port", 49151))
+    # N20 reserves every imported port in one pool of zero-length addresses (reference 3.6 step 5).
+    reserved_ports = set()
     seen = {}
     candidates = []
     repaired = set()
@@ -177,6 +192,11 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
                     plan.drop(conn, "nat", "no running NAT policy equals saved policy %d" % conn.nat.policy)
                     return
                 conn.nat.policy = policies[conn.nat.policy]
+            if conn.nat.policy in portmap_policies and conn.nat.tport:
+                why = _port_map_refusal(conn.nat.tport, port_range, reserved_ports)
+                if why:
+                    plan.drop(conn, "nat", why, from_running)
+                    return
         if not from_running and age is not None and age > connection_timeout(conn):
             plan.drop(conn, "expired", "idle timeout of %s is %ds, the snapshot is %ds old"
                       % (conn.state_name, connection_timeout(conn), age))
@@ -187,6 +207,8 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
             return
         for key in keys:
             seen[key] = conn
+        if conn.nat is not None and conn.nat.policy in portmap_policies and conn.nat.tport:
+            reserved_ports.add(conn.nat.tport)
         candidates.append((conn, from_running))
 
     plan.counts["running"] = len(running.connections)
