@@ -57,7 +57,8 @@ class ConversionResult:
         self.rejected = []
 
     def refuse(self, index, describe, reason):
-        self.reasons[reason] += 1
+        """Count ``reason`` by its category (the text before the first colon) and name the state."""
+        self.reasons[reason.split(":", 1)[0]] += 1
         if len(self.rejected) < REJECTED_LIST_LIMIT:
             self.rejected.append({"index": index, "state": describe(), "reason": reason})
 
@@ -86,7 +87,7 @@ def _tcp_state(values):
     pair = (values[src + 9], values[dst + 9])
     npf_state = TCP_STATE_MAP.get(pair)
     if npf_state is None:
-        return None, "TCP peer states %d/%d have no NPF equivalent" % pair
+        return None, "TCP state: pf peer states %d/%d have no NPF equivalent" % pair
     src_wscale, dst_wscale = values[src + 10], values[dst + 10]
     both = src_wscale & PF_WSCALE_FLAG and dst_wscale & PF_WSCALE_FLAG
     scales = (src_wscale & PF_WSCALE_MASK, dst_wscale & PF_WSCALE_MASK) if both else (0, 0)
@@ -147,13 +148,13 @@ def _convert_one(index, values, result, nat_rules, key_interface, key_direction,
 
     af, proto, direction = values[_F["af"]], values[_F["proto"]], values[_F["direction"]]
     if proto not in (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP) or af not in (AF_INET, AF_INET6):
-        result.refuse(index, describe, "protocol %d: NPF tracks only TCP, UDP and ICMPv4" % proto)
+        result.refuse(index, describe, "protocol: %d is not tracked by NPF (only TCP, UDP and ICMPv4)" % proto)
         return
     if proto == IPPROTO_ICMP and af != AF_INET:
-        result.refuse(index, describe, "ICMP over IPv6: NPF tracks only ICMPv4")
+        result.refuse(index, describe, "protocol: ICMP over IPv6 is not tracked by NPF (only ICMPv4)")
         return
     if direction not in (PF_IN, PF_OUT):
-        result.refuse(index, describe, "direction %d is neither in nor out" % direction)
+        result.refuse(index, describe, "direction: %d is neither in nor out" % direction)
         return
     if proto == IPPROTO_TCP:
         if values[_F["src_pfss_flags"] + 9] in PF_SYNPROXY_STATES:

@@ -20,7 +20,7 @@ import collections
 
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NpfError
 
 NPF_TCPS_ESTABLISHED = 4
 NPF_TABLE_CONST = 3
@@ -31,6 +31,8 @@ GENERIC_TIMEOUTS = (0, 30, 60)
 # Reasons a connection is not loaded; each has its count in the plan.
 DROP_REASONS = ("invalid", "expired", "nat", "duplicate", "over_limit")
 REJECTED_LIST_LIMIT = 100
+# Connections looked up after the load (reference 5.1 step 7); NAT ones cannot be (3.6: ENOMEM).
+VERIFY_SAMPLE = 16
 # The element header and NVLIST_ARRAY_NEXT pair that each conn-list element adds to its own packing.
 ARRAY_ELEMENT_OVERHEAD = 20
 CONN_LIST_PAIR = 20 + len("conn-list")
@@ -273,14 +275,22 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
     return plan
 
 
-def execute_plan(device, plan):
-    """Send the planned load; a plan without changes sends nothing. Returns the plan's report."""
+def execute_plan(device, plan, verify=VERIFY_SAMPLE):
+    """Send the planned load (a plan without changes sends nothing), then look up a sample of
+    the loaded connections by their forward keys. Returns the plan's report."""
     report = plan.as_dict()
     if not plan.accounted():
         raise NpfRestoreError("%s: internal accounting error, nothing sent: %r" % (plan.source, report))
+    report.update({"verified": 0, "verify_failed": []})
     if not plan.changes or not plan.loaded:
         report["changed"] = False
         return report
     device.load(plan.request)
     report["changed"] = True
+    for conn in [conn for conn in plan.loaded if conn.nat is None][:verify]:
+        try:
+            device.conn_lookup(conn.forw.to_nvlist(device.abi.byte_order))
+            report["verified"] += 1
+        except NpfError as exc:
+            report["verify_failed"].append({"connection": conn.to_text(), "error": str(exc)})
     return report

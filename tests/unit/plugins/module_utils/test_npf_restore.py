@@ -20,7 +20,8 @@ INSIDE, OUTSIDE = b"\x0a\x00\x00\x05", b"\xc6\x33\x64\x07"
 
 def conn(sport, nst_state=4, proto=6, ifname="wm0", nat_port=None, state_size=36):
     """A connection as a kernel of this host would export it (ports as host-order words)."""
-    word = lambda port: port_to_word(port, "little")  # noqa: E731
+    def word(port):
+        return port_to_word(port, "little")
     record = {
         "flags": 6, "proto": proto, "ifname": ifname, "state": struct.pack("<I", nst_state) + bytes(state_size - 4),
         "forw-key": {"proto": proto, "sport": word(sport), "dport": word(443), "saddr": INSIDE, "daddr": OUTSIDE,
@@ -73,6 +74,7 @@ def test_reboot_restore_gives_back_every_connection_with_counts_that_add_up(host
     plan = plan_restore(snapshot, save(device))
     report = execute_plan(device, plan)
     assert report["changed"] and report["loaded"] == report["input"] == 5 and report["repaired"] == 5
+    assert (report["verified"], report["verify_failed"]) == (5, [])
     assert plan.accounted()
     assert kernel.connection_count == 5
     for n in range(5):
