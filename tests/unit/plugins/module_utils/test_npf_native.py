@@ -4,6 +4,7 @@ import importlib.util
 import io
 import os
 import struct
+import zlib
 
 import pytest
 
@@ -94,3 +95,17 @@ def test_a_damaged_uncompressed_snapshot_fails_its_checksum():
     data[-30] ^= 0x40
     with pytest.raises(native.NativeFormatError, match="SHA-256"):
         read_npf_file(io.BytesIO(bytes(data)), len(data), "fw1.pfstate")
+
+
+def test_a_compression_bomb_stops_at_the_inflation_bound():
+    out = io.BytesIO()
+    write_npf_file(out, saved_reply("little"), "little")
+    data = out.getvalue()
+    bomb = zlib.compress(bytes(64 << 20), 9)  # 64 MiB of zeros in about 64 KiB
+    meta_len = struct.unpack_from(">I", data, 64)[0]
+    head = bytearray(data[:72 + meta_len])
+    struct.pack_into(">Q", head, 24, len(bomb))
+    struct.pack_into(">I", head, 68, zlib.crc32(bytes(head[:68]) + bytes(head[72:])) & 0xffffffff)
+    forged = bytes(head) + bomb
+    with pytest.raises(native.NativeFormatError, match="truncated, too large"):
+        read_npf_file(io.BytesIO(forged), len(forged), "bomb.pfstate")
