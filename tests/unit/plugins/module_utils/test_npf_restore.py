@@ -3,6 +3,8 @@
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
@@ -193,3 +195,57 @@ def test_duplicate_keys_are_dropped_as_the_kernel_would_refuse_them(host):
                             "conn-list": [conn(1000), conn(1000, nst_state=1)]}, "little", "fw1.npf")
     report = execute_plan(device, plan_restore(snapshot, save(device)))
     assert (report["duplicate"], report["loaded"]) == (1, 1) and kernel.connection_count == 1
+
+
+def test_a_big_endian_snapshot_restores_into_a_little_endian_host(host):
+    kernel, device = host
+    source = NpfKernel(byte_order="big", clock=ManualClock(1000.0))
+    with NpfDevice(abi=Abi(8, True, "big"), syscalls=make_syscalls(source)) as big:
+        records = []
+        for sport in (1028, 1029):
+            record = conn(sport)
+            for key in ("forw-key", "back-key"):
+                for port in ("sport", "dport"):  # host-order words of the big-endian host
+                    record[key][port] = int.from_bytes(record[key][port].to_bytes(2, "little"), "big")
+            record["state"] = struct.pack(">I", 4) + bytes(32)
+            records.append(record)
+        big.load({"rules": RULES, "conn-list": records})
+        snapshot = NpfSnapshot(big.save(), "big", "fw-be")
+    boot_with_config(kernel, device)
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert report["loaded"] == 2 and report["verified"] == 2
+    for sport in (1028, 1029):
+        assert lookup(device, sport)["state"] == struct.pack("<I", 4) + bytes(32)
+
+
+def test_keys_follow_the_running_hosts_key_params(host):
+    kernel, device = host
+    boot_with_config(kernel, device, [conn(1000)])
+    snapshot = save(device)
+    kernel.reboot()
+    device.load({"rules": RULES, "params": {"state.key.interface": 0, "state.key.direction": 0}})
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert report["loaded"] == 1
+    loaded = kernel.conns[0]
+    assert loaded.forw[2:4] == (0, 0)  # no direction, no interface in the kernel key
+    assert kernel.match_packet("wm1", 1, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+                               port_to_word(443, "little")) is loaded
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1000, 1015), st.sampled_from([0, 1, 4, 11]), st.booleans(), st.booleans()),
+                max_size=24),
+       st.lists(st.integers(1000, 1031), max_size=6, unique=True), st.sampled_from([None, 60]))
+def test_counts_always_add_up(specs, running_ports, age):
+    kernel = NpfKernel(clock=ManualClock(1000.0))
+    with NpfDevice(abi=Abi(8, True, "little"), syscalls=make_syscalls(kernel)) as device:
+        boot_with_config(kernel, device, [conn(port) for port in running_ports], nat=True)
+        records = [conn(sport, nst_state=state, nat_port=40000 + sport if with_nat else None,
+                        state_size=36 if valid else 20)
+                   for sport, state, with_nat, valid in specs]
+        snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1}, "nat": [NAT_RULE],
+                                "conn-list": records} if records else {"version": 22}, "little", "fw1.npf")
+        plan = plan_restore(snapshot, save(device), age=age, nat="keep")
+        assert plan.accounted()
+        execute_plan(device, plan)
+        assert kernel.connection_count == (plan.counts["loaded"] if plan.changes else len(running_ports))
