@@ -20,7 +20,7 @@ import collections
 
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NpfError
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NPF_VERSION, NpfError
 
 NPF_TCPS_ESTABLISHED = 4
 NPF_TABLE_CONST = 3
@@ -36,6 +36,8 @@ VERIFY_SAMPLE = 16
 # The element header and NVLIST_ARRAY_NEXT pair that each conn-list element adds to its own packing.
 ARRAY_ELEMENT_OVERHEAD = 20
 CONN_LIST_PAIR = 20 + len("conn-list")
+# NpfDevice adds the request's ioctl number as the NUMBER "operation" (reference 2.3).
+OPERATION_PAIR = 28 + len("operation")
 
 
 class NpfRestoreError(Exception):
@@ -244,8 +246,9 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
 
     base = dict((section, items) for section, items in running.config.items() if items)
     base["params"] = dict(running.params)
+    base["version"] = NPF_VERSION
     byte_order = running.byte_order
-    room = limit - 1 - len(encode(base, byte_order)) - CONN_LIST_PAIR
+    room = limit - 1 - len(encode(base, byte_order)) - CONN_LIST_PAIR - OPERATION_PAIR
     costed = [(conn, from_running, len(encode(conn.to_nvlist(byte_order), byte_order)) + ARRAY_ELEMENT_OVERHEAD)
               for conn, from_running in candidates]
     if sum(cost for _conn, _from, cost in costed) > room:

@@ -11,7 +11,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
     NpfRestoreError, execute_plan, plan_restore,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot, port_to_word
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfDevice
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NpfDevice
 from ansible_collections.netbsd.pf.tests.npfemu import ManualClock, NpfKernel
 from ansible_collections.netbsd.pf.tests.npfemu.inprocess import make_syscalls
 
@@ -249,3 +250,43 @@ def test_counts_always_add_up(specs, running_ports, age):
         assert plan.accounted()
         execute_plan(device, plan)
         assert kernel.connection_count == (plan.counts["loaded"] if plan.changes else len(running_ports))
+
+
+def test_a_snapshot_beyond_one_load_fills_it_and_the_kernel_takes_it(host):
+    kernel, device = host
+    records = []
+    for n in range(5400):
+        record = conn(1024 + n % 50000, nst_state=4 if n % 4 else 1)
+        record["forw-key"]["daddr"] = record["back-key"]["saddr"] = struct.pack(">I", 0xC6000001 + n // 50000)
+        records.append(record)
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1}, "conn-list": records},
+                           "little", "fw1.npf")
+    boot_with_config(kernel, device)
+    plan = plan_restore(snapshot, save(device))
+    sent = []
+    load = device.load
+
+    def spy(request):
+        sent.append(request)
+        return load(request)
+    device.load = spy
+    report = execute_plan(device, plan)
+    assert report["over_limit"] > 0 and plan.accounted()
+    assert NPF_REQUEST_LIMIT - 800 < len(encode(dict(sent[0], operation=0xC0184E66), "little")) < NPF_REQUEST_LIMIT
+    assert kernel.connection_count == report["loaded"] > 5000
+    assert sum(c.state.state == 4 for c in plan.loaded) == sum(1 for n in range(5400) if n % 4)
+
+
+def test_the_planned_request_fits_with_what_the_device_adds(host):
+    """version and operation are part of the request the kernel measures (reference 2.3)."""
+    kernel, device = host
+    boot_with_config(kernel, device)
+    running = save(device)
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1},
+                            "conn-list": [conn(1000 + n) for n in range(10)]}, "little", "fw1.npf")
+    whole = plan_restore(snapshot, running).request
+    full_size = len(encode(dict(whole, version=22, operation=0xC0184E66), "little"))
+    for slack in range(0, 1600, 40):
+        plan = plan_restore(snapshot, running, limit=full_size - 1600 + slack)
+        sent = dict(plan.request, version=22, operation=0xC0184E66)
+        assert len(encode(sent, "little")) < full_size - 1600 + slack, slack
