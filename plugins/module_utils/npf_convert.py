@@ -100,14 +100,15 @@ def _generic_state(values, proto):
     return ConnState(1, (PeerWindow(0, 0, 0, 0),) * 2)
 
 
-def find_nat_policy(nat_rules, nat_type, ifname, translated):
-    """The nat-policy id of a running NAT rule of ``nat_type`` on ``ifname`` that translates to/from ``translated``."""
+def find_nat_rule(nat_rules, nat_type, ifname, translated):
+    """The running NAT rule of ``nat_type`` that translates to ``translated`` on ``ifname`` (any
+    interface when ``ifname`` is None: an unbound connection), or None."""
     for rule in nat_rules:
-        if rule.get("type") != nat_type or rule.get("ifname") not in (None, ifname):
+        if rule.get("type") != nat_type or ifname is not None and rule.get("ifname") not in (None, ifname):
             continue
         if nat_type == NPF_NAT_OUTBOUND and rule.get("nat-addr") not in (None, translated):
             continue
-        return rule.get("nat-policy", 0)
+        return rule
     return None
 
 
@@ -118,7 +119,9 @@ def convert_states(blocks, byte_order, nat_rules=(), key_interface=True, key_dir
     ``nat_rules``: the NAT rules of the NPF host (its SAVE's ``nat``), for the policy ids of
     NAT states; ``key_interface``/``key_direction``: that host's ``state.key.*`` params;
     ``floating_interface``: the interface to bind floating ("all") pf states to, or None to
-    refuse them (NPF connections are per interface, reference 5.4 blocker 2).
+    refuse them (NPF connections are per interface, reference 5.4 blocker 2) unless the host
+    keys connections by neither interface nor direction: then they become connections bound
+    to no interface, the reference's clean equivalent.
     """
     codec = StateCodec(byte_order)
     result = ConversionResult()
@@ -171,7 +174,7 @@ def _convert_one(index, values, result, nat_rules, key_interface, key_direction,
         state = _generic_state(values, proto)
     raw_ifname = values[_F["ifname"]].split(b"\0", 1)[0]
     if raw_ifname == FLOATING_IFNAME or not raw_ifname:
-        if floating_interface is None:
+        if floating_interface is None and (key_interface or key_direction):
             result.refuse(index, describe, "floating interface: pf did not record where the state was made")
             return
         ifname = floating_interface
@@ -183,13 +186,15 @@ def _convert_one(index, values, result, nat_rules, key_interface, key_direction,
     nat = None
     if gwy != lan:
         nat_type = NPF_NAT_OUTBOUND if direction == PF_OUT else NPF_NAT_INBOUND
-        policy = find_nat_policy(nat_rules, nat_type, ifname, gwy[0])
-        if policy is None:
+        rule = find_nat_rule(nat_rules, nat_type, ifname, gwy[0])
+        if rule is None:
             result.refuse(index, describe, "NAT without a matching policy: no %s NAT rule on %s of the NPF host"
-                          % ("outbound" if nat_type == NPF_NAT_OUTBOUND else "inbound", ifname))
+                          % ("outbound" if nat_type == NPF_NAT_OUTBOUND else "inbound", ifname or "any interface"))
             return
         origin, translated = (lan, gwy) if direction == PF_OUT else (gwy, lan)
-        nat = NatEntry(ifname, len(lan[0]), origin[0], origin[1], translated[0], translated[1], policy)
+        # A NAT entry translates only on its interface (reference 3.5): the rule's, for an unbound connection.
+        nat = NatEntry(ifname or rule.get("ifname"), len(lan[0]), origin[0], origin[1], translated[0],
+                       translated[1], rule.get("nat-policy", 0))
     if direction == PF_OUT:
         forw, back = (lan, ext), (ext, gwy)
     else:

@@ -128,3 +128,26 @@ def test_each_blocker_is_named():
     bound = convert_states([_patched(block, base, ifname=b"all".ljust(16, b"\0"))], "little", NAT_RULES,
                            floating_interface="wm0")
     assert [conn.ifname for conn in bound.connections] == ["wm0"]
+
+
+def test_floating_states_become_unbound_connections_on_a_host_that_keys_by_neither(npf_host):
+    kernel, device = npf_host
+    kernel.reboot()
+    device.load({"rules": RULES, "nat": NAT_RULES,
+                 "params": {"state.key.interface": 0, "state.key.direction": 0}})
+    host = running(device)
+    block = pf_block()
+    result = convert_states([block], "little", host.config["nat"], key_interface=False, key_direction=False)
+    floating = [conn for conn in result.connections
+                if StateCodec("little").to_dict(block[conn.index * 240:(conn.index + 1) * 240])["ifname"]
+                .startswith(b"all\0")]
+    assert floating and all(conn.ifname is None and conn.forw.ifname is None and conn.forw.di is None
+                            for conn in floating)
+    assert "floating interface" not in result.reasons
+    assert all(conn.nat.ifname == "wm0" for conn in floating if conn.nat is not None)
+    plan = plan_restore(to_snapshot(result, host, "pf1"), host, nat="keep")
+    execute_plan(device, plan)
+    assert plan.accounted() and plan.counts["invalid"] == 0
+    sample = floating[0]
+    assert kernel.match_packet("wm1", 1, sample.proto, sample.forw.saddr, sample.forw.to_nvlist("little")["sport"],
+                               sample.forw.daddr, sample.forw.to_nvlist("little")["dport"]) is not None
