@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import functools
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import AF_INET, AF_INET6, PF_IN, PF_OUT
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import (
@@ -113,7 +114,7 @@ def find_nat_rule(nat_rules, nat_type, ifname, translated):
 
 
 def convert_states(blocks, byte_order, nat_rules=(), key_interface=True, key_direction=True,
-                   floating_interface=None):
+                   floating_interface=None, age=None):
     """Convert pf record ``blocks`` (in ``byte_order``) into NPF connections.
 
     ``nat_rules``: the NAT rules of the NPF host (its SAVE's ``nat``), for the policy ids of
@@ -121,7 +122,8 @@ def convert_states(blocks, byte_order, nat_rules=(), key_interface=True, key_dir
     ``floating_interface``: the interface to bind floating ("all") pf states to, or None to
     refuse them (NPF connections are per interface, reference 5.4 blocker 2) unless the host
     keys connections by neither interface nor direction: then they become connections bound
-    to no interface, the reference's clean equivalent.
+    to no interface, the reference's clean equivalent. ``age``: seconds since the pf dump; a
+    state whose remaining lifetime (``expire``) is 0 or not more than that is expired.
     """
     codec = StateCodec(byte_order)
     result = ConversionResult()
@@ -129,7 +131,11 @@ def convert_states(blocks, byte_order, nat_rules=(), key_interface=True, key_dir
     for block in blocks:
         for values in codec.iter_unpack(block):
             result.input += 1
-            _convert_one(index, values, result, nat_rules, key_interface, key_direction, floating_interface)
+            if not values[_F["expire"]] or age is not None and values[_F["expire"]] <= age:
+                result.refuse(index, functools.partial(_describe, values), "expired: %ds left at the dump, %s since" % (
+                    values[_F["expire"]], "unknown" if age is None else "%ds" % age))
+            else:
+                _convert_one(index, values, result, nat_rules, key_interface, key_direction, floating_interface)
             index += 1
     return result
 

@@ -119,6 +119,7 @@ def test_each_blocker_is_named():
          "NAT without a matching policy"),
         (dict(src_state=11), "synproxy state"),
         (dict(src_state=3, dst_state=5), "TCP state: pf peer states 3/5"),
+        (dict(expire=0), "expired"),
     ]
     records = b"".join(_patched(block, base, **fields) for fields, _reason in cases)
     outcome = convert_states([records], "little", NAT_RULES)
@@ -128,6 +129,9 @@ def test_each_blocker_is_named():
     bound = convert_states([_patched(block, base, ifname=b"all".ljust(16, b"\0"))], "little", NAT_RULES,
                            floating_interface="wm0")
     assert [conn.ifname for conn in bound.connections] == ["wm0"]
+    young = _patched(block, base, expire=100)
+    assert convert_states([young], "little", NAT_RULES, age=99).connections
+    assert convert_states([young], "little", NAT_RULES, age=100).reasons == {"expired": 1}
 
 
 def test_floating_states_become_unbound_connections_on_a_host_that_keys_by_neither(npf_host):
