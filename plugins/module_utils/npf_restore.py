@@ -17,6 +17,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import copy
 
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP
@@ -121,6 +122,14 @@ def _policy_map(snapshot_nat, running_nat):
                 if _nat_policy_fields(rule) in running)
 
 
+def _working_copy(conn):
+    """A copy the plan may repair and renumber, leaving the caller's snapshot as it was."""
+    clone = copy.copy(conn)
+    clone.forw, clone.back = copy.copy(conn.forw), copy.copy(conn.back)
+    clone.nat = copy.copy(conn.nat)
+    return clone
+
+
 def _port_map_refusal(port, port_range, reserved_ports):
     if not port_range[0] <= port <= port_range[1]:
         return "NAT port %d outside the port map %d-%d (raise portmap.max_port first)" % ((port,) + port_range)
@@ -167,24 +176,21 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
     reserved_ports = set()
     seen = {}
     candidates = []
-    repaired = set()
     snapshot_keys = set()
 
     def keys_of(conn):
         return [kernel_key(key, conn.alen, key_interface, key_direction) for key in (conn.forw, conn.back)]
 
     def prepare(conn):
-        """Validate and repair the keys; the reason it cannot load, or None."""
+        """Validate and repair the keys: (the reason it cannot load or None, whether keys were repaired)."""
         if not conn.valid:
-            return "; ".join(conn.problems)
+            return "; ".join(conn.problems), False
         stale = conn.keys_need_repair or not key_interface and any(key.ifname for key in (conn.forw, conn.back))
-        if stale:
-            if not conn.repair_keys(key_interface):
-                return "a stateful-all connection whose key interface was not saved"
-            repaired.add(id(conn))
+        if stale and not conn.repair_keys(key_interface):
+            return "a stateful-all connection whose key interface was not saved", False
         if not key_direction:
             conn.forw.di = conn.back.di = None
-        return None
+        return None, stale
 
     def admit(conn, from_running):
         if conn.nat is not None:
@@ -217,15 +223,15 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
 
     plan.counts["running"] = len(running.connections)
     plan.counts["input"] = len(snapshot.connections)
-    for conn in running.connections:
-        reason = prepare(conn)
+    for conn in map(_working_copy, running.connections):
+        reason, _repaired = prepare(conn)
         if reason:
             plan.drop(conn, "invalid", reason, True)
         else:
             admit(conn, True)
     running_keys = set(seen)
-    for conn in snapshot.connections:
-        reason = prepare(conn)
+    for conn in map(_working_copy, snapshot.connections):
+        reason, repaired = prepare(conn)
         if reason:
             plan.drop(conn, "invalid", reason)
             continue
@@ -234,7 +240,7 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
         if any(key in running_keys for key in keys):
             plan.counts["already_running"] += 1
             continue
-        if id(conn) in repaired:
+        if repaired:
             plan.counts["repaired"] += 1
         admit(conn, False)
     newer = sum(1 for conn, from_running in candidates

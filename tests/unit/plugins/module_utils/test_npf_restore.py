@@ -290,3 +290,16 @@ def test_the_planned_request_fits_with_what_the_device_adds(host):
         plan = plan_restore(snapshot, running, limit=full_size - 1600 + slack)
         sent = dict(plan.request, version=22, operation=0xC0184E66)
         assert len(encode(sent, "little")) < full_size - 1600 + slack, slack
+
+
+def test_planning_leaves_the_snapshot_as_it_was(host):
+    kernel, device = host
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 1}, "nat": [NAT_RULE],
+                            "conn-list": [conn(1000), conn(1001, nat_port=40000)]}, "little", "fw1.npf")
+    before = [c.to_nvlist("little") for c in snapshot.connections]
+    boot_with_config(kernel, device, nat=True)
+    running = save(device)
+    first = plan_restore(snapshot, running, nat="keep")
+    second = plan_restore(snapshot, running, nat="keep")
+    assert [c.to_nvlist("little") for c in snapshot.connections] == before
+    assert first.counts == second.counts and first.request == second.request
