@@ -20,7 +20,9 @@ import collections
 import copy
 
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
-from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import (
+    CONN_DIRECTION_MASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PFIL_IN, PFIL_OUT,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NPF_VERSION, NpfError
 
 NPF_TCPS_ESTABLISHED = 4
@@ -190,6 +192,15 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
             return "a stateful-all connection whose key interface was not saved", False
         if not key_direction:
             conn.forw.di = conn.back.di = None
+        if key_interface and conn.ifname is not None and conn.forw.ifname is None and conn.back.ifname is None:
+            # Saved on a host that did not key by interface: keys take the connection's, as repair_keys does.
+            conn.forw.ifname = conn.back.ifname = conn.ifname
+            stale = True
+        if key_direction and conn.forw.di is None and conn.flags & CONN_DIRECTION_MASK in (PFIL_IN, PFIL_OUT):
+            # Saved on a host that did not key by direction: the first packet's direction is in the flags.
+            conn.forw.di = conn.flags & CONN_DIRECTION_MASK
+            conn.back.di = PFIL_IN + PFIL_OUT - conn.forw.di
+            stale = True
         return None, stale
 
     def admit(conn, from_running):

@@ -303,3 +303,19 @@ def test_planning_leaves_the_snapshot_as_it_was(host):
     second = plan_restore(snapshot, running, nat="keep")
     assert [c.to_nvlist("little") for c in snapshot.connections] == before
     assert first.counts == second.counts and first.request == second.request
+
+
+def test_keys_saved_without_direction_get_it_back_from_the_flags(host):
+    kernel, device = host
+    record = conn(1000)
+    for key in ("forw-key", "back-key"):
+        del record[key]["ifname"], record[key]["di"]
+    snapshot = NpfSnapshot({"version": 22, "params": {"state.key.interface": 0, "state.key.direction": 0},
+                            "conn-list": [record]}, "little", "fw1.npf")
+    boot_with_config(kernel, device)
+    report = execute_plan(device, plan_restore(snapshot, save(device)))
+    assert (report["loaded"], report["repaired"], report["verified"]) == (1, 1, 1)
+    assert kernel.match_packet("wm0", 2, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+                               port_to_word(443, "little")) is not None
+    assert kernel.match_packet("wm0", 1, 6, OUTSIDE, port_to_word(443, "little"), INSIDE,
+                               port_to_word(1000, "little")) is not None
