@@ -9,7 +9,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    # netbsd.pf.transforms.filters: the filters alone, for modules that select states but rename nothing.
+    # netbsd.pf.transforms.filters and netbsd.pf.transforms.rename, each a plain string literal
+    # (ansible-test's yamllint reads every fragment attribute as one).
     FILTERS = r"""
 options:
   filters:
@@ -55,7 +56,8 @@ options:
         choices: [in, out]
 """
 
-    DOCUMENTATION = FILTERS + r"""
+    RENAME = r"""
+options:
   rename:
     description:
       - Map of interface names, old name to new name, applied to the records that pass O(filters).

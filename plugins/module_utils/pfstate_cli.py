@@ -46,7 +46,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_b
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
@@ -133,7 +133,7 @@ def cmd_restore(args):
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
         lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
-        device_path=args.device, progress=args.progress)
+        device_path=args.device, progress=args.progress, purge_wait=args.purge_wait)
     _end_progress(args)
     for warning in report.get("warnings", ()):
         _warn(warning)
@@ -311,6 +311,9 @@ def build_parser():
     restore.add_argument("--limit-policy", choices=("refuse", "fit"), default="refuse",
                          help="when the state limit leaves too little room: add nothing, or add the most valuable states")
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
+    restore.add_argument("--purge-wait", type=_positive_int, default=DEFAULT_PURGE_WAIT, metavar="SECONDS",
+                         help="at the state limit with removed states not yet freed, wait this long for the kernel's "
+                              "purge, the table unlocked meanwhile (0: never wait; default %(default)s)")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
     restore.add_argument("--restore-lock-file", metavar="FILE",

@@ -69,7 +69,8 @@ extends_documentation_fragment:
   - action_common_attributes.files
   - files
   - netbsd.pf.common
-  - netbsd.pf.transforms
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
 attributes:
   check_mode:
     support: full

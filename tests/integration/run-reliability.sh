@@ -96,8 +96,9 @@ pfstate lock --lease 300 --lease-file "$lease_file" || fail "D4: pfstate lock fa
 kill -0 "$restore" 2>/dev/null || fail "D4: the restore ended before the takeover; raise RELIABILITY_RESTORE_STATES"
 wait "$restore" || fail "D4: the restore failed: $(cat "$fleet_dir/d4-restore.out")"
 locked || fail "D4: the table is unlocked while the lease file says: $(cat "$lease_file")"
-grep -q '"holder": "pfstate"' "$lease_file" && grep -q '"state": "held"' "$lease_file" \
-    || fail "D4: the new lease is not in force: $(cat "$lease_file")"
+if ! grep -q '"holder": "pfstate"' "$lease_file" || ! grep -q '"state": "held"' "$lease_file"; then
+    fail "D4: the new lease is not in force: $(cat "$lease_file")"
+fi
 grep -q "taken over" "$fleet_dir/d4-restore.out" || fail "D4: the restore does not say the lock was taken over"
 echo "D4 ok: $(restored_count "$fleet_dir/d4-restore.out") restored; the table stays locked under pfstate's lease"
 pfstate -q unlock --lease-file "$lease_file"
