@@ -186,3 +186,21 @@ def _wait_until_up(fleet, host, old_boot_time):
             return status
         time.sleep(0.05)
     raise AssertionError("%s did not come back" % host)
+
+
+def test_fleet_states_prints_one_pfs_text_line_per_state(fleet):
+    """`fleet states HOST` (the collection's pfs text writer, from the collections path or build/)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    host = hosts_to_check(fleet)[0]
+    result = subprocess.run([sys.executable, "-m", "tests.pfemu", "fleet", "states", host, "--dir", fleet.dir],
+                            cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    kernel = fleet.control(host, {"command": "status"})
+    assert len(lines) == kernel["states"] > 0
+    assert all(line.startswith("state ") and " id " in line for line in lines)
+    missing = subprocess.run([sys.executable, "-m", "tests.pfemu", "fleet", "states", "fw99", "--dir", fleet.dir],
+                             cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                             timeout=60, check=False)
+    assert missing.returncode == 1 and "no host 'fw99'" in missing.stderr
