@@ -191,6 +191,13 @@ class DumpReader:
             return self._reader.blocks()
         return self._text_blocks()
 
+    def checked_blocks(self):
+        """Record blocks in one pass, each file checked as it is read: a damaged native file raises
+        after its last block, so the consumer must be able to drop what it made (see stage_dump)."""
+        if self.format == NATIVE:
+            return self._reader.checked_blocks()
+        return self.blocks()
+
     def _text_blocks(self):
         self._reader.count = 0
         yield from self._reader.blocks()

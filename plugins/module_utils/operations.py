@@ -447,7 +447,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if check_mode:
             return outcome
         if changed:
-            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
+            staged = _stage(path, fmt, [block], byte_order, count, metadata, compression, mode, records_sha256)
     elif check_mode:
         try:
             digest = content_digest(fmt, byte_order, compression, block)
@@ -455,7 +455,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
             raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
-        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
+        staged = _stage(path, fmt, [block], byte_order, count, metadata, compression, mode)
         changed = not staged.same_as_existing()
         outcome = {"changed": changed, "content_sha256": staged.sha256}
         if not changed:
@@ -479,9 +479,9 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     return outcome
 
 
-def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None):
+def _stage(path, fmt, blocks, byte_order, count, metadata, compression, mode, records_sha256=None):
     try:
-        return stage_dump(path, fmt, [block], byte_order, count=count, metadata=metadata, compress=compression,
+        return stage_dump(path, fmt, blocks, byte_order, count=count, metadata=metadata, compress=compression,
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
@@ -534,43 +534,76 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
     ``byte_order`` is the byte order of the output records: "little", "big",
     "host" (the running machine's) or None, which keeps the input's, so the
     output is byte-identical whatever machine runs the conversion (native
-    headers aside, which record the conversion time).
+    headers aside, which record the conversion time).  The records stream from
+    ``src`` into a staged file beside ``dest`` one block at a time (memory: one
+    block, not the table); the staged file replaces ``dest`` only once the whole
+    source has been read and checked, so a damaged source leaves ``dest`` as it was.
     """
     fmt = canonical_format(fmt)
     compression = ("zlib" if compress else "none") if fmt == NATIVE else None
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not check_mode and not os.path.isdir(directory):
+        raise OperationError("directory %s does not exist; create it first" % directory)
     with _open(src, src_format, text_byte_order) as reader:
         source_order = reader.byte_order
         target_order = {"host": sys.byteorder, None: source_order}.get(byte_order, byte_order)
         if target_order not in ("little", "big"):
             raise OperationError("byte_order must be little, big or host, not %r" % byte_order)
+        metadata = None
+        if fmt == NATIVE:
+            metadata = dict(((reader.header or {}).get("metadata") or {}))
+            metadata["converted_from"] = {"format": reader.format, "byte_order": source_order}
+            metadata["converted_at"] = time.time() if now is None else now
         stats = TransformStats()
-        try:
-            # Read and transform the whole dump first: a damaged source never produces a partial dest.
-            block = b"".join(apply_transforms(reader.blocks(), source_order, transforms, stats))
-        except DUMP_ERRORS as exc:
-            raise OperationError("%s: %s" % (src, exc))
-        block = swap_records(block, source_order, target_order)
-        header = reader.header
+        blocks = _converted_blocks(reader, src, transforms, stats, target_order)
+        if check_mode:
+            # The identity of what would be written, without writing: rendered from the records in memory.
+            stored = store_dump(dest, fmt, b"".join(blocks), target_order, stats.kept, compression, metadata,
+                                mode=mode, check_mode=True)
+        else:
+            # Known in advance, the count and the records' SHA-256 let the writers write in order, once.
+            unfiltered = not (transforms or {}).get("filters")
+            count = reader.count if unfiltered else None
+            records_sha256 = None
+            if reader.format == NATIVE and unfiltered and not (transforms or {}).get("rename") \
+                    and target_order == source_order:
+                records_sha256 = reader.header["sha256"]        # checked while streamed
+            stored = _store_streamed(dest, fmt, blocks, target_order, count, compression, metadata, mode,
+                                     records_sha256)
         source_format = reader.format
     result = {
         "src": src, "dest": dest, "src_format": source_format.replace("-", "_"), "format": fmt.replace("-", "_"),
         "src_byte_order": source_order, "byte_order": target_order, "read": stats.read, "filtered": stats.filtered,
-        "renamed": stats.renamed, "count": stats.kept,
+        "renamed": stats.renamed, "count": stats.kept, "changed": stored["changed"],
     }
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not check_mode and not os.path.isdir(directory):
-        raise OperationError("directory %s does not exist; create it first" % directory)
-    metadata = None
-    if fmt == NATIVE:
-        metadata = dict(((header or {}).get("metadata") or {}))
-        metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
-        metadata["converted_at"] = time.time() if now is None else now
-    stored = store_dump(dest, fmt, block, target_order, stats.kept, compression, metadata, mode=mode,
-                        check_mode=check_mode)
-    result["changed"] = stored["changed"]
     if result["changed"] and not check_mode:
         result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
+
+
+def _converted_blocks(reader, src, transforms, stats, target_order):
+    """The source's blocks, transformed and in ``target_order``; a damaged source raises OperationError naming it."""
+    try:
+        for block in apply_transforms(reader.checked_blocks(), reader.byte_order, transforms, stats):
+            yield swap_records(block, reader.byte_order, target_order)
+    except DUMP_ERRORS as exc:
+        raise OperationError("%s: %s" % (src, exc))
+
+
+def _store_streamed(path, fmt, blocks, byte_order, count, compression, metadata, mode, records_sha256):
+    """Stage ``blocks`` beside ``path`` and put the file in place unless ``path`` already has the same content."""
+    with _stage(path, fmt, blocks, byte_order, count, metadata, compression, mode, records_sha256) as staged:
+        if fmt == NATIVE:
+            changed = existing_content_digest(path, NATIVE) != native_content_digest(
+                byte_order, compression, staged.records_sha256)
+        else:
+            changed = not staged.same_as_existing()
+        if changed:
+            try:
+                staged.commit()
+            except OSError as exc:
+                raise _write_error(path, exc)
+        return {"changed": changed, "bytes": staged.size, "sha256": staged.sha256}
 
 
 # --- info ------------------------------------------------------------------------

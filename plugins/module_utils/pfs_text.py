@@ -76,12 +76,11 @@ def _peer_text(proto, peer):
     return text + " no-scrub"
 
 
-_PORT_TEXT = tuple(":[%d]" % port for port in range(65536))
 _port_unpack = struct.Struct(">H").unpack
 
 
 def _host_text(af, addr, port):
-    return (inet_ntop(af, addr) or "?") + _PORT_TEXT[_port_unpack(port)[0]]
+    return (inet_ntop(af, addr) or "?") + _PORT_TEXT_BY_RAW[port]
 
 
 def format_record(values, id_number, peer_cache=None):
@@ -89,8 +88,8 @@ def format_record(values, id_number, peer_cache=None):
     af, proto, direction = values[45], values[46], values[47]
     lan_addr, lan_port = values[2], values[3]
     if af == AF_INET:
-        lan = inet_ntoa(lan_addr[:4]) + _PORT_TEXT[_port_unpack(lan_port)[0]]
-        ext = inet_ntoa(values[6][:4]) + _PORT_TEXT[_port_unpack(values[7])[0]]
+        lan = inet_ntoa(lan_addr[:4]) + _PORT_TEXT_BY_RAW[lan_port]
+        ext = inet_ntoa(values[6][:4]) + _PORT_TEXT_BY_RAW[values[7]]
     else:
         lan = _host_text(af, lan_addr, lan_port)
         ext = _host_text(af, values[6], values[7])
@@ -167,7 +166,8 @@ def _carried_ifname_text(raw):
     return text
 
 
-_PORT_TEXT_BY_RAW = _Cache(lambda raw: _PORT_TEXT[_port_unpack(raw)[0]], limit=65537)
+# Filled as ports turn up: a table of all 65536 made at import would cost every command start-up.
+_PORT_TEXT_BY_RAW = _Cache(lambda raw: ":[%d]" % _port_unpack(raw)[0], limit=65537)
 _IFNAME_TEXT = _Cache(_carried_ifname_text, limit=4096)
 _IFNAME_SHOWN = _Cache(lambda raw: shown_text(_ifname_text(raw)), limit=4096)
 # Address text by af and raw 16 bytes (unknown af: '?', as inet_ntop fails in pfs).

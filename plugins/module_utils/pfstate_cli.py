@@ -44,9 +44,6 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
-)
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
 PROG = "pfstate"
@@ -54,6 +51,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
+# Imported by the commands that use it (restore, show), not at every start-up.
+RESTORE_MODULE = "ansible_collections.netbsd.pf.plugins.module_utils.restore"
 DEFAULT_DEVICE = "/dev/pf"
 # What a terminal would act on (newlines, ESC sequences, C1 controls): printed as escapes.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -119,6 +118,9 @@ def _rename_map(pairs):
 
 
 def cmd_restore(args):
+    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
+        load_dump, resolve_age, restore_file,
+    )
     if args.max_age is not None:
         dump = load_dump(args.file, _input_format(args))
         _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
@@ -163,6 +165,9 @@ def _read_for_show(args):
 
 
 def cmd_show(args):
+    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
+        state_views, summarize_views,
+    )
     if args.file:
         block, info = _read_for_show(args)
         byte_order = info["byte_order"]
@@ -327,7 +332,13 @@ def build_parser():
     return parser
 
 
-_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
+_EXPECTED_ERRORS = (CommandError, OperationError, PfError, LeaseError, TransformError) + DUMP_ERRORS
+
+
+def _expected_errors():
+    """The failures printed as a message; RestoreError only once a command has imported restore."""
+    restore = sys.modules.get(RESTORE_MODULE)
+    return _EXPECTED_ERRORS + ((restore.RestoreError,) if restore else ())
 
 
 def main(argv=None):
@@ -344,7 +355,7 @@ def main(argv=None):
             pass
     try:
         return args.handler(args)
-    except _EXPECTED_ERRORS as exc:
+    except _expected_errors() as exc:
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE
     except (IOError, OSError) as exc:

@@ -1,0 +1,106 @@
+"""The convert pipeline streams: memory of one block, not of the table, and what the command imports (issue 13)."""
+
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils import operations as ops
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
+from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+
+# 7.2 and 14.4 MB of records, many reader blocks (4096 records, or 1 MiB of text, each): the text
+# reader's transient columns of a block (about 14 MB, whatever the table) are at their full size.
+SMALL, LARGE = 30000, 60000
+STATES = LARGE
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Dumps of LARGE states by name, and of SMALL states by name + '-small'."""
+    folder = tmp_path_factory.mktemp("sources")
+    paths = {}
+    for count, suffix in ((LARGE, ""), (SMALL, "-small")):
+        records = generate_records(count, 13, "little", now=1700000000)
+        for fmt, compress in (("pfs-binary", None), ("pfs-text", None), ("native", "none"), ("native", "zlib")):
+            name = "%s-%s%s" % (fmt, compress, suffix)
+            paths[name] = str(folder / name)
+            write_dump(paths[name], fmt, [records], "little", count=count, compress=compress)
+    return paths
+
+
+def _peak_bytes(function):
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("source, target, compress", [
+    ("pfs-binary-None", "pfs_text", True),
+    ("pfs-text-None", "pfs_binary", True),
+    ("pfs-binary-None", "native", False),
+    ("native-zlib", "pfs_binary", True),
+    ("pfs-text-None", "native", True),
+])
+def test_convert_holds_a_block_not_the_table(sources, tmp_path, source, target, compress):
+    dest = str(tmp_path / "out")
+
+    def convert(name):
+        return lambda: ops.convert_dump(sources[name], dest, target, compress=compress)
+    convert(source)()       # the codecs' bounded lookup caches fill up first: they are not what is measured
+    small = _peak_bytes(convert(source + "-small"))
+    growth = _peak_bytes(convert(source)) - small
+    # Twice the states, the same blocks in flight: the peak must not grow with the table.
+    table_growth = (LARGE - SMALL) * 240
+    assert growth < table_growth * 0.2, "peak grew by %d bytes for %d more bytes of records" % (growth, table_growth)
+    assert ops.convert_dump(dest, str(tmp_path / "back"), "pfs_binary")["count"] == LARGE
+
+
+def test_a_source_damaged_after_its_first_blocks_leaves_dest_as_it_was(sources, tmp_path):
+    damaged = str(tmp_path / "damaged.pfstate")
+    with open(sources["native-none"], "rb") as handle:
+        data = bytearray(handle.read())
+    data[-100] ^= 0xff      # in the last record: found by the SHA-256 check after every block was streamed
+    with open(damaged, "wb") as handle:
+        handle.write(data)
+    dest = tmp_path / "dest.bin"
+    dest.write_bytes(b"the previous dump")
+    with pytest.raises(ops.OperationError, match="damaged.pfstate: SHA-256 of the records does not match"):
+        ops.convert_dump(damaged, str(dest), "pfs_binary")
+    assert dest.read_bytes() == b"the previous dump"
+    assert sorted(os.listdir(str(tmp_path))) == ["damaged.pfstate", "dest.bin"]      # no staged file left
+
+
+def test_convert_again_to_the_same_content_leaves_the_file_alone(sources, tmp_path):
+    for target in ("pfs_binary", "pfs_text", "native"):
+        dest = str(tmp_path / target)
+        first = ops.convert_dump(sources["pfs-binary-None"], dest, target, now=1)
+        again = ops.convert_dump(sources["pfs-binary-None"], dest, target, now=2)
+        assert first["changed"] and not again["changed"], target
+        assert ops.file_sha256(dest)[1] == first["sha256"]
+
+
+def test_pfstate_convert_imports_only_what_it_needs(sources, tmp_path):
+    collections = sys.modules["ansible_collections"].__path__[0]
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from ansible_collections.netbsd.pf.plugins.module_utils.pfstate_cli import RESTORE_MODULE, main\n"
+        "status = main(['-q', 'convert', %r, %r, '-F', 'pfs_text'])\n"
+        "print(status, RESTORE_MODULE in sys.modules)\n"
+    ) % (os.path.dirname(collections), sources["pfs-binary-None"], str(tmp_path / "out.txt"))
+    output = subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout
+    assert output.split() == ["0", "False"]
+
+
+def test_a_restore_error_is_still_a_message_when_restore_is_imported_late(tmp_path, capsys):
+    from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli  # pylint: disable=import-outside-toplevel
+    missing = str(tmp_path / "missing.pfstate")
+    assert pfstate_cli.main(["-d", str(tmp_path / "no-pf"), "restore", missing]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("pfstate: ") and "Traceback" not in error and "missing.pfstate" in error
