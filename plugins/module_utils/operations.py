@@ -368,8 +368,11 @@ def start_detached(argv):
 
 def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
                 lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
-                device_path="/dev/pf", run_after=None, now=None):
+                device_path="/dev/pf", run_after=None, now=None, summary=True):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
+
+    ``summary=False`` leaves out by_interface, by_protocol and by_address_family (a pass over the
+    table that a caller which does not report them, the pfstate command, need not pay for).
 
     The file is replaced atomically and only when its content (format,
     options, records) differs from what is there; the native header's
@@ -388,7 +391,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 
     snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
     try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now)
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, summary)
         if snapshot.lock_mode == "hold":
             result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
             result["lock"] = dict(lease_view(lease_file), mode="hold")
@@ -404,20 +407,20 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     return result
 
 
-def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now):
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
-    summary = summarize([block], byte_order, brief=True)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
                         check_mode=check_mode, now=now)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
-        "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
-        "by_address_family": summary["by_address_family"],
     }
+    if summary:
+        brief = summarize([block], byte_order, brief=True)
+        result.update((key, brief[key]) for key in ("by_interface", "by_protocol", "by_address_family"))
     result.update(stored)
     return result
 

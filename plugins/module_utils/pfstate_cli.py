@@ -90,7 +90,7 @@ def cmd_dump(args):
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
-                         lease_file=args.lease_file, device_path=args.device)
+                         lease_file=args.lease_file, device_path=args.device, summary=False)
     window = result.get("lock_window_ms")
     _say(args, "%d states %s (%s)%s" % (
         result["count"], _written(result, args.file), args.format,

@@ -104,3 +104,19 @@ def test_a_restore_error_is_still_a_message_when_restore_is_imported_late(tmp_pa
     assert pfstate_cli.main(["-d", str(tmp_path / "no-pf"), "restore", missing]) == 1
     error = capsys.readouterr().err
     assert error.startswith("pfstate: ") and "Traceback" not in error and "missing.pfstate" in error
+
+
+def test_pfstate_dump_does_not_summarise_what_it_does_not_print(pfemu_kernel, tmp_path, monkeypatch, capsys):
+    from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli  # pylint: disable=import-outside-toplevel
+    pfemu_kernel.fill(50, seed=3)
+
+    def no_summary(*args, **kwargs):
+        raise AssertionError("the command prints no summary: a pass over the table for nothing")
+    path = str(tmp_path / "table.bin")
+    with monkeypatch.context() as patched:
+        patched.setattr(ops, "summarize", no_summary)
+        assert pfstate_cli.main(["dump", "-F", "pfs_binary", "--lease-file", str(tmp_path / "lease"), path]) == 0
+    assert "50 states written to %s" % path in capsys.readouterr().out
+    # The module still reports the summary.
+    result = ops.dump_states(str(tmp_path / "again.bin"), fmt="pfs_binary", lease_file=str(tmp_path / "lease"))
+    assert sum(result["by_protocol"].values()) == 50
