@@ -66,7 +66,7 @@ def _cases(launcher, paths, out):
         ("print bin->text", pfstate + [paths["bin"], out, "-F", "pfs_text"], True),
         ("parse text->bin", pfstate + [paths["txt"], out, "-F", "pfs_binary"], True),
         ("bin->bin", pfstate + [paths["bin"], out, "-F", "pfs_binary"], True),
-        ("bin->native raw", pfstate + [paths["bin"], out, "-F", "native"], True),
+        ("bin->native zlib", pfstate + [paths["bin"], out, "-F", "native"], True),
         ("native->bin", pfstate + [paths["native"], out, "-F", "pfs_binary"], True),
     ]
 

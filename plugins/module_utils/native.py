@@ -88,6 +88,7 @@ class NativeWriter:
         self._declared_sha256 = bytes.fromhex(records_sha256) if records_sha256 else None
         self._digest = None if self._declared_sha256 else hashlib.sha256()
         self._final_prelude = self._declared_sha256 is not None and count is not None and compression == "none"
+        self.rewrites_start = not self._final_prelude
         self.count = 0
         self.payload_length = 0
         self._start = fileobj.tell()
