@@ -71,6 +71,27 @@ def _cases(launcher, paths, out):
     ]
 
 
+# The text codec alone, in a process of its own (start-up included): what the command adds is the rest.
+CODEC_PRINT = """import sys; sys.path.insert(0, %r)
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block
+with open(%r, "rb") as handle:
+    handle.read(4)
+    for block in iter(lambda: handle.read(4096 * 240), b""):
+        format_block(block, sys.byteorder)
+"""
+CODEC_PARSE = """import sys; sys.path.insert(0, %r)
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextReader
+with open(%r, "rb") as handle:
+    for block in PfsTextReader(handle, sys.byteorder):
+        pass
+"""
+
+
+def _codec(collections, paths):
+    return [("codec print", [PYTHON, "-c", CODEC_PRINT % (collections, paths["bin"])]),
+            ("codec parse", [PYTHON, "-c", CODEC_PARSE % (collections, paths["txt"])])]
+
+
 def _floors(paths, out):
     return [
         ("cp bin", ["cp", paths["bin"], out]),
@@ -139,7 +160,8 @@ def main(argv=None):
         for _round in range(args.rounds):
             for tree, collections in trees:
                 for case, argv, _rate in _cases(launchers[tree], paths, out) + [
-                        (case, argv, False) for case, argv in _imports(os.path.abspath(collections), bundles[tree])]:
+                        (case, argv, False) for case, argv in _imports(os.path.abspath(collections), bundles[tree])] + [
+                        (case, argv, True) for case, argv in _codec(os.path.abspath(collections), paths)]:
                     samples.setdefault((tree, case), []).append(_run(argv))
                     if os.path.exists(out):
                         os.unlink(out)
@@ -150,12 +172,13 @@ def main(argv=None):
     floors = dict((case, statistics.median(s[1] for s in runs)) for (tree, case), runs in samples.items() if tree == "floor")
     floors_wall = dict((case, statistics.median(s[0] for s in runs)) for (tree, case), runs in samples.items() if tree == "floor")
     rows = []
-    print("%-8s %-20s %9s %9s %11s %9s %8s %10s" % ("tree", "case", "cpu s", "wall s", "cpu st/s", "RSS MiB", "added/tbl", "cpu/floor"))
+    print("%-8s %-28s %7s %7s %9s %8s %9s %-21s %s" % (
+        "tree", "case", "cpu s", "wall s", "cpu st/s", "RSS MiB", "added/tbl", "cpu/floor", "cpu/codec alone"))
     for (tree, case), runs in samples.items():
         wall = statistics.median(s[0] for s in runs)
         cpu = statistics.median(s[1] for s in runs)
         rss = max(s[2] for s in runs)
-        floor = {"print": "cat text", "parse": "cat text"}.get(case.split()[0], "cp+fsync bin")
+        floor = {"print": "cat text", "parse": "cat text", "codec": "cat text"}.get(case.split()[0], "cp+fsync bin")
         if case.startswith("import"):
             floor = "python -c pass"
         # Peak RSS over that of importing the command: what the records cost, the interpreter aside.
@@ -166,12 +189,16 @@ def main(argv=None):
             row["cpu_states_per_s"] = args.states / cpu
             row["cpu_ratio_to_" + floor.replace(" ", "_")] = cpu / floors[floor]
             row["wall_ratio_to_" + floor.replace(" ", "_")] = wall / floors_wall[floor]
+        codec = samples.get((tree, "codec " + case.split()[0]))
+        if codec and not case.startswith("codec"):
+            row["cpu_ratio_to_codec_alone"] = cpu / statistics.median(s[1] for s in codec)
         if case.startswith("import"):
             row["added_ms"] = (cpu - floors[floor]) * 1000
         rows.append(row)
-        print("%-8s %-20s %9.3f %9.3f %11s %9.1f %8.2f %10s" % (
+        print("%-8s %-28s %7.3f %7.3f %9s %8.1f %9.2f %-21s %s" % (
             tree, case, cpu, wall, "%.0f" % row["cpu_states_per_s"] if "cpu_states_per_s" in row else "",
-            rss, row["rss_added_per_table"], "%.1fx %s" % (cpu / floors[floor], floor) if tree != "floor" else ""))
+            rss, row["rss_added_per_table"], "%.1fx %s" % (cpu / floors[floor], floor) if tree != "floor" else "",
+            "%.2fx" % row["cpu_ratio_to_codec_alone"] if "cpu_ratio_to_codec_alone" in row else ""))
     os.makedirs(args.out, exist_ok=True)
     result_path = os.path.join(args.out, "cli-%d-%s.json" % (args.states, time.strftime("%Y%m%dT%H%M%S")))
     with open(result_path, "w") as handle:
