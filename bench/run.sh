@@ -17,9 +17,12 @@ export NETBSD_PF_COLLECTIONS=$collections
 
 sizes=${BENCH_SIZES:-10000,100000,1000000}
 "$venv/bin/python" "$repo/bench/pfbench.py" --sizes "$sizes"
-# The pfstate command as a whole process (start-up included) against cp, cp + fsync and cat.
+# The pfstate command as a whole process (start-up included) against cp, cp + fsync and cat,
+# and its dump against the in-process emulator against cp + fsync of the file it wrote.
 for states in ${sizes//,/ }; do
-    "$venv/bin/python" "$repo/bench/bench_cli.py" --states "$states" --rounds "$([ "$states" -ge 1000000 ] && echo 2 || echo 3)"
+    rounds=$([ "$states" -ge 1000000 ] && echo 2 || echo 3)
+    "$venv/bin/python" "$repo/bench/bench_cli.py" --states "$states" --rounds "$rounds"
+    "$venv/bin/python" "$repo/bench/bench_dump_cli.py" --states "$states" --rounds "$rounds"
 done
 if [ "${BENCH_FLEET:-1}" != 0 ]; then
     ANSIBLE_COLLECTIONS_PATH=$collections bash "$repo/bench/fleet/run-fleet-bench.sh"
