@@ -29,11 +29,12 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
     FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_IFNAME, OFF_PROTO, OFF_SRC, RecordError, column,
@@ -172,10 +173,10 @@ def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
 def unlock_table(device_path, lease_file):
     """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
     before = lease_view(lease_file)
-    set_table_lock(device_path, False)
     try:
-        released = release_lease(lease_file)
+        released = unlock_and_release(lease_file, lambda: set_table_lock(device_path, False))
     except LeaseError as exc:
+        set_table_lock(device_path, False)
         raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
                              "unlock again at its deadline, which is harmless" % exc)
     return before, released
@@ -227,7 +228,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
             try:
                 buffer = device.states_buffer()
                 started = time.perf_counter()
-                with locked(device):
+                with locked(device, unlock=lambda: _end_own_lease(device, lease_file, token)):
                     block = device.get_states(buffer)
                 window = (time.perf_counter() - started) * 1000.0
             finally:
@@ -246,11 +247,18 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         return snapshot
 
 
+def _end_own_lease(device, lease_file, token):
+    """Unlock and release unless the lease was taken over meanwhile: the new holder's lock must stay."""
+    try:
+        end_lease(lease_file, token, lambda: device.set_lock(False))
+    except LeaseError:
+        device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+
+
 def _unlock_quietly(device, lease_file, token):
     """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
     try:
-        device.set_lock(False)
-        release_lease(lease_file, token)
+        _end_own_lease(device, lease_file, token)
     except Exception:   # pylint: disable=broad-except
         pass
 
@@ -368,7 +376,7 @@ def start_detached(argv):
 
 def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
                 lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
-                device_path="/dev/pf", run_after=None, now=None, summary=True):
+                device_path="/dev/pf", run_after=None, now=None, progress=None, summary=True):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
 
     ``summary=False`` leaves out by_interface, by_protocol and by_address_family (a pass over the
@@ -391,7 +399,8 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 
     snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
     try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, summary)
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress,
+                                 summary)
         if snapshot.lock_mode == "hold":
             result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
             result["lock"] = dict(lease_view(lease_file), mode="hold")
@@ -407,13 +416,13 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     return result
 
 
-def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, summary):
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
-                        check_mode=check_mode, now=now)
+                        check_mode=check_mode, now=now, progress=progress)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
@@ -432,7 +441,7 @@ def _one_block(blocks):
 
 
 def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, backup=False, mode=0o600,
-               check_mode=False, now=None):
+               check_mode=False, now=None, progress=None):
     """Write ``block`` to ``path`` unless the file there already has the same content.
 
     Returns ``changed`` and ``content_sha256``, and unless in check mode the
@@ -450,7 +459,8 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if check_mode:
             return outcome
         if changed:
-            staged = _stage(path, fmt, [block], byte_order, count, metadata, compression, mode, records_sha256)
+            staged = _stage(path, fmt, _written_blocks(block, progress), byte_order, count, metadata, compression, mode,
+                            records_sha256)
     elif check_mode:
         try:
             digest = content_digest(fmt, byte_order, compression, block)
@@ -458,7 +468,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
             raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
-        staged = _stage(path, fmt, [block], byte_order, count, metadata, compression, mode)
+        staged = _stage(path, fmt, _written_blocks(block, progress), byte_order, count, metadata, compression, mode)
         changed = not staged.same_as_existing()
         outcome = {"changed": changed, "content_sha256": staged.sha256}
         if not changed:
@@ -480,6 +490,11 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         with open_dump(path, NATIVE) as reader:
             outcome["header"] = reader.header
     return outcome
+
+
+def _written_blocks(block, progress):
+    """The one block to write, as slices that report progress when there is a ``progress``."""
+    return [block] if progress is None else reported_slices(block, progress, "writing")
 
 
 def _stage(path, fmt, blocks, byte_order, count, metadata, compression, mode, records_sha256=None):
@@ -531,7 +546,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
 
 
 def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_order=None, compress=True,
-                 transforms=None, mode=0o600, check_mode=False, now=None):
+                 transforms=None, mode=0o600, check_mode=False, now=None, progress=None):
     """Rewrite the dump ``src`` as ``dest`` in ``fmt``; no device is touched.
 
     ``byte_order`` is the byte order of the output records: "little", "big",
@@ -558,7 +573,7 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
             metadata["converted_from"] = {"format": reader.format, "byte_order": source_order}
             metadata["converted_at"] = time.time() if now is None else now
         stats = TransformStats()
-        blocks = _converted_blocks(reader, src, transforms, stats, target_order)
+        blocks = _converted_blocks(reader, src, transforms, stats, target_order, progress)
         if check_mode:
             # The identity of what would be written, without writing: rendered from the records in memory.
             stored = store_dump(dest, fmt, b"".join(blocks), target_order, stats.kept, compression, metadata,
@@ -579,15 +594,21 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         "src_byte_order": source_order, "byte_order": target_order, "read": stats.read, "filtered": stats.filtered,
         "renamed": stats.renamed, "count": stats.kept, "changed": stored["changed"],
     }
-    if result["changed"] and not check_mode:
+    if not check_mode:
         result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
 
 
-def _converted_blocks(reader, src, transforms, stats, target_order):
-    """The source's blocks, transformed and in ``target_order``; a damaged source raises OperationError naming it."""
+def _converted_blocks(reader, src, transforms, stats, target_order, progress):
+    """The source's blocks, transformed and in ``target_order``; a damaged source raises OperationError naming it.
+
+    Each block is written as soon as it is read, so ``progress`` hears of one phase, "writing".
+    """
+    blocks = reader.checked_blocks()
+    if progress is not None:
+        blocks = reported_blocks(blocks, progress, "writing", reader.count)
     try:
-        for block in apply_transforms(reader.checked_blocks(), reader.byte_order, transforms, stats):
+        for block in apply_transforms(blocks, reader.byte_order, transforms, stats):
             yield swap_records(block, reader.byte_order, target_order)
     except DUMP_ERRORS as exc:
         raise OperationError("%s: %s" % (src, exc))
@@ -606,6 +627,10 @@ def _store_streamed(path, fmt, blocks, byte_order, count, compression, metadata,
                 staged.commit()
             except OSError as exc:
                 raise _write_error(path, exc)
+        elif fmt == NATIVE:
+            # Same records, but the staged header differs (conversion time): report the file left in place.
+            size, sha256 = file_sha256(path)
+            return {"changed": False, "bytes": size, "sha256": sha256}
         return {"changed": changed, "bytes": staged.size, "sha256": staged.sha256}
 
 
@@ -634,6 +659,9 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         "filtered": stats.filtered,
     }
     result["summary"]["total_in_table"] = stats.read
+    # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
+    result["summary"]["created_by_other_hostids"] = sum(
+        n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

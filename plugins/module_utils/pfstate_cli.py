@@ -43,6 +43,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
@@ -90,7 +91,8 @@ def cmd_dump(args):
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
-                         lease_file=args.lease_file, device_path=args.device, summary=False)
+                         lease_file=args.lease_file, device_path=args.device, progress=args.progress, summary=False)
+    _end_progress(args)
     window = result.get("lock_window_ms")
     _say(args, "%d states %s (%s)%s" % (
         result["count"], _written(result, args.file), args.format,
@@ -132,7 +134,9 @@ def cmd_restore(args):
     report = restore_file(
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
-        lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
+        lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+        device_path=args.device, progress=args.progress)
+    _end_progress(args)
     for warning in report.get("warnings", ()):
         _warn(warning)
     _say(args, "%s%d restored, %d already present, %d rejected, %d expired, %d filtered out of %d states in %s (aged %d s)" % (
@@ -207,7 +211,8 @@ def cmd_show(args):
 def cmd_convert(args):
     result = convert_dump(args.source, args.dest, args.format, byte_order=args.to_byte_order,
                           src_format=canonical_format(args.from_format) if args.from_format else None,
-                          text_byte_order=args.byte_order)
+                          text_byte_order=args.byte_order, progress=args.progress)
+    _end_progress(args)
     _say(args, "%d states of %s %s (%s, %s-endian)" % (
         result["count"], args.source, _written(result, args.dest), args.format, result["byte_order"]))
     return EXIT_OK
@@ -237,6 +242,20 @@ def _out(text, stream=None):
 def _say(args, message, always=False):
     if always or not args.quiet:
         _out(message, sys.stderr if always else sys.stdout)
+
+
+def _progress_bar(args):
+    """A ProgressBar on stderr for the long commands, when stderr is a terminal and output is wanted; else None."""
+    if args.command not in ("dump", "restore", "convert") or args.quiet:
+        return None
+    isatty = getattr(sys.stderr, "isatty", None)
+    return ProgressBar(sys.stderr) if isatty is not None and isatty() else None
+
+
+def _end_progress(args):
+    """End the bar's line before anything else is printed."""
+    if args.progress is not None:
+        args.progress.close()
 
 
 def _warn(message):
@@ -299,6 +318,9 @@ def build_parser():
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
+    restore.add_argument("--restore-lock-file", metavar="FILE",
+                         help="lock that serialises restores on this host, the same for every restore whatever its "
+                              "lease file (default /var/run/netbsd_pf_restore.lock)")
     _add_lease_options(restore)
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)
@@ -353,19 +375,24 @@ def main(argv=None):
             previous[signum] = signal.signal(signum, _terminate)
         except ValueError:      # not the main thread (tests): the defaults stay
             pass
+    args.progress = _progress_bar(args)
     try:
         return args.handler(args)
     except _expected_errors() as exc:
+        _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE
     except (IOError, OSError) as exc:
+        _end_progress(args)
         where = " %s" % exc.filename if getattr(exc, "filename", None) else ""
         _out("%s:%s %s" % (PROG, where, exc.strerror or exc), sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        _end_progress(args)
         _out("%s: interrupted" % PROG, sys.stderr)
         return 128 + signal.SIGINT
     except _Terminated as exc:
+        _end_progress(args)
         _out("%s: terminated by signal %d" % (PROG, exc.args[0]), sys.stderr)
         return 128 + exc.args[0]
     finally:

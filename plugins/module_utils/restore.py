@@ -37,10 +37,14 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
+    EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_view, open_record_file, process_alive,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
@@ -514,11 +518,14 @@ class Restorer:
     The kernel adds a chunk in array order and stops at the first record it
     cannot insert, without saying which (reference 5.5).  When a chunk fails:
 
-    * the table is read back; the kernel's state-insert counter (DIOCGETSTATUS,
-      read just before the call) says how many of the chunk's records it took,
-      the table says which records it holds: a record held there that this
-      restore did not add was added identically by someone else: it is in the
-      table, so it counts as already present (and as appeared_during_restore);
+    * the table is read back and tells, record by record, which of the chunk's
+      leading records this call inserted (``_own_prefix``): the kernel appends
+      one call's records to the state list in array order, with no other insert
+      in between, after every state that was there before the call.  A record
+      held there that this call did not add was added identically by someone
+      else (another writer, pfsync): it is in the table, so it counts as
+      already present (and as appeared_during_restore).  Global counters are
+      never credited to this restore: they count the other writers' inserts too;
     * the rest of the plan is checked against that table, so that states which
       appeared since the plan cost no further failed calls;
     * the record the kernel stopped at is sent again alone and rejected only if
@@ -528,8 +535,9 @@ class Restorer:
     ``table_reads`` counts the tables read back: at most one per failed call.
     """
 
-    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, progress=None):
         self.device = device
+        self.progress = progress
         self.plan = plan
         self.byte_order = byte_order
         self.chunk_size = max(1, chunk_size)
@@ -543,6 +551,7 @@ class Restorer:
 
     def add(self):
         outcome = self.plan.outcome
+        done = 0
         for batch in _batches(self.plan.to_add, self.plan.without_identity, self.chunk_size):
             pending = [index for index in batch if not self._settled[index]]
             alone = False
@@ -553,11 +562,14 @@ class Restorer:
                     break
                 settled, alone = self._send(pending[:1] if alone else pending)
                 pending = [index for index in pending[settled:] if not self._settled[index]]
+            done += len(batch)
+            if self.progress is not None:
+                self.progress("adding", done, len(self.plan.to_add))
         return outcome
 
     def _send(self, chunk):
         """One DIOCADDSTATES; returns (records settled from the start of chunk, whether the next one goes alone)."""
-        inserts_before = self._version()[0] if len(chunk) > 1 else None
+        before = self._version() if len(chunk) > 1 else None
         self.calls += 1
         try:
             self.device.add_states(self._records(chunk), chunk_records=len(chunk))
@@ -569,7 +581,7 @@ class Restorer:
             if len(chunk) == 1:
                 self._reject_alone(chunk[0], exc.errno)
                 return 1, False
-            return self._settle_chunk(chunk, inserts_before)
+            return self._settle_chunk(chunk, before, exc.errno)
         self._restore(chunk)
         return len(chunk), False
 
@@ -580,28 +592,54 @@ class Restorer:
             return memoryview(block)[first * RECORD_SIZE:(last + 1) * RECORD_SIZE]
         return b"".join(block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE] for index in chunk)
 
-    def _settle_chunk(self, chunk, inserts_before):
-        version, model = self._read_table()
-        positions = []      # where the table holds the chunk's leading records (DIOCGETSTATES: insertion order)
+    def _settle_chunk(self, chunk, before, failed_errno):
+        after, model = self._read_table()
+        positions = []      # where the table holds the chunk's leading records (DIOCGETSTATES: list order)
         for index in chunk:
             verdict, holder = self._classify(model, index)
             if verdict != ALREADY_PRESENT:
                 break
             positions.append(holder)
         held = len(positions)
-        # The kernel took a prefix of the chunk and stopped at the record after it: at most len - 1, no more
-        # than the insert counter grew, and appended in array order, after any copy that was already there.
-        ours = min(version[0] - inserts_before, held, len(chunk) - 1)
-        for count in range(1, ours):
-            if positions[count] < positions[count - 1]:
-                ours = count
-                break
+        ours = self._own_prefix(chunk, positions, before, after, model, failed_errno)
         self._restore(chunk[:ours])
         for index in chunk[ours:held]:
             self._appeared(index)
         failing = chunk[held] if ours == held else None
         self._replan(model, failing)
         return held, failing is not None
+
+    def _own_prefix(self, chunk, positions, before, after, model, failed_errno):
+        """How many of the chunk's leading records the failed call inserted; the other held ones are a rival's.
+
+        ``positions``: where the table holds the chunk's leading records;
+        ``before``/``after``: (inserts, removals, states) just before the call
+        and with the table read back.  This call's records form a run of
+        consecutive positions starting with the chunk's first record, after the
+        states of ``before`` (if nothing was removed since), no longer than the
+        inserts since.  The kernel stopped at the record after that run: one it
+        could not insert (a conflict, a full table, an errno other than
+        ENOMEM), or one held before the call began, which then sits before the
+        run.  Anything else means the kernel stopped at the first record, held
+        before the call by someone else.
+        """
+        held = len(positions)
+        run = 1 if held else 0
+        while run < held and positions[run] == positions[0] + run:
+            run += 1
+        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2]):
+            return 0
+        if run == held and held < len(chunk) and self._refused(chunk[held], model, after[2], failed_errno):
+            return run
+        if run < held and positions[run] < positions[0]:
+            return run
+        return 0
+
+    def _refused(self, index, model, states, failed_errno):
+        """Whether the kernel refused this record: not ENOMEM (a rival's duplicate), or a conflict or full table."""
+        if failed_errno != errno.ENOMEM or self._classify(model, index)[0] != NEW:
+            return True
+        return states >= self.device.get_limit(PF_LIMIT_STATES)
 
     def _replan(self, model, failing):
         """Settle, against the table just read, the records still to send, as the planner would have."""
@@ -669,9 +707,16 @@ class Restorer:
         return counters["inserts"], counters["removals"], status["states"]
 
     def _read_table(self):
+        """(version, TableModel) of a table read with no change during the read (positions match the counters)."""
         version = self._version()
-        self.table_reads += 1
-        self._table = (version, TableModel(self.byte_order, self.device.get_states()))
+        for _attempt in range(3):
+            self.table_reads += 1
+            block = self.device.get_states()
+            settled = self._version()
+            if settled == version:
+                break
+            version = settled
+        self._table = (version, TableModel(self.byte_order, block))
         return self._table
 
     def _current_table(self):
@@ -734,19 +779,22 @@ def add_counts(before, added):
 
 # --- serialisation of concurrent restores -------------------------------------------
 
-def default_restore_lock_file(lease_file):
-    return lease_file + ".restore"
+# One per host, whatever lease file each restore names: two restores must never interleave their adds.
+DEFAULT_RESTORE_LOCK_FILE = "/var/run/netbsd_pf_restore.lock"
 
 
 @contextmanager
-def exclusive_restore(path, timeout, clock=time.time, sleep=time.sleep):
-    """Hold an exclusive flock on ``path`` for the duration of one restore.
+def exclusive_restore(path, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Hold an exclusive flock on ``path`` (None: DEFAULT_RESTORE_LOCK_FILE) for the duration of one restore.
 
     Waits up to ``timeout`` seconds (0: do not wait) for a concurrent restore
     on the same host, then raises RestoreError naming the holder's pid.
     """
+    path = path or DEFAULT_RESTORE_LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_record_file(path, writable=True, create=True, what="restore lock file")
+    except LeaseError as exc:
+        raise RestoreError("%s; choose another restore_lock_file" % exc)
     except OSError as exc:
         raise RestoreError("cannot open the restore lock file %s: %s; choose a writable restore_lock_file"
                            % (path, os.strerror(exc.errno)))
@@ -776,33 +824,38 @@ def exclusive_restore(path, timeout, clock=time.time, sleep=time.sleep):
 class LoadedDump:
     """A dump read completely into memory and verified."""
 
-    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, trailing_bytes):
+    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, size, trailing_bytes):
         self.path = path
         self.format = fmt
         self.byte_order = byte_order
         self.block = block
         self.header_captured_at = header_captured_at
         self.mtime = mtime
+        self.size = size
         self.trailing_bytes = trailing_bytes
 
 
-def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=None, remove_after_open=False):
     """Read and verify every record of a dump (checksums, header, syntax, record fields).
 
     ``byte_order`` overrides detection for pfs binary files; text files are
     read in ``text_byte_order`` (the kernel's: pfs prints ids in host order).
+    ``remove_after_open`` removes the file once it is open (also when it is
+    not a dump): the records are read from the open descriptor.
     Raises RestoreError naming the problem; nothing is sent to the kernel.
     """
     try:
-        mtime = os.stat(path).st_mtime
-        reader = open_dump(path, None if fmt in (None, "auto") else fmt,
-                           byte_order if byte_order else (text_byte_order if fmt == "pfs-text" else None))
-        if reader.format == "pfs-text" and not byte_order and text_byte_order and reader.byte_order != text_byte_order:
-            reader.close()
-            reader = open_dump(path, "pfs-text", text_byte_order)
+        try:
+            file_info = os.stat(path)
+            dump_format = detect_format(path) if fmt in (None, "auto") else fmt
+            reader = open_dump(path, dump_format, byte_order if byte_order else (text_byte_order if dump_format == "pfs-text" else None))
+        finally:
+            if remove_after_open:
+                remove_quietly(path)
         with reader:
             block = bytearray()
-            for chunk in reader.blocks(verify=True):
+            chunks = reader.blocks(verify=True)
+            for chunk in chunks if progress is None else reported_blocks(chunks, progress, "reading", reader.count):
                 block += chunk
             header = reader.header or {}
             dump_format, dump_order, trailing = reader.format, reader.byte_order, reader.trailing_bytes
@@ -819,7 +872,7 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
         captured = parse_timestamp(captured) if captured is not None else None
     except ValueError:
         captured = None
-    return LoadedDump(path, dump_format, dump_order, block, captured, mtime, trailing)
+    return LoadedDump(path, dump_format, dump_order, block, captured, file_info.st_mtime, file_info.st_size, trailing)
 
 
 @contextmanager
@@ -878,28 +931,56 @@ def table_lock(device, mode, lease_seconds, lease_file, report):
     except LeaseError as exc:
         raise RestoreError("cannot lock the table safely: %s" % exc)
     report["lock"] = {"mode": mode, "taken": True, "lease_seconds": lease_seconds}
+    ended = {}
+
+    def unlock_if_still_ours():
+        try:
+            ended["by"] = end_lease(lease_file, token, lambda: device.set_lock(False))
+        except LeaseError as exc:
+            device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+            report.setdefault("warnings", []).append("the table is unlocked but the lease was not released: %s" % exc)
+
     try:
-        with locked(device):
+        with locked(device, unlock=unlock_if_still_ours):
             yield
     finally:
-        try:
-            release_lease(lease_file, token)
-        except LeaseError as exc:
-            report.setdefault("warnings", []).append("the table is unlocked but the lease was not released: %s" % exc)
+        _report_lease_end(report, lease_file, ended.get("by"))
+
+
+def _report_lease_end(report, lease_file, lease):
+    """Say in the report why the restore left the lock as it found it at the end (None: it unlocked)."""
+    if lease is None:
+        return
+    lock = report["lock"]
+    lock["ended"] = lease["ended"]
+    if lease["ended"] == TAKEN_OVER:
+        lock["taken_over_by"] = {key: lease.get(key) for key in ("holder", "holder_pid", "token", "seconds", "deadline")}
+        report.setdefault("warnings", []).append(
+            "the lock was taken over during the restore by %s (pid %s, lease %s in %s); the table stays locked under "
+            "that lease" % (lease.get("holder"), lease.get("holder_pid"), lease.get("token"), lease_file))
+    elif lease["ended"] == EXPIRED:
+        report.setdefault("warnings", []).append(
+            "the lease (%s s) ran out during the restore: the watchdog unlocked the table before the restore ended; "
+            "raise lease" % lease.get("seconds"))
+    else:
+        report.setdefault("warnings", []).append("the table was unlocked and the lease released by someone else during the restore")
 
 
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None):
+                 check_mode=False, device_path="/dev/pf", now=None, progress=None, remove_after_open=False):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
+
+    ``remove_after_open``: see load_dump (a copy pushed by the states_restore action plugin).
 
     Raises RestoreError (with ``report`` when counts are known) for refusals
     and aborts; PfError escapes only for device problems outside the add path.
     """
     report = {"warnings": []}
     kernel_order = Abi.host().byte_order
-    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order)
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, progress=progress,
+                     remove_after_open=remove_after_open)
     now = time.time() if now is None else now
     try:
         captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
@@ -915,15 +996,14 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     rename = (transforms or {}).get("rename")
     block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
     report.update({
-        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
+        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order, "bytes": dump.size,
         "age_seconds": age_seconds, "age_source": age_source, "captured_at": capture_time,
         "mss_fixed": bool(fix_mss and kernel_order == "little"),
     })
     if dump.trailing_bytes:
         report["warnings"].append("%d bytes after the last record of %s were ignored (as pfs does)" % (dump.trailing_bytes, path))
 
-    serialized = _no_context() if check_mode else exclusive_restore(
-        restore_lock_file or default_restore_lock_file(lease_file), restore_lock_timeout)
+    serialized = _no_context() if check_mode else exclusive_restore(restore_lock_file, restore_lock_timeout)
     with serialized:
         try:
             device = PfDevice(device_path, writable=not check_mode)
@@ -934,12 +1014,12 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
                 if check_mode:
                     report["lock"] = {"mode": lock, "taken": False}
                 report.update(_restore_into(device, block, kernel_order, state_filter, rename, age_seconds,
-                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode))
+                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode, progress))
     return report
 
 
 def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds, on_conflict, limit_policy,
-                  chunk_size, fix_mss, check_mode):
+                  chunk_size, fix_mss, check_mode, progress=None):
     try:
         live_block = device.get_states()
         status = device.get_status()
@@ -957,7 +1037,7 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
         added = plan.to_add
         result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
-        restorer = Restorer(device, plan, kernel_order, chunk_size)
+        restorer = Restorer(device, plan, kernel_order, chunk_size, progress)
         try:
             restorer.add()
         except PfError as exc:      # reading the table back after a failed chunk
