@@ -247,7 +247,8 @@ def flush_states(device, selection, check_mode=False):
     result = {"request": selection.request, "matched": len(matched), "states_before": len(before),
               "selection": selection.describe(), "views_before": before}
     if check_mode:
-        result.update(removed=len(matched), states_after=len(before) - len(matched), kernel_count=None, removed_views=matched)
+        result.update(removed=len(matched), states_after=len(before) - len(matched), kernel_count=None, removed_views=matched,
+                      awaiting_purge=_unlinked(device, len(before)) + len(matched))
         return result
     if selection.request == "DIOCCLRSTATES":
         kernel_count = device.clear_states(selection.interface or "")
@@ -260,5 +261,15 @@ def flush_states(device, selection, check_mode=False):
     after = state_views(device.get_states(), byte_order)
     remaining = set(view.ident for view in after)
     removed = [view for view in matched if view.ident not in remaining]
-    result.update(removed=len(removed), states_after=len(after), kernel_count=kernel_count, removed_views=removed)
+    result.update(removed=len(removed), states_after=len(after), kernel_count=kernel_count, removed_views=removed,
+                  awaiting_purge=_unlinked(device, len(after)))
     return result
+
+
+def _unlinked(device, shown):
+    """States the kernel still counts (and keeps in its pool) but no longer shows: unlinked, waiting for the purge.
+
+    NetBSD frees them only when its purge thread reaches them, about 1 + states / 10 a second and
+    never while the table is locked (reference 5.8, 5.10); until then a restore can meet ENOMEM.
+    """
+    return max(0, device.get_status()["states"] - shown)

@@ -379,8 +379,9 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
                 device_path="/dev/pf", run_after=None, now=None, progress=None, summary=True):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
 
-    ``summary=False`` leaves out by_interface, by_protocol and by_address_family (a pass over the
-    table that a caller which does not report them, the pfstate command, need not pay for).
+    ``summary=False`` leaves out by_interface, by_protocol, by_address_family and
+    expired_awaiting_purge (passes over the table that a caller which does not report
+    them, the pfstate command, need not pay for).
 
     The file is replaced atomically and only when its content (format,
     options, records) differs from what is there; the native header's
@@ -430,8 +431,18 @@ def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, 
     if summary:
         brief = summarize([block], byte_order, brief=True)
         result.update((key, brief[key]) for key in ("by_interface", "by_protocol", "by_address_family"))
+        # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
+        result["expired_awaiting_purge"] = _table_occupancy(block, byte_order, 0)["expired"]
     result.update(stored)
     return result
+
+
+def _table_occupancy(block, byte_order, listed):
+    """restore.table_occupancy, imported when first used: the pfstate command's dump and convert never load restore."""
+    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
+        table_occupancy,
+    )
+    return table_occupancy(block, byte_order, listed)
 
 
 def _one_block(blocks):
@@ -662,6 +673,8 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
     # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
     result["summary"]["created_by_other_hostids"] = sum(
         n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
+    occupancy = _table_occupancy(block, byte_order, status["states"])
+    result["awaiting_purge"] = {key: occupancy[key] for key in ("unlinked", "expired", "awaiting_purge")}
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

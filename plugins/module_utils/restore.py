@@ -46,7 +46,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, P
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, OFF_RULE, OFF_TIMEOUT, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
 
@@ -535,9 +535,10 @@ class Restorer:
     ``table_reads`` counts the tables read back: at most one per failed call.
     """
 
-    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, progress=None):
+    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, progress=None, purge_wait=None):
         self.device = device
         self.progress = progress
+        self.purge_wait = purge_wait    # a PurgeWait, or None: never wait for the kernel's purge
         self.plan = plan
         self.byte_order = byte_order
         self.chunk_size = max(1, chunk_size)
@@ -578,6 +579,8 @@ class Restorer:
                 raise RestoreError("DIOCADDSTATES failed: %s; %d states were restored before the failure"
                                    % (exc, self.plan.outcome.counts["restored"]), self.plan.outcome.as_dict())
             self.failures += 1
+            if len(chunk) == 1 and exc.errno == errno.ENOMEM and self._waited_for_purge():
+                return 0, False
             if len(chunk) == 1:
                 self._reject_alone(chunk[0], exc.errno)
                 return 1, False
@@ -616,7 +619,7 @@ class Restorer:
         ``before``/``after``: (inserts, removals, states) just before the call
         and with the table read back.  This call's records form a run of
         consecutive positions starting with the chunk's first record, after the
-        states of ``before`` (if nothing was removed since), no longer than the
+        states listed at ``before`` (if nothing was freed since), no longer than the
         inserts since.  The kernel stopped at the record after that run: one it
         could not insert (a conflict, a full table, an errno other than
         ENOMEM), or one held before the call began, which then sits before the
@@ -627,7 +630,10 @@ class Restorer:
         run = 1 if held else 0
         while run < held and positions[run] == positions[0] + run:
             run += 1
-        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2]):
+        # Positions count listed states only; the status count also holds states unlinked but
+        # not yet freed by the purge, the same number before and after when nothing was freed.
+        awaiting_purge = after[2] - record_count(model.live)
+        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2] - awaiting_purge):
             return 0
         if run == held and held < len(chunk) and self._refused(chunk[held], model, after[2], failed_errno):
             return run
@@ -673,6 +679,17 @@ class Restorer:
                 self._reject(index, "memory", "ENOMEM: the kernel could not allocate the state")
         if self.table_reads > reads:
             self._replan(model, None)
+
+    def _waited_for_purge(self):
+        """A record refused at the state limit: wait for the purge to free pending states; True to send it again.
+
+        At the limit the kernel fails the pool allocation before it looks at the trees, so the
+        record's own fate is unknown until it is sent again below the limit.
+        """
+        if self.purge_wait is None or not self.purge_wait.possible:
+            return False
+        unsent = sum(1 for index in self.plan.to_add if not self._settled[index])
+        return self.purge_wait.wait_for_room(min(unsent, self.chunk_size))
 
     def _classify(self, model, index):
         return model.classify(*keys_at(self.plan.block, self.byte_order, index)[:4])
@@ -724,6 +741,186 @@ class Restorer:
         if self._table is not None and self._table[0] == self._version():
             return self._table[1]
         return self._read_table()[1]
+
+
+# --- the purge and adaptive timeouts ----------------------------------------------
+#
+# NetBSD frees a cleared, killed or expired state only when its purge thread reaches it, a part
+# of the list each second and never while the table is locked (reference 5.4, 5.8, 5.10); until
+# then the state holds its place in the pool and in DIOCGETSTATUS's count, so DIOCADDSTATES
+# answers ENOMEM at the limit although DIOCGETSTATES no longer shows the state.
+
+DEFAULT_PURGE_WAIT = 180
+PURGE_POLL_SECONDS = 1.0
+# Stop waiting this long before the restore's lock lease runs out, so the watchdog still guards the relock.
+LEASE_MARGIN_SECONDS = 15
+PFTM_INTERVAL = 15
+PFTM_ADAPTIVE_START = 16
+PFTM_ADAPTIVE_END = 17
+DEFAULT_RULE = 0xFFFFFFFF
+
+_RULE_AND_EXPIRE = struct.Struct("%dxI%dxI%dx" % (OFF_RULE, OFF_EXPIRE - OFF_RULE - 4, RECORD_SIZE - OFF_EXPIRE - 4))
+
+
+def table_occupancy(live_block, byte_order, status_states):
+    """What holds the state pool: states the purge will free, and the default rule's live states.
+
+    ``awaiting_purge`` counts the states DIOCGETSTATUS counts but DIOCGETSTATES does not show
+    (unlinked, not yet freed) plus the shown ones exported with expire 0 (expired, not yet
+    reached by the purge, which unlinks and frees them when it gets there).
+    """
+    fields = struct.Struct(prefix_for(byte_order) + _RULE_AND_EXPIRE.format)
+    shown = expired = on_default_rule = 0
+    for rule, expire in fields.iter_unpack(live_block):
+        shown += 1
+        if expire == 0:
+            expired += 1
+        elif rule == DEFAULT_RULE:
+            on_default_rule += 1
+    unlinked = max(0, status_states - shown)
+    return {"unlinked": unlinked, "expired": expired, "awaiting_purge": unlinked + expired,
+            "live": shown - expired, "live_on_default_rule": on_default_rule}
+
+
+class PurgeWait:
+    """Waits, when DIOCADDSTATES hits the state limit, for the kernel's purge to free pending states.
+
+    The purge does nothing while the table is locked, so a lock this restore holds is
+    released for the wait and taken again after it (the lease stays armed meanwhile); a lock
+    held by someone else's lease (netbsd.pf.states_lock) means there is nothing to wait for.
+    Progress is kept in ``summary()`` for the module's result.
+    """
+
+    def __init__(self, device, seconds, lock_report, clock=None, sleep=None):
+        self.device = device
+        self.seconds = max(0, int(seconds or 0))
+        self.lock_report = lock_report
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or time.sleep
+        self.deadline = self._clock() + self.seconds
+        if lock_report.get("taken") and lock_report.get("lease_seconds"):
+            self.deadline = min(self.deadline, self._clock() + lock_report["lease_seconds"] - LEASE_MARGIN_SECONDS)
+        self.waits = []
+        self.stopped = None     # why the restore does not or no longer waits
+        if lock_report.get("held_by_lease"):
+            self.stopped = "not waiting: the table is locked under another holder's lease and the kernel does not purge a locked table"
+        elif not self.seconds:
+            self.stopped = "not waiting: purge_wait is 0"
+
+    @property
+    def possible(self):
+        """Whether the purge can free anything during a wait."""
+        return self.seconds > 0 and not self.lock_report.get("held_by_lease")
+
+    def wait_for_room(self, wanted):
+        """Wait until ``wanted`` more states fit or everything pending is freed; False when waiting cannot help."""
+        if not self.possible:
+            return False
+        status = self.device.get_status()
+        limit = self.device.get_limit(PF_LIMIT_STATES)
+        if status["states"] < limit:
+            return False    # an ENOMEM below the limit: not the purge's to solve
+        pending = table_occupancy(self.device.get_states(), self.device.abi.byte_order, status["states"])["awaiting_purge"]
+        if pending == 0:
+            return False
+        if self._clock() >= self.deadline:
+            self.stopped = "purge_wait ran out (%d seconds%s)" % (self.seconds, self._lease_note())
+            return False
+        # Room for one purge tick's worth is enough to go on: refilling keeps pf_status.states, and so the
+        # purge's quota (1 + states / interval a second), high, where an idle table frees ever fewer states a second.
+        quota = 1 + status["states"] // max(1, self.device.get_timeout(PFTM_INTERVAL))
+        target = max(limit - min(wanted, quota), status["states"] - pending)
+        started, states = self._clock(), status["states"]
+        release = bool(self.lock_report.get("taken"))
+        if release:
+            self.device.set_lock(False)
+        try:
+            while states > target and self._clock() < self.deadline:
+                self._sleep(PURGE_POLL_SECONDS)
+                states = self.device.get_status()["states"]
+        finally:
+            if release:
+                self.device.set_lock(True)
+        self.waits.append({"pending": pending, "freed": status["states"] - states,
+                           "seconds": round(self._clock() - started, 1), "lock_released": release})
+        if states >= limit:
+            self.stopped = "purge_wait ran out (%d seconds%s)" % (self.seconds, self._lease_note())
+            return False
+        return True
+
+    def _lease_note(self):
+        if self.lock_report.get("taken") and self.lock_report.get("lease_seconds"):
+            return ", ending %d seconds before the lock lease" % LEASE_MARGIN_SECONDS
+        return ""
+
+    def summary(self):
+        """The result's ``purge_wait``: limit, waits, seconds waited, states freed meanwhile, why it stopped."""
+        return {"limit_seconds": self.seconds, "waits": len(self.waits),
+                "waited_seconds": round(sum(wait["seconds"] for wait in self.waits), 1),
+                "freed_while_waiting": sum(wait["freed"] for wait in self.waits),
+                "lock_released": any(wait["lock_released"] for wait in self.waits), "stopped": self.stopped}
+
+    def warning(self):
+        """One line for the module's warnings when the restore had to wait, or None."""
+        if not self.waits:
+            return None
+        summary = self.summary()
+        text = ("the table was full with states awaiting the kernel's purge: waited %.1f s in %d waits, %d states freed "
+                "meanwhile" % (summary["waited_seconds"], summary["waits"], summary["freed_while_waiting"]))
+        if summary["lock_released"]:
+            text += "; the table lock was released while waiting (the kernel does not purge a locked table)"
+        return text
+
+
+def scaled_timeout(timeout, timeouts, default_rule_states):
+    """pf_state_expires() (pf.c) for a default-rule state: its timeout as scaled by adaptive.start/end.
+
+    NetBSD scales by ``(end - states) / (end - start)`` in 32-bit unsigned arithmetic once the
+    default rule holds more than adaptive.start states (``set limit states N`` makes pfctl set
+    start/end to 60 %/120 % of N), and expires every state at once from adaptive.end on.
+    """
+    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+    if not end or default_rule_states <= start or start >= end:
+        return timeout
+    if default_rule_states >= end:
+        return 0
+    return ((timeout * (end - default_rule_states)) & 0xFFFFFFFF) // (end - start)
+
+
+def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_states):
+    """Set the expire field of the records to add so each keeps the remaining time it was dumped with.
+
+    The import sets a state's last activity to ``now - (timeout - expire)`` with the full
+    timeout, and pf_state_expires() then scales the timeout, so a state near the limit dies
+    ``timeout - scaled`` seconds earlier than the dump said, already expired when that exceeds
+    its remaining time.  Adding that amount to ``expire`` cancels the scaling at the table's
+    size after the restore.  No state gets more than its scaled timeout from now (that would
+    put its last activity in the future): those are capped and counted as ``shortened``.
+    Returns the figures for the report (``shortened_by_max``: the most seconds a capped state lost).
+    """
+    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+    report = {"start": start, "end": end, "default_rule_states_after": default_rule_states,
+              "scaling": scaled_timeout(1000000, timeouts, default_rule_states) != 1000000,
+              "compensated": 0, "shortened": 0, "shortened_by_max": 0}
+    if not report["scaling"]:
+        return report
+    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    for index in indexes:
+        offset = index * RECORD_SIZE
+        timeout_index = block[offset + OFF_TIMEOUT]
+        if timeout_index >= len(timeouts):
+            continue  # PFTM_UNTIL_PACKET: never scaled
+        timeout = timeouts[timeout_index]
+        remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
+        wanted = remaining + timeout - scaled_timeout(timeout, timeouts, default_rule_states)
+        if wanted > timeout:
+            report["shortened"] += 1
+            report["shortened_by_max"] = max(report["shortened_by_max"], wanted - timeout)
+            wanted = timeout
+        if wanted != remaining:
+            expire_field.pack_into(block, offset + OFF_EXPIRE, wanted)
+            report["compensated"] += 1
+    return report
 
 
 # --- diff and summaries ---------------------------------------------------------
@@ -969,7 +1166,8 @@ def _report_lease_end(report, lease_file, lease):
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None, progress=None, remove_after_open=False):
+                 check_mode=False, device_path="/dev/pf", now=None, progress=None, remove_after_open=False,
+                 purge_wait=DEFAULT_PURGE_WAIT):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
 
     ``remove_after_open``: see load_dump (a copy pushed by the states_restore action plugin).
@@ -1013,38 +1211,57 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
             with (table_lock(device, lock, lease, lease_file, report) if not check_mode else _no_context()):
                 if check_mode:
                     report["lock"] = {"mode": lock, "taken": False}
+                waiter = PurgeWait(device, purge_wait, report["lock"])
                 report.update(_restore_into(device, block, kernel_order, state_filter, rename, age_seconds,
-                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode, progress))
+                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode, waiter, progress))
+                if waiter.warning():
+                    report["warnings"].append(waiter.warning())
+                if report["adaptive"]["shortened"]:
+                    report["warnings"].append(_adaptive_warning(report["adaptive"]))
     return report
 
 
+def _adaptive_warning(adaptive):
+    return ("adaptive timeouts: with %d states on the default rule after the restore (adaptive.start %d, adaptive.end %d) "
+            "the kernel shortens every timeout; %d states could not keep the remaining time they were dumped with and "
+            "lost up to %d seconds (raise 'set limit states' or the adaptive bounds to avoid this)"
+            % (adaptive["default_rule_states_after"], adaptive["start"], adaptive["end"], adaptive["shortened"],
+               adaptive["shortened_by_max"]))
+
+
 def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds, on_conflict, limit_policy,
-                  chunk_size, fix_mss, check_mode, progress=None):
+                  chunk_size, fix_mss, check_mode, waiter, progress=None):
     try:
         live_block = device.get_states()
         status = device.get_status()
         state_limit = device.get_limit(PF_LIMIT_STATES)
+        timeouts = device.get_timeouts()
     except PfError as exc:
         raise RestoreError("cannot read the state table: %s" % exc)
-    room = state_limit - status["states"]
+    occupancy = table_occupancy(live_block, kernel_order, status["states"])
+    # States awaiting the purge leave room once freed, if the restore may wait for that.
+    room = state_limit - (status["states"] - occupancy["awaiting_purge"] if waiter.possible else status["states"])
     plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
     del live_block
+    adaptive = compensate_adaptive(plan.block, plan.to_add, kernel_order, timeouts,
+                                   occupancy["live_on_default_rule"] + len(plan.to_add))
     if fix_mss and kernel_order == "little":
         swap_mss(plan.block)
-    result = {"state_limit": state_limit, "states_before": status["states"]}
+    result = {"state_limit": state_limit, "states_before": status["states"], "adaptive": adaptive,
+              "states_awaiting_purge": occupancy["awaiting_purge"]}
     if check_mode:
         plan.outcome.add("restored", len(plan.to_add))
         added = plan.to_add
         result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
-        restorer = Restorer(device, plan, kernel_order, chunk_size, progress)
+        restorer = Restorer(device, plan, kernel_order, chunk_size, progress, waiter)
         try:
             restorer.add()
         except PfError as exc:      # reading the table back after a failed chunk
             raise RestoreError("lost track of the restore after a failed chunk: %s" % exc, plan.outcome.as_dict())
         added = restorer.restored
         result.update(add_calls=restorer.calls, add_failures=restorer.failures, table_reads=restorer.table_reads,
-                      states_after=device.get_status()["states"])
+                      states_after=device.get_status()["states"], purge_wait=waiter.summary())
     if not plan.outcome.balanced():
         raise RestoreError("internal accounting error: %r does not add up to %d" % (plan.outcome.counts, plan.outcome.total),
                            plan.outcome.as_dict())

@@ -198,6 +198,13 @@ filtered:
   returned: always
   type: int
   sample: 2
+expired_awaiting_purge:
+  description:
+    - States of the dump exported with expire 0 by the kernel (expired, but not yet reached by the purge thread). They are
+      kept in the file; M(netbsd.pf.states_restore) drops them and counts them as expired.
+  returned: always
+  type: int
+  sample: 0
 renamed:
   description: States whose interface was renamed by O(rename).
   returned: always

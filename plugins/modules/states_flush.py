@@ -169,6 +169,15 @@ lock:
   returned: success
   type: dict
   sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
+awaiting_purge:
+  description:
+    - States removed from the table but not yet freed (predicted in check mode). NetBSD frees a removed state only when
+      its purge thread reaches it, about C(1 + states / 10) states a second and never while the table is locked; until
+      then it still counts in C(DIOCGETSTATUS) and in the state limit (10,000 cleared states take about 71 seconds).
+    - A restore right after the flush waits for them (M(netbsd.pf.states_restore) option O(netbsd.pf.states_restore#module:purge_wait)).
+  returned: success
+  type: int
+  sample: 10000
 """
 
 import errno

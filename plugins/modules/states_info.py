@@ -138,6 +138,15 @@ state_limit:
   returned: always
   type: int
   sample: 10000
+awaiting_purge:
+  description:
+    - States that still hold the state pool (and RV(status.states)) but that the kernel's purge thread will free when it
+      reaches them (about C(1 + states / 10) states a second, never while the table is locked).
+    - C(unlinked) are cleared, killed or expired states no longer shown by C(DIOCGETSTATES); C(expired) are shown states
+      exported with expire 0 (expired, not yet reached; a restore drops them as expired); C(awaiting_purge) is their sum.
+  returned: always
+  type: dict
+  sample: {"unlinked": 9000, "expired": 12, "awaiting_purge": 9012}
 byte_order:
   description: Byte order of the kernel's records (that of the host).
   returned: always

@@ -145,6 +145,20 @@ options:
       - Seconds to wait for another restore on the same host to finish; V(0) fails at once.
     type: int
     default: 60
+  purge_wait:
+    description:
+      - NetBSD frees cleared, killed and expired states only when its purge thread reaches them, about
+        C(1 + states / 10) states a second and never while the table is locked, and until then they still fill the
+        state pool. After a flush of a full table (M(netbsd.pf.states_flush), a migration with a source flush) the
+        kernel can refuse new states with C(ENOMEM) for a minute or more (10,000 cleared states take about 71 seconds).
+      - When C(DIOCADDSTATES) fails at the state limit while such states are pending, the restore waits up to this many
+        seconds in all for the purge, releasing the table lock it holds while it waits (the purge does not run while
+        the table is locked) and taking it again after; RV(purge_wait) reports the waits.
+      - The O(limit_policy) check counts pending states as free room when waiting is allowed.
+      - V(0) never waits; pending states then count as occupied and states that do not fit are rejected.
+      - The wait ends 15 seconds before the restore's lock lease (O(lease)) would run out.
+    type: int
+    default: 180
 extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.flow
@@ -354,6 +368,30 @@ removed_stale_copies:
   type: list
   elements: str
   sample: ["/home/admin/.ansible/tmp/ansible-tmp-1717000000.1-4242-1/netbsd-pf-restore-src.dump"]
+states_awaiting_purge:
+  description:
+    - States holding the state pool that the kernel's purge will free, when the restore began. These are unlinked states
+      C(DIOCGETSTATUS) still counts but C(DIOCGETSTATES) no longer shows, plus shown states exported with expire 0.
+  returned: success
+  type: int
+purge_wait:
+  description:
+    - How the restore waited for the kernel's purge (O(purge_wait)), with the keys C(limit_seconds), C(waits),
+      C(waited_seconds), C(freed_while_waiting), C(lock_released) (the table lock was released during a wait) and
+      C(stopped) (why it does not or no longer waits, or null).
+  returned: success, not in check mode
+  type: dict
+  sample: {"limit_seconds": 180, "waits": 3, "waited_seconds": 12.0, "freed_while_waiting": 3002, "lock_released": true, "stopped": null}
+adaptive:
+  description:
+    - Adaptive timeouts of the target (C(adaptive.start), C(adaptive.end)) and what the restore did about them. With
+      more default-rule states than C(start) the kernel scales every timeout by C((end - states) / (end - start)), but
+      the import computes the last activity from the full timeout, so a restored state would die early. The restore
+      adds the difference to each record's expire so it keeps the remaining time it was dumped with
+      (C(compensated)); C(shortened) states would need more than their scaled timeout and got that instead.
+  returned: success
+  type: dict
+  sample: {"start": 6000, "end": 12000, "default_rule_states_after": 9500, "scaling": true, "compensated": 9500, "shortened": 120, "shortened_by_max": 35}
 lock:
   description:
     - Whether the table was locked for the restore.
@@ -377,7 +415,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, RestoreError, restore_file, summary_text,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file, summary_text,
 )
 
 
@@ -398,6 +436,7 @@ def argument_spec():
         lock=dict(type="str", default="during", choices=["none", "during"]),
         restore_lock_file=dict(type="path"),
         restore_lock_timeout=dict(type="int", default=60),
+        purge_wait=dict(type="int", default=DEFAULT_PURGE_WAIT),
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
@@ -413,6 +452,8 @@ def _check_options(module):
         module.fail_json(msg="chunk_size must be at least 1")
     if params["restore_lock_timeout"] < 0:
         module.fail_json(msg="restore_lock_timeout must not be negative")
+    if params["purge_wait"] < 0:
+        module.fail_json(msg="purge_wait must be 0 (never wait for the kernel's purge) or a number of seconds")
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
 
@@ -443,7 +484,8 @@ def main():
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            check_mode=module.check_mode, device_path=params["device"], remove_after_open=params["pushed_copy"])
+            purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
+            remove_after_open=params["pushed_copy"])
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **(exc.report or {}))
     except PfError as exc:

@@ -10,7 +10,7 @@ host's ``run/`` directory.  A connection is either
   process over the same connection (see ``ClientMemory``), or
 * one control command (JSON), from the fleet CLI or the host's ``bin/reboot``.
 
-Like NetBSD's purge thread it expires states about once a second, and it
+Like NetBSD's purge thread it visits part of the state table once a second of its clock, and it
 emulates a reboot: kernel reset, ``var/run`` emptied (like rc.d/cleanvar), the
 host's ``etc/rc.d`` scripts, and only then a new ``kern.boottime``.  The host's
 ``run/`` directory (this daemon's socket, pid and logs) is not its /var/run and
@@ -43,6 +43,7 @@ SOCKET_NAME = "pf.sock"
 PID_NAME = "daemon.pid"
 BOOTTIME_NAME = "boottime"
 PURGE_INTERVAL = 1.0
+MAX_CATCH_UP_TICKS = 3600
 RC_SCRIPT_TIMEOUT = 300
 # How long the daemon waits for a client in the middle of an ioctl (copyin data, reading a
 # copyout) before it hangs up: a stuck client must not hold the kernel lock forever.
@@ -143,9 +144,8 @@ class EmulatedHost(object):
         self.rebooting = False
         self.refusals = []
         self.client_timeout = CLIENT_TIMEOUT
-        # Set by anything that may change what a purge pass would do; lets the purge
-        # thread skip passes over a big table while nothing changed (manual clock).
-        self.table_touched = True
+        # The clock second up to which the purge thread has ticked (see purge_forever).
+        self.purged_second = int(kernel.clock.now())
         self.sessions = {}
         self.sessions_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -173,14 +173,26 @@ class EmulatedHost(object):
 
     # purge thread ------------------------------------------------------------
     def purge_forever(self):
-        last_second = None
+        """pf_purge_thread() (NetBSD pf.c): one purge tick per second of the kernel's clock.
+
+        On the system clock that is one tick a second; a manual clock ticks only when advanced
+        (the ``advance`` command runs one tick per second it advances).  After a stall the
+        missed seconds are ticked at the current time, at most MAX_CATCH_UP_TICKS of them.
+        """
         while not self.stopping.wait(PURGE_INTERVAL):
             with self.kernel_lock:
                 second = int(self.kernel.clock.now())
-                if second == last_second and not self.table_touched:
-                    continue
-                last_second, self.table_touched = second, False
-                self.kernel.purge()
+                for _tick in range(min(second - self.purged_second, MAX_CATCH_UP_TICKS)):
+                    self.kernel.purge_tick()
+                self.purged_second = max(second, self.purged_second)
+
+    def advance_clock(self, seconds):
+        """Advance the clock with the purge ticking once per whole second on the way (caller holds kernel_lock)."""
+        whole = int(seconds)
+        skipped = max(0, whole - MAX_CATCH_UP_TICKS)
+        self.kernel.clock.advance(skipped + (seconds - whole))
+        self.kernel.run_purge(whole - skipped)
+        self.purged_second = int(self.kernel.clock.now())
 
     # status ------------------------------------------------------------------
     def status(self):
@@ -224,7 +236,7 @@ class EmulatedHost(object):
                 # A reboot takes time on any clock, and kern.boottime must change.
                 self.kernel.clock.advance(max(1.0, time.monotonic() - requested))
             self.kernel.reboot()
-            self.table_touched = True
+            self.purged_second = int(self.kernel.clock.now())
         self._kill_session_holders()
         self.clean_var_run()
         self.run_rc_scripts()
@@ -292,7 +304,6 @@ class EmulatedHost(object):
         if name == "reboot":
             return {"scheduled": self.schedule_reboot(float(command.get("delay", 1.0)))}
         with self.kernel_lock:
-            self.table_touched = True
             if name == "fill":
                 self.kernel.fill(int(command["count"]), seed=int(command.get("seed", 0)))
             elif name == "securelevel":
@@ -305,7 +316,7 @@ class EmulatedHost(object):
                 self.kernel.inject_fault(command["request"], int(command.get("nth", 1)),
                                          int(command.get("errno", errno.EIO)))
             elif name == "advance":
-                self.kernel.clock.advance(float(command["seconds"]))
+                self.advance_clock(float(command["seconds"]))
             elif name == "grow":
                 self.kernel.grow_before_next_fetch(int(command["count"]))
             elif name == "purge":
@@ -377,7 +388,6 @@ class Session(socketserver.BaseRequestHandler):
             memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
             try:
                 with host.kernel_lock:
-                    host.table_touched = True
                     host.kernel.ioctl(self.kernel_handle, request, arg, memory)
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)

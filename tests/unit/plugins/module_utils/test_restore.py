@@ -255,7 +255,8 @@ def test_full_table_rejects_the_rest_without_more_calls(pfemu_kernel, tmp_path, 
         return plan
 
     monkeypatch.setattr(restore_mod, "plan_restore", plan_then_fill)
-    report = restore(write_states(tmp_path / "d.bin", records[:18]), tmp_path, chunk_size=3)
+    # purge_wait 0: the fill leaves expired states that a real kernel's purge would free, and this kernel has no purge thread.
+    report = restore(write_states(tmp_path / "d.bin", records[:18]), tmp_path, chunk_size=3, purge_wait=0)
     assert_balanced(report, 18)
     assert (report["restored"], report["rejected"], report["rejected_by_reason"]) == (5, 13, {"state limit": 13})
     # [0-2] [3-5]x (2 in) [5] alone: full; the 12 others are rejected without a call or a table read.
