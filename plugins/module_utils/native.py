@@ -27,6 +27,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import record_co
 
 MAGIC = b"\x89PFSTAT\n"
 FORMAT_VERSION = 1
+# Version 2 is the NPF kind (npf_native.py): one packed NPF snapshot instead of pf records.
+NPF_FORMAT_VERSION = 2
 PRELUDE = struct.Struct(">8sHBBHHQQ32sII")   # 72 bytes
 PRELUDE_SIZE = PRELUDE.size
 BYTE_ORDER_CODES = {"little": 1, "big": 2}
@@ -243,6 +245,9 @@ def parse_header(head, metadata_bytes=None):
         head[:PRELUDE_SIZE])
     if magic != MAGIC:
         raise NativeFormatError("not a .pfstate file (bad magic %r)" % magic)
+    if version == NPF_FORMAT_VERSION:
+        raise NativeFormatError("unsupported .pfstate format version %d: unsupported kind, the file holds an NPF "
+                                "snapshot (kind npf), not pf states" % version)
     if version != FORMAT_VERSION:
         raise NativeFormatError("unsupported .pfstate format version %d (this collection reads version %d only)"
                                 % (version, FORMAT_VERSION))

@@ -41,6 +41,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     peer_state_name,
     record_count, state_to_dict, swap_records,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import table_occupancy
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     TransformStats, state_filter_from, transform_blocks,
 )
@@ -432,17 +433,9 @@ def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, 
         brief = summarize([block], byte_order, brief=True)
         result.update((key, brief[key]) for key in ("by_interface", "by_protocol", "by_address_family"))
         # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
-        result["expired_awaiting_purge"] = _table_occupancy(block, byte_order, 0)["expired"]
+        result["expired_awaiting_purge"] = table_occupancy(block, byte_order, 0)["expired"]
     result.update(stored)
     return result
-
-
-def _table_occupancy(block, byte_order, listed):
-    """restore.table_occupancy, imported when first used: the pfstate command's dump and convert never load restore."""
-    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
-        table_occupancy,
-    )
-    return table_occupancy(block, byte_order, listed)
 
 
 def _one_block(blocks):
@@ -673,7 +666,7 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
     # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
     result["summary"]["created_by_other_hostids"] = sum(
         n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
-    occupancy = _table_occupancy(block, byte_order, status["states"])
+    occupancy = table_occupancy(block, byte_order, status["states"])
     result["awaiting_purge"] = {key: occupancy[key] for key in ("unlinked", "expired", "awaiting_purge")}
     if lease_file:
         result["lock"] = lease_view(lease_file)

@@ -45,6 +45,9 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, P
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
+    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
 PROG = "pfstate"
@@ -52,8 +55,6 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
-# Imported by the commands that use it (restore, show), not at every start-up.
-RESTORE_MODULE = "ansible_collections.netbsd.pf.plugins.module_utils.restore"
 DEFAULT_DEVICE = "/dev/pf"
 # What a terminal would act on (newlines, ESC sequences, C1 controls): printed as escapes.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -120,9 +121,6 @@ def _rename_map(pairs):
 
 
 def cmd_restore(args):
-    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
-        load_dump, resolve_age, restore_file,
-    )
     if args.max_age is not None:
         dump = load_dump(args.file, _input_format(args))
         _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
@@ -135,7 +133,7 @@ def cmd_restore(args):
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
         lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
-        device_path=args.device, progress=args.progress)
+        device_path=args.device, progress=args.progress, purge_wait=args.purge_wait)
     _end_progress(args)
     for warning in report.get("warnings", ()):
         _warn(warning)
@@ -169,9 +167,6 @@ def _read_for_show(args):
 
 
 def cmd_show(args):
-    from ansible_collections.netbsd.pf.plugins.module_utils.restore import (  # pylint: disable=import-outside-toplevel
-        state_views, summarize_views,
-    )
     if args.file:
         block, info = _read_for_show(args)
         byte_order = info["byte_order"]
@@ -316,6 +311,9 @@ def build_parser():
     restore.add_argument("--limit-policy", choices=("refuse", "fit"), default="refuse",
                          help="when the state limit leaves too little room: add nothing, or add the most valuable states")
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
+    restore.add_argument("--purge-wait", type=_positive_int, default=DEFAULT_PURGE_WAIT, metavar="SECONDS",
+                         help="at the state limit with removed states not yet freed, wait this long for the kernel's "
+                              "purge, the table unlocked meanwhile (0: never wait; default %(default)s)")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
     restore.add_argument("--restore-lock-file", metavar="FILE",
@@ -354,13 +352,7 @@ def build_parser():
     return parser
 
 
-_EXPECTED_ERRORS = (CommandError, OperationError, PfError, LeaseError, TransformError) + DUMP_ERRORS
-
-
-def _expected_errors():
-    """The failures printed as a message; RestoreError only once a command has imported restore."""
-    restore = sys.modules.get(RESTORE_MODULE)
-    return _EXPECTED_ERRORS + ((restore.RestoreError,) if restore else ())
+_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
 
 
 def main(argv=None):
@@ -378,7 +370,7 @@ def main(argv=None):
     args.progress = _progress_bar(args)
     try:
         return args.handler(args)
-    except _expected_errors() as exc:
+    except _EXPECTED_ERRORS as exc:
         _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE

@@ -221,7 +221,8 @@ def test_the_pfstate_bundle_carries_the_npf_layers_and_they_import_from_it(tmp_p
     bundle = subprocess.check_output([sys.executable, bundler, module_utils]).decode().strip()
     try:
         probe = ("import sys; sys.path.insert(0, sys.argv[1]);"
-                 "from ansible_collections.netbsd.pf.plugins.module_utils import npf_nvlist, npf_snapshot, npfdev;"
+                 "from ansible_collections.netbsd.pf.plugins.module_utils import npf_nvlist, npf_snapshot, npfdev,"
+                 " npf_native, npf_convert, npf_restore;"
                  "print(npf_snapshot.__file__)")
         result = subprocess.run([sys.executable, "-I", "-c", probe, bundle], cwd=str(tmp_path),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)

@@ -1,9 +1,7 @@
-"""The convert pipeline streams: memory of one block, not of the table, and what the command imports (issue 13)."""
+"""The convert pipeline streams (memory of one block, not of the table) and does no pass it need not (issue 13)."""
 
 import hashlib
 import os
-import subprocess
-import sys
 import tracemalloc
 import types
 
@@ -85,27 +83,6 @@ def test_convert_again_to_the_same_content_leaves_the_file_alone(sources, tmp_pa
         again = ops.convert_dump(sources["pfs-binary-None"], dest, target, now=2)
         assert first["changed"] and not again["changed"], target
         assert ops.file_sha256(dest)[1] == first["sha256"]
-
-
-def test_pfstate_convert_imports_only_what_it_needs(sources, tmp_path):
-    collections = sys.modules["ansible_collections"].__path__[0]
-    script = (
-        "import sys; sys.path.insert(0, %r)\n"
-        "from ansible_collections.netbsd.pf.plugins.module_utils.pfstate_cli import RESTORE_MODULE, main\n"
-        "status = main(['-q', 'convert', %r, %r, '-F', 'pfs_text'])\n"
-        "print(status, RESTORE_MODULE in sys.modules)\n"
-    ) % (os.path.dirname(collections), sources["pfs-binary-None"], str(tmp_path / "out.txt"))
-    output = subprocess.run([sys.executable, "-c", script], check=True, stdout=subprocess.PIPE,
-                            universal_newlines=True).stdout
-    assert output.split() == ["0", "False"]
-
-
-def test_a_restore_error_is_still_a_message_when_restore_is_imported_late(tmp_path, capsys):
-    from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli  # pylint: disable=import-outside-toplevel
-    missing = str(tmp_path / "missing.pfstate")
-    assert pfstate_cli.main(["-d", str(tmp_path / "no-pf"), "restore", missing]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith("pfstate: ") and "Traceback" not in error and "missing.pfstate" in error
 
 
 def test_pfstate_dump_does_not_summarise_what_it_does_not_print(pfemu_kernel, tmp_path, monkeypatch, capsys):
