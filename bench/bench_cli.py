@@ -155,7 +155,7 @@ def main(argv=None):
         bundles = dict((name, _prepare(os.path.abspath(collections), folder, name)) for name, collections in trees)
         for name, collections in trees:
             launchers[name] = os.path.join(folder, "pfstate-%s.py" % name)
-            with open(launchers[name], "w") as handle:
+            with open(launchers[name], "w", encoding="utf-8") as handle:
                 handle.write(LAUNCHER % os.path.abspath(collections))
         for _round in range(args.rounds):
             for tree, collections in trees:
@@ -204,7 +204,7 @@ def main(argv=None):
             "%.2fx" % row["cpu_ratio_to_codec_alone"] if "cpu_ratio_to_codec_alone" in row else ""))
     os.makedirs(args.out, exist_ok=True)
     result_path = os.path.join(args.out, "cli-%d-%s.json" % (args.states, time.strftime("%Y%m%dT%H%M%S")))
-    with open(result_path, "w") as handle:
+    with open(result_path, "w", encoding="utf-8") as handle:
         json.dump({"load_average": os.getloadavg(), "states": args.states, "rounds": args.rounds, "rows": rows},
                   handle, indent=1)
     print("results: %s" % result_path)
