@@ -83,6 +83,7 @@ def test_convert_again_to_the_same_content_leaves_the_file_alone(sources, tmp_pa
         again = ops.convert_dump(sources["pfs-binary-None"], dest, target, now=2)
         assert first["changed"] and not again["changed"], target
         assert ops.file_sha256(dest)[1] == first["sha256"]
+        assert (again["bytes"], again["sha256"]) == ops.file_sha256(dest), "the file left in place is reported"
 
 
 def test_pfstate_dump_does_not_summarise_what_it_does_not_print(pfemu_kernel, tmp_path, monkeypatch, capsys):
