@@ -5,6 +5,8 @@ Every ```yaml fence must follow a marker line (an HTML comment, invisible in
 the rendered docs) saying what kind of example it is:
 
   <!-- example: fleet -->               a playbook, run against an emulated fleet
+  <!-- example: fleet --check -->       the same, first with --check --diff (a rehearsal
+                                        that must pass too), then for real
   <!-- example: fleet-tasks -->         a task list, wrapped into a play on
                                         `firewalls` and run against the fleet
   <!-- example: syntax (REASON) -->     a playbook that needs a real NetBSD:
@@ -47,7 +49,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-MARKER = re.compile(r"^\s*<!--\s*example:\s*(?P<kind>[a-z-]+)\s*(?:\((?P<reason>[^)]*)\))?\s*-->\s*$")
+MARKER = re.compile(r"^\s*<!--\s*example:\s*(?P<kind>[a-z-]+)\s*(?P<check>--check\s*)?"
+                    r"(?:\((?P<reason>[^)]*)\))?\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 KINDS = {"fleet", "fleet-tasks", "syntax", "tasks", "inventory", "file"}
 KINDS_NEEDING_REASON = {"syntax", "file"}
@@ -91,6 +94,7 @@ class Example:
     kind: str
     reason: str
     text: str
+    check_first: bool = False
 
     @property
     def where(self):
@@ -139,11 +143,13 @@ def extract(path):
                 errors.append(f"{where}: yaml fence without an '<!-- example: KIND -->' line before it")
             elif marker["kind"] not in KINDS:
                 errors.append(f"{where}: unknown example kind {marker['kind']!r} (one of {', '.join(sorted(KINDS))})")
+            elif marker["check"] and marker["kind"] not in RUN_KINDS:
+                errors.append(f"{where}: --check only goes with a kind that runs ({', '.join(sorted(RUN_KINDS))})")
             elif marker["kind"] in KINDS_NEEDING_REASON and not (marker["reason"] or "").strip():
                 errors.append(f"{where}: kind {marker['kind']!r} needs a reason: <!-- example: {marker['kind']} (why) -->")
             else:
                 examples.append(Example(path, index + 1, marker["kind"], (marker["reason"] or "").strip(),
-                                        textwrap.dedent("\n".join(body) + "\n")))
+                                        textwrap.dedent("\n".join(body) + "\n"), bool(marker["check"])))
         index = end + 1
     if errors:
         raise MarkerError("\n".join(errors))
@@ -274,6 +280,8 @@ class Runner:
         if example.kind in RUN_KINDS:
             run_playbook = self.playbooks / f"{example.stem}.run.yml"
             run_playbook.write_text(run_text(example))
+            if example.check_first and not self.ansible(example, *command, "--check", "--diff", run_playbook.name):
+                return "ansible-playbook --check --diff failed"
             if not self.ansible(example, *command, run_playbook.name):
                 return "ansible-playbook failed"
         return None
@@ -347,7 +355,8 @@ def main():
                 except (ValueError, yaml.YAMLError) as problem:
                     error = f"cannot read the example: {problem}"
                 seconds = time.monotonic() - started
-                label = example.kind + (f" ({example.reason})" if example.reason else "")
+                label = example.kind + (" --check" if example.check_first else "") + (
+                    f" ({example.reason})" if example.reason else "")
                 print(f"{example.where:28} {label[:60]:60} {'ok' if error is None else 'FAILED':6} {seconds:5.1f}s",
                       flush=True)
                 if error is None:
