@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run the YAML examples of README.md and docs/*.md (the `examples` tier).
 
 Every ```yaml fence must follow a marker line (an HTML comment, invisible in
@@ -23,13 +22,15 @@ examples of each Markdown file in their order, so a file's later examples see
 what its earlier ones left (captures, dumps). The inventory maps the names the
 docs use onto it: group `firewalls` = fw1, fw2; fw-old and fw-a are fw1,
 fw-new and fw-b are fw2. Paths that would write outside the fleet are play or
-role variables in the docs, overridden here (EXTRA_VARS); lock-taking modules
+role variables in the docs, overridden here (extra_vars()); lock-taking modules
 get the fleet host's lease file through module_defaults added to each play.
+An example that still creates one of the real firewall's paths (REAL_PATHS)
+on this machine fails.
 
 Prints one line per example (file:line, kind, result, seconds) and
 "N passed, N failed"; exits 1 when any example failed.
 
-Usage: tools/run-doc-examples.py [--flavour local|ssh] [--work DIR] [MARKDOWN...]
+Usage: python tools/run-doc-examples.py [--flavour local|ssh] [--work DIR] [MARKDOWN...]
 Needs ANSIBLE_COLLECTIONS_PATH (or build/ from `make copy`) holding netbsd.pf.
 """
 
@@ -69,6 +70,10 @@ LEASE_MODULES = ("states_dump", "states_info", "states_lock", "states_restore")
 LEASE_FILE = ("{{ hostvars[ansible_delegated_vars.keys() | first].netbsd_pf_lease_file"
               " if ansible_delegated_vars is defined and ansible_delegated_vars"
               " else netbsd_pf_lease_file }}")
+
+
+# What the examples would write on a real firewall or controller; none may appear here.
+REAL_PATHS = ("/var/run/netbsd_pf_lock.lease", "/var/db/pf", "/var/db/pfstate", "/srv/pf-captures")
 
 
 def extra_vars(work):
@@ -229,8 +234,8 @@ class Runner:
             "hosts": {alias: dict(hosts[host]) for alias, host in HOST_ALIASES.items()},
             "children": {"firewalls": {"hosts": hosts}},
         }}
-        inventory["all"]["hosts"]["localhost"] = {"ansible_connection": "local",
-                                                   "ansible_python_interpreter": sys.executable}
+        controller = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        inventory["all"]["hosts"]["localhost"] = controller
         (self.work / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory, sort_keys=False))
 
     def ansible(self, example, *command):
@@ -239,7 +244,7 @@ class Runner:
             output.write(f"$ {' '.join(command)}\n")
             output.flush()
             result = subprocess.run(command, cwd=self.playbooks, env=self.env, stdout=output,
-                                    stderr=subprocess.STDOUT, text=True)
+                                    stderr=subprocess.STDOUT, text=True, check=False)
         return result.returncode == 0
 
     def lint(self, examples):
@@ -254,12 +259,11 @@ class Runner:
             return
         lint = subprocess.run(["ansible-lint", "--nocolor", "-f", "pep8", "-c", str(self.work / ".ansible-lint"),
                                "--project-dir", str(self.work), *names], cwd=self.playbooks, env=self.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
         for line in lint.stdout.splitlines():
-            name, _, finding = line.partition(":")
-            self.lint_findings.setdefault(name, []).append(line)
+            self.lint_findings.setdefault(line.partition(":")[0], []).append(line)
         if lint.returncode != 0 and not self.lint_findings:
-            raise RuntimeError(f"ansible-lint failed without findings:\n{lint.stderr}")
+            sys.exit(f"ansible-lint failed without naming a playbook:\n{lint.stderr}")
 
     def check(self, example):
         """Run one example; returns an error message, or None when it passed."""
@@ -282,8 +286,12 @@ class Runner:
             run_playbook.write_text(run_text(example))
             if example.check_first and not self.ansible(example, *command, "--check", "--diff", run_playbook.name):
                 return "ansible-playbook --check --diff failed"
+            present_before = {path for path in REAL_PATHS if os.path.lexists(path)}
             if not self.ansible(example, *command, run_playbook.name):
                 return "ansible-playbook failed"
+            created = [path for path in REAL_PATHS if os.path.lexists(path) and path not in present_before]
+            if created:
+                return f"wrote outside the fleet: {', '.join(created)} (make the path a variable the runner overrides)"
         return None
 
     def check_inventory(self, example):
@@ -304,7 +312,7 @@ class Runner:
             (folder / "group_vars" / "firewalls.yml").write_text(example.text)
             expected = data
         listing = subprocess.run(["ansible-inventory", "-i", str(folder / "hosts.yml"), "--list"], env=self.env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         (self.logs / f"{example.stem}.log").write_text(listing.stdout)
         if listing.returncode != 0 or "[WARNING]" in listing.stdout:
             return "ansible-inventory did not load it cleanly"
@@ -317,7 +325,7 @@ class Runner:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("markdown", nargs="*", type=Path, help="default: README.md and docs/*.md")
     parser.add_argument("--flavour", choices=("local", "ssh"), default="local",
                         help="emulated fleet: local connection (default) or sshd in network namespaces (root)")
@@ -327,10 +335,10 @@ def main():
     collections = subprocess.run([str(ROOT / "tools" / "collections-path.sh")], stdout=subprocess.PIPE,
                                  text=True, check=True).stdout.strip()
     files = arguments.markdown or [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    examples_by_file, marker_errors = [], []
+    examples_by_file, marker_errors = [], []   # one list of examples per Markdown file
     for path in files:
         try:
-            examples_by_file.append((path.resolve(), extract(path.resolve())))
+            examples_by_file.append(extract(path.resolve()))
         except MarkerError as error:
             marker_errors.append(str(error))
     if marker_errors:
@@ -341,11 +349,11 @@ def main():
     runner = Runner(arguments.work.resolve(), arguments.flavour, collections)
     runner.prepare()
     started = time.monotonic()
-    runner.lint([example for _, examples in examples_by_file for example in examples])
+    runner.lint([example for examples in examples_by_file for example in examples])
     print(f"ansible-lint of every playbook example: {time.monotonic() - started:.1f}s", flush=True)
     passed = failed = 0
     try:
-        for path, examples in examples_by_file:
+        for examples in examples_by_file:
             if any(example.kind in RUN_KINDS for example in examples):
                 runner.start_fleet()
             for example in examples:
