@@ -194,7 +194,9 @@ class Runner:
                         ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0")
         self.logs = work / "logs"
         self.fleet_up = False
-        self.lint_findings = {}
+        self.lint_process = None
+        self.lint_started = None
+        self.findings = None
 
     def prepare(self):
         if self.work.exists():
@@ -247,23 +249,40 @@ class Runner:
                                     stderr=subprocess.STDOUT, text=True, check=False)
         return result.returncode == 0
 
-    def lint(self, examples):
-        """Write every playbook as the docs show it and lint them in one ansible-lint run."""
+    def start_lint(self, examples):
+        """Write every playbook as the docs show it and start one ansible-lint run over them all.
+
+        It runs while the fleet runs the examples (half a minute saved); lint_findings() waits for it.
+        """
         names = []
         for example in examples:
             if example.kind not in ("inventory", "file"):
                 playbook = self.playbooks / f"{example.stem}.yml"
                 playbook.write_text(linted_text(example))
                 names.append(playbook.name)
-        if not names:
-            return
-        lint = subprocess.run(["ansible-lint", "--nocolor", "-f", "pep8", "-c", str(self.work / ".ansible-lint"),
-                               "--project-dir", str(self.work), *names], cwd=self.playbooks, env=self.env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
-        for line in lint.stdout.splitlines():
-            self.lint_findings.setdefault(line.partition(":")[0], []).append(line)
-        if lint.returncode != 0 and not self.lint_findings:
-            sys.exit(f"ansible-lint failed without naming a playbook:\n{lint.stderr}")
+        self.lint_started = time.monotonic()
+        self.lint_process = subprocess.Popen(
+            ["ansible-lint", "--nocolor", "-f", "pep8", "-c", str(self.work / ".ansible-lint"),
+             "--project-dir", str(self.work), *names], cwd=self.playbooks, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stop_lint(self):
+        if self.lint_process and self.lint_process.poll() is None:
+            self.lint_process.kill()
+            self.lint_process.communicate()
+
+    def lint_findings(self, playbook):
+        """ansible-lint's findings for one playbook (production profile)."""
+        if self.findings is None:
+            stdout, stderr = self.lint_process.communicate()
+            self.findings = {}
+            for line in stdout.splitlines():
+                self.findings.setdefault(line.partition(":")[0], []).append(line)
+            if self.lint_process.returncode != 0 and not self.findings:
+                sys.exit(f"ansible-lint failed without naming a playbook:\n{stderr}")
+            print(f"(ansible-lint of every playbook example: {time.monotonic() - self.lint_started:.1f}s)",
+                  flush=True)
+        return self.findings.get(playbook, [])
 
     def check(self, example):
         """Run one example; returns an error message, or None when it passed."""
@@ -277,10 +296,6 @@ class Runner:
         command = ["ansible-playbook", "-i", inventory, "-e", f"@{self.work / 'extra-vars.json'}"]
         if not self.ansible(example, *command, "--syntax-check", playbook.name):
             return "ansible-playbook --syntax-check failed"
-        if self.lint_findings.get(playbook.name):
-            with (self.logs / f"{example.stem}.log").open("a") as log:
-                log.write("ansible-lint (production profile):\n" + "\n".join(self.lint_findings[playbook.name]) + "\n")
-            return "ansible-lint failed"
         if example.kind in RUN_KINDS:
             run_playbook = self.playbooks / f"{example.stem}.run.yml"
             run_playbook.write_text(run_text(example))
@@ -292,6 +307,11 @@ class Runner:
             created = [path for path in REAL_PATHS if os.path.lexists(path) and path not in present_before]
             if created:
                 return f"wrote outside the fleet: {', '.join(created)} (make the path a variable the runner overrides)"
+        findings = self.lint_findings(playbook.name)
+        if findings:
+            with (self.logs / f"{example.stem}.log").open("a") as log:
+                log.write("ansible-lint (production profile):\n" + "\n".join(findings) + "\n")
+            return "ansible-lint failed"
         return None
 
     def check_inventory(self, example):
@@ -348,9 +368,7 @@ def main():
 
     runner = Runner(arguments.work.resolve(), arguments.flavour, collections)
     runner.prepare()
-    started = time.monotonic()
-    runner.lint([example for examples in examples_by_file for example in examples])
-    print(f"ansible-lint of every playbook example: {time.monotonic() - started:.1f}s", flush=True)
+    runner.start_lint([example for examples in examples_by_file for example in examples])
     passed = failed = 0
     try:
         for examples in examples_by_file:
@@ -379,6 +397,7 @@ def main():
             runner.stop_fleet()
     finally:
         runner.stop_fleet()
+        runner.stop_lint()
     print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
