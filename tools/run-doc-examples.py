@@ -87,6 +87,8 @@ def extra_vars(work):
         "dump_on_target": "{{ netbsd_pf_state_dir }}/migration.pfstate",
         # the traffic switch of the migration guide (ifconfig carp0 ...)
         "traffic_switch_command": "true",
+        # an emulated reboot takes well under a second: poll for it every second, not every 5
+        "reboot_poll_interval": 1,
         # the fleet runs as the user that started it, without sudo
         "ansible_become": False,
     }
