@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,8 @@ TASK_KINDS = {"fleet-tasks", "tasks"}
 HOST_ALIASES = {"fw-old": "fw1", "fw-a": "fw1", "fw-new": "fw2", "fw-b": "fw2"}
 FLEET_SIZE = 2
 FLEET_STATES = 40
+# A hung example fails the tier instead of hanging it (the slowest, a fleet reboot, takes about a minute).
+COMMAND_TIMEOUT = 300
 
 # Modules whose lock lease file defaults to /var/run/netbsd_pf_lock.lease; a
 # play cannot take module_defaults from the inventory, so the runner adds them.
@@ -247,8 +250,12 @@ class Runner:
         with log.open("a") as output:
             output.write(f"$ {' '.join(command)}\n")
             output.flush()
-            result = subprocess.run(command, cwd=self.playbooks, env=self.env, stdout=output,
-                                    stderr=subprocess.STDOUT, text=True, check=False)
+            try:
+                result = subprocess.run(command, cwd=self.playbooks, env=self.env, stdout=output,
+                                        stderr=subprocess.STDOUT, text=True, check=False, timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                output.write(f"\n(killed after {COMMAND_TIMEOUT} s)\n")
+                return False
         return result.returncode == 0
 
     def start_lint(self, examples):
@@ -368,6 +375,8 @@ def main():
         print("every ```yaml fence needs a marker (docs/testing.md, 'Examples in the docs')", file=sys.stderr)
         return 1
 
+    # A CI cancel or `timeout` sends SIGTERM: leave through `finally`, which takes the fleet down.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     runner = Runner(arguments.work.resolve(), arguments.flavour, collections)
     runner.prepare()
     runner.start_lint([example for examples in examples_by_file for example in examples])
