@@ -311,11 +311,12 @@ class Runner:
             if example.check_first and not self.ansible(example, *command, "--check", "--diff", run_playbook.name):
                 return "ansible-playbook --check --diff failed"
             present_before = {path for path in REAL_PATHS if os.path.lexists(path)}
-            if not self.ansible(example, *command, run_playbook.name):
-                return "ansible-playbook failed"
+            succeeded = self.ansible(example, *command, run_playbook.name)
             created = [path for path in REAL_PATHS if os.path.lexists(path) and path not in present_before]
             if created:
                 return f"wrote outside the fleet: {', '.join(created)} (make the path a variable the runner overrides)"
+            if not succeeded:
+                return "ansible-playbook failed"
         findings = self.lint_findings(playbook.name)
         if findings:
             with (self.logs / f"{example.stem}.log").open("a") as log:
