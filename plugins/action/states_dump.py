@@ -3,12 +3,15 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of netbsd.pf.states_dump: runs the module, then fetches the dump (fetch_to).
 
-The file lands in ``<fetch_to>/<inventory_hostname>/<basename of path>``:
-directories mode 0700 (the host directory is set to 0700 on every run), the
-file 0600 from its first byte (umask 077 and a 0600 ``.part`` file created
-before the transfer), moved into place only after its
-SHA-256 matched the one the module computed on the target.  The transfer
-itself is ansible.builtin.fetch (which handles become and large files).
+The file lands in ``<fetch_to>/<host | netbsd.pf.host_dir>/<basename of path>``,
+where host is the host the module ran on (the delegated host under
+``delegate_to``): directories mode 0700, the host directory refused unless the
+controller user owns it (whoever owns it could swap captures) and set to 0700 on
+every run, the file 0600 from its first byte (umask 077 and a 0600 ``.part``
+file created before the transfer), moved into place only after its SHA-256
+matched the one the module computed on the target.  The transfer itself is
+ansible.builtin.fetch (which handles become and large files).  A failure on the
+controller side fails the task with a message and keeps the module's result.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,21 +20,15 @@ __metaclass__ = type
 
 import hashlib
 import os
-import re
+import stat
 
+from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.netbsd.pf.plugins.plugin_utils.host_dir import host_dir_name
+
 MODULE = "netbsd.pf.states_dump"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def safe_host_dir(name):
-    """A directory name for an inventory host that can never leave its parent (no '/', no '..')."""
-    cleaned = _UNSAFE.sub("_", to_text(name))
-    if cleaned.strip(".") == "":
-        cleaned = "_" + cleaned
-    return cleaned
 
 
 def _sha256(path):
@@ -40,6 +37,20 @@ def _sha256(path):
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _os_error_text(exc):
+    return "%s: %s" % (exc.filename, exc.strerror) if exc.filename else to_text(exc.strerror or exc)
+
+
+def check_private_directory(path):
+    """Refuse ``path`` unless it is a real directory (no symlink) owned by the controller user."""
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise _FetchError("%s is not a directory" % path)
+    if info.st_uid != os.geteuid():
+        raise _FetchError("%s is owned by uid %d, not by the controller user (uid %d): whoever owns it could swap "
+                          "the captures in it; remove it or choose another fetch_to" % (path, info.st_uid, os.geteuid()))
 
 
 class ActionModule(ActionBase):
@@ -57,30 +68,40 @@ class ActionModule(ActionBase):
             return result
         try:
             result["fetched"] = self._fetch(result["path"], result["sha256"], fetch_to, task_vars)
-        except _FetchError as exc:
-            result.update(failed=True, msg="the dump was written on the target (%s) but not fetched: %s" % (result["path"], exc))
+        except (_FetchError, AnsibleError) as exc:
+            reason = to_text(exc)
+        except (OSError, IOError) as exc:
+            reason = _os_error_text(exc)
+        else:
+            return result
+        result.update(failed=True, msg="the dump was written on the target (%s) but not fetched: %s" % (result["path"], reason))
         return result
+
+    def _host_name(self, task_vars):
+        """The host whose dump this is: the delegated host under delegate_to, else the inventory host."""
+        return self._task.delegate_to or task_vars.get("inventory_hostname", self._play_context.remote_addr)
 
     def _fetch(self, remote_path, expected_sha256, fetch_to, task_vars):
         base = os.path.realpath(self._loader.path_dwim(os.path.expanduser(fetch_to)))
-        host_dir = os.path.join(base, safe_host_dir(task_vars.get("inventory_hostname", self._play_context.remote_addr)))
-        if os.path.dirname(os.path.realpath(host_dir)) != base:
-            raise _FetchError("host directory %s would leave %s" % (host_dir, base))
+        host_dir = os.path.join(base, host_dir_name(self._host_name(task_vars)))
         final = os.path.join(host_dir, os.path.basename(remote_path))
         partial = final + ".part"
         # Dumps hold every connection of the firewall: nothing created here may be readable by
         # others, not even for a moment.  umask 077 covers whatever the transport creates; the
         # .part file is also created 0600 before the transfer (transports keep an existing file's mode).
         previous_umask = os.umask(0o077)
+        created_partial = False
         try:
-            if not os.path.isdir(base):
-                os.makedirs(base, 0o700)
-            if not os.path.isdir(host_dir):
+            # exist_ok: the workers of other hosts create the same base directory at the same moment.
+            os.makedirs(base, 0o700, exist_ok=True)
+            if not os.path.lexists(host_dir):
                 os.mkdir(host_dir, 0o700)
+            check_private_directory(host_dir)
             os.chmod(host_dir, 0o700)
             if os.path.lexists(partial):
                 os.unlink(partial)
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+            created_partial = True
             fetched = self._run_builtin_fetch(remote_path, partial, task_vars)
             if fetched.get("failed"):
                 raise _FetchError(fetched.get("msg", "ansible.builtin.fetch failed"))
@@ -89,9 +110,10 @@ class ActionModule(ActionBase):
             if actual != expected_sha256:
                 raise _FetchError("SHA-256 mismatch: the target reported %s, the fetched copy is %s" % (expected_sha256, actual))
             os.rename(partial, final)
+            created_partial = False
         finally:
             os.umask(previous_umask)
-            if os.path.lexists(partial):
+            if created_partial and os.path.lexists(partial):
                 os.unlink(partial)
         return final
 

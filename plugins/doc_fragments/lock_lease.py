@@ -22,13 +22,6 @@ options:
         unlocks it or the host reboots.
     type: int
     default: 300
-  lease_file:
-    description:
-      - File that records the current lease (token, deadline, owner process).
-      - It is the only record of who locked the table; the kernel has no way to read the lock back.
-      - Give every host its own path when several hosts share a file system (test fleets, jails).
-    type: path
-    default: /var/run/netbsd_pf_lock.lease
 notes:
   - >-
     The state lock (C(DIOCSETLCK)) is a NetBSD extension of pf. While the table is locked the packet path ignores every existing state,

@@ -9,13 +9,14 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
 
-    DOCUMENTATION = r"""
+    # netbsd.pf.transforms.filters and netbsd.pf.transforms.rename, each a plain string literal
+    # (ansible-test's yamllint reads every fragment attribute as one).
+    FILTERS = r"""
 options:
   filters:
     description:
       - Keep only the states that match every criterion given here; criteria left out match everything.
       - Within one criterion a state matches if it matches any of the listed values.
-      - Filtering happens on the raw 240-byte records, before any O(rename).
     type: dict
     suboptions:
       interfaces:
@@ -53,6 +54,10 @@ options:
           - Keep only states created by inbound (V(in)) or outbound (V(out)) packets.
         type: str
         choices: [in, out]
+"""
+
+    RENAME = r"""
+options:
   rename:
     description:
       - Map of interface names, old name to new name, applied to the records that pass O(filters).

@@ -4,8 +4,8 @@
 """Argument specs shared by the netbsd.pf modules.
 
 The option names and types here are documented once, in the doc fragments
-``netbsd.pf.transforms`` and ``netbsd.pf.lock_lease``; a module that merges one
-of these specs must also extend the matching fragment.
+``netbsd.pf.common``, ``netbsd.pf.transforms`` and ``netbsd.pf.lock_lease``; a
+module that merges one of these specs must also extend the matching fragment.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,6 +16,15 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import MAX_IFNAME_LE
 
 DEFAULT_LEASE_SECONDS = 300
 DEFAULT_LEASE_FILE = "/var/run/netbsd_pf_lock.lease"
+DEFAULT_DEVICE = "/dev/pf"
+
+# Every member of the netbsd.pf.states action group accepts these, so that
+# module_defaults for group/netbsd.pf.states never makes a member fail on an
+# unsupported parameter.
+COMMON_ARGSPEC = dict(
+    device=dict(type="path", default=DEFAULT_DEVICE),
+    lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
+)
 
 FILTERS_SUBOPTIONS = dict(
     interfaces=dict(type="list", elements="str"),
@@ -33,8 +42,18 @@ TRANSFORM_ARGSPEC = dict(
 
 LOCK_LEASE_ARGSPEC = dict(
     lease=dict(type="int", default=DEFAULT_LEASE_SECONDS),
-    lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
 )
+
+
+def module_argspec(own, *shared):
+    """``own`` merged with COMMON_ARGSPEC and the ``shared`` specs; a name defined twice is a programming error."""
+    spec = dict(COMMON_ARGSPEC)
+    for part in shared + (own,):
+        clash = set(spec) & set(part)
+        if clash:
+            raise ValueError("options defined twice: %s" % ", ".join(sorted(clash)))
+        spec.update(part)
+    return spec
 
 
 def creation_mode(mode):

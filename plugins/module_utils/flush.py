@@ -8,6 +8,12 @@ The kernel reports how many states it removed in a uint8 (reference 5.8,
 before the call and are gone after it.  The same matching rules as the
 kernel's DIOCKILLSTATES loop are implemented here so that check mode predicts
 exactly what a real run removes.
+
+``filters`` (the structure the other modules take, see transforms.StateFilter)
+select states in ways no single kernel request can express (any of lan, gwy
+or ext in a network, several protocols, a direction); those states are removed
+one DIOCKILLSTATES each, keyed exactly to the state (af, proto, both hosts and
+ports, interface).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -91,8 +97,9 @@ class Selection:
     """Which states to remove: everything, one interface, or DIOCKILLSTATES criteria."""
 
     def __init__(self, all_states=False, interface=None, address_family=None, protocol=None,
-                 source=None, destination=None, source_port=None, destination_port=None):
+                 source=None, destination=None, source_port=None, destination_port=None, state_filter=None):
         self.all_states = bool(all_states)
+        self.state_filter = state_filter if state_filter is not None and state_filter.active else None
         self.interface = interface or None
         if self.interface and len(self.interface.encode("utf-8")) >= IFNAMSIZ:
             raise SelectionError("interface name %r is longer than %d bytes" % (self.interface, IFNAMSIZ - 1))
@@ -114,10 +121,10 @@ class Selection:
         self.source_port = PortMatch(source_port) if source_port not in (None, "") else None
         self.destination_port = PortMatch(destination_port) if destination_port not in (None, "") else None
         criteria = self.kill_criteria()
-        if self.all_states and (criteria or self.interface):
+        if self.all_states and (criteria or self.interface or self.state_filter):
             raise SelectionError("all: true removes every state; it cannot be combined with other criteria")
-        if not self.all_states and not criteria and not self.interface:
-            raise SelectionError("empty selection: give interface, address_family, protocol, source, destination or a port, "
+        if not self.all_states and not criteria and not self.interface and not self.state_filter:
+            raise SelectionError("empty selection: give filters, interface, address_family, protocol, source, destination or a port, "
                                  "or all: true to remove every state")
 
     def kill_criteria(self):
@@ -128,7 +135,7 @@ class Selection:
 
     @property
     def request(self):
-        return "DIOCKILLSTATES" if self.kill_criteria() else "DIOCCLRSTATES"
+        return "DIOCKILLSTATES" if self.kill_criteria() or self.state_filter else "DIOCCLRSTATES"
 
     def matches(self, view):
         """The kernel's verdict for one state (reference 5.8 for clear, 5.9 for kill)."""
@@ -184,6 +191,8 @@ class Selection:
             parts.append("to %s" % self.destination.text)
         if self.destination_port:
             parts.append("destination port %s" % _port_text(self.destination_port))
+        if self.state_filter:
+            parts.append("matching filters")
         return ", ".join(parts)
 
 
@@ -192,7 +201,34 @@ def _port_text(port):
 
 
 def matching_views(block, byte_order, selection):
-    return [view for view in state_views(block, byte_order) if selection.matches(view)]
+    views = state_views(block, byte_order)
+    keep = selection.state_filter.mask(block) if selection.state_filter else [True] * len(views)
+    return [view for view, kept in zip(views, keep) if kept and selection.matches(view)]
+
+
+def exact_kill_arguments(view):
+    """PfDevice.kill_states arguments that match this state and only states with its very key, or None.
+
+    The kernel matches no address of a family other than inet/inet6 (reference 5.9),
+    so such a state cannot be removed on its own.
+    """
+    if view.af == AF_INET:
+        prefix = 32
+    elif view.af == AF_INET6:
+        prefix = 128
+    else:
+        return None
+    if view.direction == PF_OUT:
+        src, src_port, dst, dst_port = view.lan, view.lan_port, view.ext, view.ext_port
+    else:
+        src, src_port, dst, dst_port = view.ext, view.ext_port, view.lan, view.lan_port
+    size = prefix // 8
+    return {
+        "af": view.af, "proto": str(view.proto), "ifname": view.ifname,
+        "src": "%s/%d" % (ipaddress.ip_address(bytes(src[:size])), prefix),
+        "dst": "%s/%d" % (ipaddress.ip_address(bytes(dst[:size])), prefix),
+        "src_port": struct.unpack(">H", src_port)[0], "dst_port": struct.unpack(">H", dst_port)[0],
+    }
 
 
 def flush_states(device, selection, check_mode=False):
@@ -204,19 +240,36 @@ def flush_states(device, selection, check_mode=False):
     ``views_before``/``removed_views`` for diff summaries.
     """
     byte_order = device.abi.byte_order
-    before = state_views(device.get_states(), byte_order)
-    matched = [view for view in before if selection.matches(view)]
+    block = device.get_states()
+    before = state_views(block, byte_order)
+    matched = matching_views(block, byte_order, selection)
+    del block
     result = {"request": selection.request, "matched": len(matched), "states_before": len(before),
               "selection": selection.describe(), "views_before": before}
     if check_mode:
-        result.update(removed=len(matched), states_after=len(before) - len(matched), kernel_count=None, removed_views=matched)
+        result.update(removed=len(matched), states_after=len(before) - len(matched), kernel_count=None, removed_views=matched,
+                      awaiting_purge=_unlinked(device, len(before)) + len(matched))
         return result
     if selection.request == "DIOCCLRSTATES":
         kernel_count = device.clear_states(selection.interface or "")
+    elif selection.state_filter:
+        kernel_count = 0
+        for arguments in filter(None, map(exact_kill_arguments, matched)):
+            kernel_count = (kernel_count + device.kill_states(**arguments)) % 256
     else:
         kernel_count = device.kill_states(**selection.kill_arguments())
     after = state_views(device.get_states(), byte_order)
     remaining = set(view.ident for view in after)
     removed = [view for view in matched if view.ident not in remaining]
-    result.update(removed=len(removed), states_after=len(after), kernel_count=kernel_count, removed_views=removed)
+    result.update(removed=len(removed), states_after=len(after), kernel_count=kernel_count, removed_views=removed,
+                  awaiting_purge=_unlinked(device, len(after)))
     return result
+
+
+def _unlinked(device, shown):
+    """States the kernel still counts (and keeps in its pool) but no longer shows: unlinked, waiting for the purge.
+
+    NetBSD frees them only when its purge thread reaches them, about 1 + states / 10 a second and
+    never while the table is locked (reference 5.8, 5.10); until then a restore can meet ENOMEM.
+    """
+    return max(0, device.get_status()["states"] - shown)

@@ -7,11 +7,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import binascii
+import errno
+import fcntl
 import hashlib
 import os
 import re
+import stat
 import sys
-import tempfile
 import threading
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
@@ -28,15 +31,108 @@ FORMATS = (NATIVE, PFS_BINARY, PFS_TEXT)
 _TEXT_START = re.compile(br"\s*state[\s]")
 
 
+# Staged files are named ".NAME.pfstate-PID-RANDOM.tmp": the pid tells a later
+# writer whether the one that made the file is still running.
+_STAGED_NAME = re.compile(r"\A\..+\.pfstate-([1-9][0-9]{0,9})-[0-9a-f]{8}\.tmp\Z")
+_PRIVATE_CREATE = os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
 class DumpFormatError(ValueError):
     """A dump file whose format cannot be determined or that cannot be used as asked."""
 
 
+def open_regular(path):
+    """``path`` opened for binary reading, refused unless it is a regular file.
+
+    Opened non-blocking (a FIFO would block the open itself) and judged by
+    fstat on the descriptor, so nothing can swap the file in between.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+            raise DumpFormatError("%s is %s, not a regular file: refusing to read it as a dump" % (path, kind))
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def create_private(path):
+    """A new file at ``path`` (never an existing one, never through a symlink), mode 0600 from its first byte."""
+    return os.fdopen(os.open(path, os.O_WRONLY | _PRIVATE_CREATE, 0o600), "wb")
+
+
+def copy_private(src, dest):
+    """Copy ``src`` to the new file ``dest``: 0600 while written, then the mode and times of ``src``."""
+    with open_regular(src) as source:
+        info = os.fstat(source.fileno())
+        target = create_private(dest)       # fails on anything already there, which stays untouched
+        try:
+            with target:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    target.write(chunk)
+                target.flush()
+                os.fchmod(target.fileno(), stat.S_IMODE(info.st_mode))
+            os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
+        except BaseException:
+            os.unlink(dest)
+            raise
+
+
+def _writer_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True         # another user's process (EPERM), or a pid we cannot judge: keep the file
+    return True
+
+
+def stale_staged_files(directory):
+    """Staged files in ``directory`` whose writer is no longer running: dicts with path, pid, bytes, mtime."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    stale = []
+    for name in sorted(names):
+        match = _STAGED_NAME.match(name)
+        if not match or _writer_alive(int(match.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            stale.append({"path": path, "pid": int(match.group(1)), "bytes": info.st_size, "mtime": info.st_mtime})
+    return stale
+
+
+def remove_stale_staged_files(directory):
+    """Remove the staged files of dead writers from ``directory``."""
+    for entry in stale_staged_files(directory):
+        try:
+            os.unlink(entry["path"])
+        except OSError:
+            pass            # not ours to remove (permissions) or already gone: states_info still reports it
+
+
 def detect_format(path):
     """NATIVE, PFS_BINARY or PFS_TEXT for the file at `path`; DumpFormatError otherwise."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        head = handle.read(4096)
+    with open_regular(path) as handle:
+        return _detect(handle, os.fstat(handle.fileno()).st_size, path)
+
+
+def _detect(handle, size, path):
+    head = handle.read(4096)
+    handle.seek(0)
     if head.startswith(MAGIC):
         return NATIVE
     if size == 0:
@@ -59,14 +155,14 @@ class DumpReader:
 
     def __init__(self, path, fmt=None, byte_order=None, block_records=4096):
         self.path = path
-        self.format = fmt or detect_format(path)
-        if self.format not in FORMATS:
-            raise DumpFormatError("unknown dump format %r (one of %s)" % (self.format, ", ".join(FORMATS)))
-        self.size = os.path.getsize(path)
-        self._file = open(path, "rb")
+        if fmt is not None and fmt not in FORMATS:
+            raise DumpFormatError("unknown dump format %r (one of %s)" % (fmt, ", ".join(FORMATS)))
+        self._file = open_regular(path)
         self.header = None
         self.trailing_bytes = 0
         try:
+            self.size = os.fstat(self._file.fileno()).st_size
+            self.format = fmt or _detect(self._file, self.size, path)
             if self.format == NATIVE:
                 self._reader = NativeReader(self._file, self.size, block_records)
                 if byte_order and byte_order != self._reader.byte_order:
@@ -191,10 +287,11 @@ class StagedDump:
     it.  Used as a context manager it is discarded unless committed.
     """
 
-    def __init__(self, path, temp_path, handle):
+    def __init__(self, path, temp_path, handle, mode):
         self.path = path
         self.temp_path = temp_path
         self._handle = handle
+        self.mode = mode
         self.size = self.sha256 = self.count = self.records_sha256 = None
 
     def same_as_existing(self):
@@ -212,9 +309,10 @@ class StagedDump:
             return False
 
     def commit(self):
-        """fsync, rename over ``path``, fsync the directory; on failure the temp file is removed."""
+        """Give the file its mode, fsync, rename over ``path``, fsync the directory; on failure the temp file is removed."""
         try:
             self._handle.flush()
+            os.fchmod(self._handle.fileno(), self.mode)
             os.fsync(self._handle.fileno())
             self._handle.close()
             os.rename(self.temp_path, self.path)
@@ -238,6 +336,21 @@ class StagedDump:
         self.discard()
 
 
+def _create_staged(directory, name):
+    """A new staged file beside ``name``: (binary read-write handle, path)."""
+    for _attempt in range(100):
+        temp_path = os.path.join(directory, ".%s.pfstate-%d-%s.tmp" % (
+            name, os.getpid(), binascii.hexlify(os.urandom(4)).decode("ascii")))
+        try:
+            fd = os.open(temp_path, os.O_RDWR | _PRIVATE_CREATE, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            raise
+        return os.fdopen(fd, "w+b"), temp_path
+    raise OSError(errno.EEXIST, "no unused staged file name", directory)
+
+
 def _slices(blocks, records):
     """The blocks cut into zero-copy slices of at most ``records`` records."""
     step = records * RECORD_SIZE
@@ -254,22 +367,18 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
                records_sha256=None):
     """Write ``blocks`` to a temp file beside ``path`` and return it as a StagedDump (not yet in place).
 
-    The temp file is created with O_EXCL and ``mode`` before its first byte.  For
+    The temp file is created with O_EXCL|O_NOFOLLOW, mode 0600, and gets
+    ``mode`` only when committed; its name carries this process's pid, and the
+    staged files that dead writers left in the directory are removed first.  For
     native, ``count`` and ``records_sha256`` (the SHA-256 of the records, if the
     caller already has it) spare a hashing pass over the records.
     """
     if fmt not in FORMATS:
         raise DumpFormatError("unknown dump format %r (one of %s)" % (fmt, ", ".join(FORMATS)))
     directory = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        handle = os.fdopen(fd, "w+b")
-    except BaseException:
-        os.close(fd)
-        os.unlink(temp_path)
-        raise
-    staged = StagedDump(path, temp_path, handle)
+    remove_stale_staged_files(directory)
+    handle, temp_path = _create_staged(directory, os.path.basename(path))
+    staged = StagedDump(path, temp_path, handle, mode)
     try:
         sink = _HashingFile(handle)
         if fmt == NATIVE:

@@ -17,10 +17,22 @@ set it is SIGKILLed or loses its SSH session.  A lease is that guarantee:
   file does not stop it: when in doubt, unlock.
 * The lease file is the only record of who locked the table; ``lease_view()``
   turns it into something a human (or states_info) can read.
+* A holder ends its lease with ``end_lease()``: it unlocks the table only if
+  the lease is still its own, so a lock taken over meanwhile stays in force.
 
 All writes to the lease file happen under an exclusive flock(2) on the file
-itself, so a watchdog deciding to unlock and a task arming a new lease cannot
-interleave.
+itself, so a watchdog deciding to unlock, a holder ending its lease and a task
+arming a new lease cannot interleave.
+
+The watchdog's deadline is on the monotonic clock (CLOCK_MONOTONIC, shared by
+every process of the host): a step of the wall clock (ntpd, an RTC fix after
+boot) neither shortens nor stretches a lease.  Wall-clock times in the lease
+file are for people only.
+
+Root writes these files: they are opened without following a symbolic link,
+created exclusively, and refused in a directory that other users can write to
+(unless it is sticky and the file is ours), so that nobody can point them at
+another file (``open_record_file()``).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,6 +44,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import syslog
 import time
 
@@ -58,14 +71,79 @@ def new_token():
     return binascii.hexlify(os.urandom(8)).decode("ascii")
 
 
+def _refuse(what, path, why):
+    return LeaseError("refusing the %s %s: %s" % (what, path, why))
+
+
+def _check_directory(path, what):
+    """The directory of ``path`` as os.stat; refuses one that other users can write to and that is not sticky."""
+    directory = os.path.dirname(os.path.abspath(path))
+    info = os.stat(directory)       # OSError: the callers say what they could not do with the file
+    if _writable_by_others(info) and not info.st_mode & stat.S_ISVTX:
+        raise _refuse(what, path, "its directory %s can be written by other users and is not sticky, so anyone could "
+                      "replace the file with a link to another one; use a directory only root can write to "
+                      "(such as /var/run)" % directory)
+    return info
+
+
+def _writable_by_others(info):
+    return bool(info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or info.st_uid not in (0, os.geteuid())
+
+
+def open_record_file(path, writable, create=False, what="lease file"):
+    """Open a lease or lock record root writes to, so that nobody else can redirect the write; returns the fd.
+
+    The file is opened without following a symbolic link and, when missing and
+    ``create``, created with O_EXCL (mode 0600).  Refused with LeaseError: a
+    symbolic link, anything but a regular file, a file with other hard links,
+    a directory others can write to unless it is sticky, and in such a sticky
+    directory a file that is not ours.  Other failures raise OSError (ENOENT
+    for a missing file without ``create``).
+    """
+    directory = _check_directory(path, what)
+    # O_NONBLOCK: a FIFO planted in its place must not hang the open (regular files ignore the flag).
+    flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = _open_or_create(path, flags, create)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT and os.path.islink(path):     # ELOOP on Linux, EFTYPE on NetBSD
+            raise _refuse(what, path, "it is a symbolic link (to %s)" % os.readlink(path))
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _refuse(what, path, "it is not a regular file")
+        if info.st_nlink != 1:
+            raise _refuse(what, path, "it has %d hard links; a lease or lock file has one" % info.st_nlink)
+        if _writable_by_others(directory) and info.st_uid != os.geteuid():
+            raise _refuse(what, path, "it belongs to uid %d, not to this user, in a directory others can write to"
+                          % info.st_uid)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_or_create(path, flags, create):
+    """os.open, or a new file (O_EXCL, 0600) when there is none and ``create``; a file created meanwhile is opened."""
+    while True:
+        try:
+            return os.open(path, flags)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not create:
+                raise
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+
+
 class _LockedLeaseFile:
     """The lease file opened and flock()ed; ``read()``/``write()`` work on its whole content."""
 
     def __init__(self, path, exclusive, create=False):
-        flags = os.O_RDWR if exclusive else os.O_RDONLY
-        if create:
-            flags |= os.O_CREAT
-        self.fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self.fd = open_record_file(path, writable=exclusive, create=create)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         except BaseException:
@@ -143,6 +221,7 @@ def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
         raise LeaseError("lease must be 0 (no watchdog) or a number of seconds, not %d" % seconds)
     token = new_token()
     now = time.time()
+    deadline_monotonic = time.monotonic() + seconds
     lease = {
         "version": LEASE_FORMAT_VERSION,
         "token": token,
@@ -153,6 +232,7 @@ def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
         "locked_at": now,
         "seconds": seconds,
         "deadline": now + seconds if seconds else None,
+        "deadline_monotonic": deadline_monotonic if seconds else None,
         "watchdog_pid": None,
     }
     try:
@@ -161,7 +241,7 @@ def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
             if seconds:
                 # Started while we hold the flock: the watchdog cannot act on a
                 # half-written lease, and a concurrent arm waits for us.
-                lease["watchdog_pid"] = _spawn_watchdog(lease_file, token, lease["deadline"], device_path)
+                lease["watchdog_pid"] = _spawn_watchdog(lease_file, token, deadline_monotonic, device_path)
                 locked.write(lease)
     except OSError as exc:
         raise LeaseError("cannot write lease file %s: %s; choose a writable lease_file"
@@ -180,6 +260,70 @@ def release_lease(lease_file, token=None):
         return False
     return _update_lease(lease_file, token if token is not None else lease["token"],
                          state=RELEASED, released_at=time.time()) is not None
+
+
+# How end_lease() found a lease that is no longer this holder's to end.
+TAKEN_OVER = "taken_over"
+
+
+def end_lease(lease_file, token, unlock):
+    """End the lease ``token`` of this holder: unlock the table (``unlock()``) only while that lease is in force.
+
+    Under the lease file's exclusive lock, so that nobody can take the lease
+    over between the check and the unlock.  Returns None when this call
+    unlocked the table (the lease is marked released), else the lease found
+    there, with ``ended`` saying why the table was left as it is: TAKEN_OVER
+    (another holder's lease is in force: its lock must stay), RELEASED (someone
+    unlocked the table and released the lease) or EXPIRED (the watchdog
+    unlocked the table when the lease ran out).  With no lease in the file, or
+    one whose watchdog failed to unlock, the table is unlocked: a stuck lock
+    is worse.  Raises LeaseError if the lease file cannot be used (the table
+    is then still locked; the caller decides).
+    """
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=True) as locked:
+            lease = locked.read()
+            if lease is not None and lease.get("token") != token:
+                lease["ended"] = TAKEN_OVER
+                return lease
+            if lease is not None and lease.get("state") in (RELEASED, EXPIRED):
+                lease["ended"] = lease["state"]
+                return lease
+            unlock()
+            if lease is not None:
+                lease.update(state=RELEASED, released_at=time.time())
+                locked.write(lease)
+            return None
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise LeaseError("cannot end the lease in %s: %s" % (lease_file, os.strerror(exc.errno)))
+    unlock()        # the lease file is gone: nobody else holds a lease
+    return None
+
+
+def unlock_and_release(lease_file, unlock):
+    """An explicit unlock: ``unlock()`` whoever locked the table, and release the lease in force; True if one was.
+
+    Under the lease file's exclusive lock, so that a lease armed meanwhile is
+    either released with the table unlocked, or armed after the unlock and
+    left in force with its lock.  Without a lease file the table is unlocked
+    all the same.  Raises LeaseError if the lease file cannot be used (the
+    table is then not unlocked yet; the caller decides).
+    """
+    try:
+        with _LockedLeaseFile(lease_file, exclusive=True) as locked:
+            unlock()
+            lease = locked.read()
+            if lease is None or lease.get("state") != HELD:
+                return False
+            lease.update(state=RELEASED, released_at=time.time())
+            locked.write(lease)
+            return True
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise LeaseError("cannot release the lease in %s: %s" % (lease_file, os.strerror(exc.errno)))
+    unlock()
+    return False
 
 
 def lease_view(lease_file, now=None):
@@ -207,10 +351,15 @@ def lease_view(lease_file, now=None):
         view["locked_by_lease"] = True
         view["message"] = "locked with lease 0: no watchdog will unlock the table"
         return view
-    view["remaining_seconds"] = max(0.0, round(deadline - now, 3))
-    if deadline > now:
+    watchdog_alive = process_alive(lease.get("watchdog_pid"))
+    remaining = deadline - now
+    if watchdog_alive and isinstance(lease.get("deadline_monotonic"), (int, float)):
+        # The watchdog runs: this boot's monotonic clock says how long it will wait, whatever the wall clock did.
+        remaining = lease["deadline_monotonic"] - time.monotonic()
+    view["remaining_seconds"] = max(0.0, round(remaining, 3))
+    if remaining > 0:
         view["locked_by_lease"] = True
-    elif process_alive(lease.get("watchdog_pid")):
+    elif watchdog_alive:
         view["locked_by_lease"] = True
         view["message"] = "deadline passed; the watchdog is unlocking the table"
     else:
@@ -239,11 +388,12 @@ def set_table_lock(device_path, locked):
 class Watchdog:
     """The decision logic of a lease watchdog, with injectable clock, sleep and unlock.
 
-    ``run()`` returns how the lease ended: ``"released"``, ``"taken_over"``,
-    ``"unlocked"`` or ``"unlock_failed"``.
+    ``deadline`` is a reading of ``clock``, the monotonic clock (a wall-clock
+    step must not move it).  ``run()`` returns how the lease ended:
+    ``"released"``, ``"taken_over"``, ``"unlocked"`` or ``"unlock_failed"``.
     """
 
-    def __init__(self, lease_file, token, deadline, unlock, clock=time.time, sleep=time.sleep, poll=POLL_SECONDS):
+    def __init__(self, lease_file, token, deadline, unlock, clock=time.monotonic, sleep=time.sleep, poll=POLL_SECONDS):
         self.lease_file = lease_file
         self.token = token
         self.deadline = deadline
@@ -295,18 +445,21 @@ class Watchdog:
                         last_error = str(exc)
                         continue
                     lease = lease or {"version": LEASE_FORMAT_VERSION, "token": self.token}
-                    lease.update(state=EXPIRED, unlocked_at=self.clock(), unlocked_by="watchdog")
+                    lease.update(state=EXPIRED, unlocked_at=time.time(), unlocked_by="watchdog")
                     locked.write(lease)
                     return "unlocked"
-            except OSError as exc:
-                # The lease file itself is unusable: unlock anyway, a stuck lock is worse.
-                last_error = "lease file %s: %s" % (self.lease_file, os.strerror(exc.errno))
+            except (OSError, LeaseError) as exc:
+                # The lease file itself is unusable (or was replaced by a link): unlock anyway, a stuck lock is worse.
+                last_error = "lease file %s: %s" % (self.lease_file, os.strerror(exc.errno) if isinstance(exc, OSError) else exc)
                 try:
                     self.unlock()
                     return "unlocked"
                 except (PfError, OSError) as unlock_exc:
                     last_error = str(unlock_exc)
-        _update_lease(self.lease_file, self.token, state=UNLOCK_FAILED, error=last_error)
+        try:
+            _update_lease(self.lease_file, self.token, state=UNLOCK_FAILED, error=last_error)
+        except LeaseError:
+            pass    # nothing more to record it in; syslog says it
         return "unlock_failed"
 
 
@@ -341,8 +494,8 @@ def _max_fd():
         return 1024
 
 
-def _spawn_watchdog(lease_file, token, deadline, device_path):
-    """Start the detached watchdog; returns its pid once it runs."""
+def _spawn_watchdog(lease_file, token, deadline_monotonic, device_path):
+    """Start the detached watchdog (deadline a time.monotonic() reading); returns its pid once it runs."""
     read_end, write_end = os.pipe()
     first_child = _detach(keep_fd=write_end)
     if first_child == 0:
@@ -350,7 +503,7 @@ def _spawn_watchdog(lease_file, token, deadline, device_path):
         try:
             os.write(write_end, str(os.getpid()).encode("ascii"))
             os.close(write_end)
-            outcome = Watchdog(lease_file, token, deadline, lambda: set_table_lock(device_path, False)).run()
+            outcome = Watchdog(lease_file, token, deadline_monotonic, lambda: set_table_lock(device_path, False)).run()
             _log_outcome(outcome, lease_file, device_path)
         except BaseException:
             status = 1

@@ -14,8 +14,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import calendar
 import hashlib
 import json
+import math
+import re
 import struct
 import tempfile
 import zlib
@@ -25,6 +28,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.records import record_co
 
 MAGIC = b"\x89PFSTAT\n"
 FORMAT_VERSION = 1
+# Version 2 is the NPF kind (npf_native.py): one packed NPF snapshot instead of pf records.
+NPF_FORMAT_VERSION = 2
 PRELUDE = struct.Struct(">8sHBBHHQQ32sII")   # 72 bytes
 PRELUDE_SIZE = PRELUDE.size
 BYTE_ORDER_CODES = {"little": 1, "big": 2}
@@ -32,6 +37,18 @@ COMPRESSION_CODES = {"none": 0, "zlib": 1}
 DEFAULT_COMPRESSION_LEVEL = 1       # measured: see docs/formats.md
 MAX_METADATA = 1 << 20
 READ_SIZE = 1 << 20
+# No NetBSD table holds more states than this (the state limit is a u_int, but
+# the kernel's memory runs out long before): a header announcing more is refused.
+MAX_RECORDS = 10000000
+# Inflated size / compressed size: deflate cannot exceed 1032; the most
+# compressible table measured (records that differ only by their id) reaches 87.
+# A header whose count needs more than this from its payload is refused before
+# anything is decompressed.
+MAX_INFLATION = 256
+# Nesting of the metadata JSON (the collection writes 2 levels).
+MAX_METADATA_DEPTH = 16
+# Capture times must fall between 1970 and 9999 (what ISO 8601 years and gmtime carry).
+MAX_EPOCH_SECONDS = 253402300799
 
 
 class NativeFormatError(ValueError):
@@ -118,6 +135,107 @@ class NativeWriter:
         self.fileobj.seek(end)
 
 
+_ISO_8601 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(\.[0-9]{1,9})?)?(Z|[+-][0-9]{2}:?[0-9]{2})\Z")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+# Keys the collection writes, with what their values must be: anything else in
+# the free-form metadata is kept but only bounded (size, depth, no NaN).
+_STRING_KEYS = ("captured_at_utc", "hostname", "os", "release", "machine", "hostid", "tool", "source_host",
+                "netbsd_release")
+_TIME_KEYS = ("captured_at", "converted_at")
+
+
+def iso8601_seconds(text):
+    """Seconds since the epoch of an ISO 8601 date-time with an offset (Z or +HH:MM); ValueError (saying why) otherwise.
+
+    Every field is range-checked (2024-02-30 or 25:61 are refused, not wrapped round).
+    """
+    match = _ISO_8601.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError("not an ISO 8601 date-time with an offset, such as 2024-05-01T12:30:00Z")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    year, month, day, hour, minute, second = (int(value) for value in (year, month, day, hour, minute, second or 0))
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(max(year, 1), month)[1] or year < 1:
+        raise ValueError("not a date: no day %02d in %04d-%02d" % (day, year, month))
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError("not a time of day (hours 0-23, minutes 0-59, seconds 0-60)")
+    seconds = calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0)) + float(fraction or 0)
+    if zone != "Z":
+        digits = zone[1:].replace(":", "")
+        offset_hours, offset_minutes = int(digits[:2]), int(digits[2:])
+        if offset_hours > 23 or offset_minutes > 59:
+            raise ValueError("not a valid UTC offset")
+        seconds -= (-1 if zone[0] == "-" else 1) * (offset_hours * 3600 + offset_minutes * 60)
+    return seconds
+
+
+def _json_depth(data):
+    """Deepest nesting of arrays and objects in JSON bytes, counted without recursion."""
+    depth = deepest = 0
+    for char in _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", data)):
+        depth += 1 if char in b"[{" else -1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_METADATA_DEPTH:
+                break
+    return deepest
+
+
+def _refuse_constant(name):
+    raise ValueError("%s is not a number JSON allows" % name)
+
+
+def _finite_float(text):
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("%s is too large for a number" % text[:40])
+    return value
+
+
+def _check_time(key, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise NativeFormatError("metadata %s must be seconds since the epoch or an ISO 8601 date-time, not %s"
+                                % (key, type(value).__name__))
+    if isinstance(value, str):
+        try:
+            value = iso8601_seconds(value)
+        except ValueError as exc:
+            raise NativeFormatError("metadata %s %r: %s" % (key, value, exc))
+    if not 0 <= value <= MAX_EPOCH_SECONDS:
+        raise NativeFormatError("metadata %s %r is outside the years 1970-9999" % (key, value))
+
+
+def parse_metadata(metadata_bytes):
+    """The metadata object of a .pfstate header, checked against the schema in docs/formats.md."""
+    if _json_depth(metadata_bytes) > MAX_METADATA_DEPTH:
+        raise NativeFormatError(".pfstate metadata is nested deeper than %d levels" % MAX_METADATA_DEPTH)
+    try:
+        metadata = json.loads(metadata_bytes.decode("utf-8"), parse_constant=_refuse_constant,
+                              parse_float=_finite_float)
+    except RecursionError:
+        raise NativeFormatError(".pfstate metadata is nested too deeply")
+    except ValueError as exc:
+        raise NativeFormatError(".pfstate metadata is not valid JSON: %s" % exc)
+    if not isinstance(metadata, dict):
+        raise NativeFormatError(".pfstate metadata must be a JSON object, not %s" % type(metadata).__name__)
+    for key in _TIME_KEYS:
+        if key in metadata:
+            _check_time(key, metadata[key])
+    for key in _STRING_KEYS:
+        if key in metadata and not isinstance(metadata[key], str):
+            raise NativeFormatError("metadata %s must be a string, not %s" % (key, type(metadata[key]).__name__))
+    if "captured_at_utc" in metadata:
+        _check_time("captured_at_utc", metadata["captured_at_utc"])
+    level = metadata.get("compression_level", 0)
+    if isinstance(level, bool) or not isinstance(level, int) or not -1 <= level <= 9:
+        raise NativeFormatError("metadata compression_level must be a zlib level -1 to 9, not %r" % (level,))
+    converted = metadata.get("converted_from", {})
+    if not isinstance(converted, dict) or not all(isinstance(value, str) for value in converted.values()):
+        raise NativeFormatError("metadata converted_from must be an object of strings")
+    return metadata
+
+
 def parse_header(head, metadata_bytes=None):
     """Check a prelude (72 bytes) and return a dict; with metadata bytes, check the CRC too."""
     if len(head) < PRELUDE_SIZE:
@@ -126,6 +244,9 @@ def parse_header(head, metadata_bytes=None):
         head[:PRELUDE_SIZE])
     if magic != MAGIC:
         raise NativeFormatError("not a .pfstate file (bad magic %r)" % magic)
+    if version == NPF_FORMAT_VERSION:
+        raise NativeFormatError("unsupported .pfstate format version %d: unsupported kind, the file holds an NPF "
+                                "snapshot (kind npf), not pf states" % version)
     if version != FORMAT_VERSION:
         raise NativeFormatError("unsupported .pfstate format version %d (this collection reads version %d only)"
                                 % (version, FORMAT_VERSION))
@@ -133,6 +254,9 @@ def parse_header(head, metadata_bytes=None):
         raise NativeFormatError("record size %d in .pfstate header; NetBSD's pfsync_state is %d bytes" % (size, RECORD_SIZE))
     if reserved or meta_len > MAX_METADATA:
         raise NativeFormatError("corrupt .pfstate header (reserved field or metadata length)")
+    if count > MAX_RECORDS:
+        raise NativeFormatError("header announces %d records; no NetBSD state table holds more than %d"
+                                % (count, MAX_RECORDS))
     header = {
         "format_version": version,
         "byte_order": _code_name(BYTE_ORDER_CODES, order, "byte order"),
@@ -145,10 +269,7 @@ def parse_header(head, metadata_bytes=None):
             raise NativeFormatError("truncated .pfstate header: metadata of %d bytes, %d present" % (meta_len, len(metadata_bytes)))
         if zlib.crc32(head[:PRELUDE_SIZE - 4] + metadata_bytes) & 0xffffffff != crc:
             raise NativeFormatError(".pfstate header checksum mismatch (header or metadata damaged)")
-        try:
-            header["metadata"] = json.loads(metadata_bytes.decode("utf-8"))
-        except ValueError:
-            raise NativeFormatError(".pfstate metadata is not valid JSON")
+        header["metadata"] = parse_metadata(metadata_bytes)
     return header
 
 
@@ -174,6 +295,11 @@ class NativeReader:
         if self.header["compression"] == "none" and self.header["payload_length"] != self.count * RECORD_SIZE:
             raise NativeFormatError("payload of %d bytes does not hold the %d records the header announces"
                                     % (self.header["payload_length"], self.count))
+        if self.count * RECORD_SIZE > self.header["payload_length"] * MAX_INFLATION:
+            raise NativeFormatError(
+                "header announces %d records (%d bytes) but a %d-byte compressed payload cannot hold more than %d bytes "
+                "(%d:1 is beyond any state table)" % (self.count, self.count * RECORD_SIZE, self.header["payload_length"],
+                                                      self.header["payload_length"] * MAX_INFLATION, MAX_INFLATION))
         self.verified = False
 
     def _raw_blocks(self):

@@ -15,7 +15,6 @@ __metaclass__ = type
 
 import hashlib
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -27,20 +26,22 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, open_dump, stage_dump,
+    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    LeaseError, arm_lease, lease_view, release_lease, set_table_lock,
+    LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_IFNAME, OFF_PROTO, OFF_SRC, RecordError, column,
     peer_state_name,
     record_count, state_to_dict, swap_records,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.restore import table_occupancy
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     TransformStats, state_filter_from, transform_blocks,
 )
@@ -173,10 +174,10 @@ def lock_table(device_path, lease, lease_file, holder="netbsd.pf.states_lock"):
 def unlock_table(device_path, lease_file):
     """Unlock the table and release the lease; returns (lease view before, whether a held lease was released)."""
     before = lease_view(lease_file)
-    set_table_lock(device_path, False)
     try:
-        released = release_lease(lease_file)
+        released = unlock_and_release(lease_file, lambda: set_table_lock(device_path, False))
     except LeaseError as exc:
+        set_table_lock(device_path, False)
         raise OperationError("the table is unlocked, but the lease could not be released (%s); its watchdog will "
                              "unlock again at its deadline, which is harmless" % exc)
     return before, released
@@ -228,7 +229,7 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
             try:
                 buffer = device.states_buffer()
                 started = time.perf_counter()
-                with locked(device):
+                with locked(device, unlock=lambda: _end_own_lease(device, lease_file, token)):
                     block = device.get_states(buffer)
                 window = (time.perf_counter() - started) * 1000.0
             finally:
@@ -247,11 +248,18 @@ def take_snapshot(device_path, lock, lease, lease_file, holder="netbsd.pf.states
         return snapshot
 
 
+def _end_own_lease(device, lease_file, token):
+    """Unlock and release unless the lease was taken over meanwhile: the new holder's lock must stay."""
+    try:
+        end_lease(lease_file, token, lambda: device.set_lock(False))
+    except LeaseError:
+        device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+
+
 def _unlock_quietly(device, lease_file, token):
     """Undo a hold lock after a failure; the lease watchdog remains the fallback if this fails too."""
     try:
-        device.set_lock(False)
-        release_lease(lease_file, token)
+        _end_own_lease(device, lease_file, token)
     except Exception:   # pylint: disable=broad-except
         pass
 
@@ -349,7 +357,7 @@ def backup_file(path, now=None):
     """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
     now = time.time() if now is None else now
     backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
-    shutil.copy2(path, backup)
+    copy_private(path, backup)
     return backup
 
 
@@ -369,7 +377,7 @@ def start_detached(argv):
 
 def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
                 lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
-                device_path="/dev/pf", run_after=None, now=None):
+                device_path="/dev/pf", run_after=None, now=None, progress=None):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
 
     The file is replaced atomically and only when its content (format,
@@ -389,7 +397,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 
     snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
     try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now)
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress)
         if snapshot.lock_mode == "hold":
             result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
             result["lock"] = dict(lease_view(lease_file), mode="hold")
@@ -405,19 +413,21 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     return result
 
 
-def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now):
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress):
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
     summary = summarize([block], byte_order, brief=True)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
-                        check_mode=check_mode, now=now)
+                        check_mode=check_mode, now=now, progress=progress)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
         "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
         "by_address_family": summary["by_address_family"],
+        # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
+        "expired_awaiting_purge": table_occupancy(block, byte_order, 0)["expired"],
     }
     result.update(stored)
     return result
@@ -430,7 +440,7 @@ def _one_block(blocks):
 
 
 def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, backup=False, mode=0o600,
-               check_mode=False, now=None):
+               check_mode=False, now=None, progress=None):
     """Write ``block`` to ``path`` unless the file there already has the same content.
 
     Returns ``changed`` and ``content_sha256``, and unless in check mode the
@@ -448,12 +458,15 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if check_mode:
             return outcome
         if changed:
-            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256)
+            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256, progress)
     elif check_mode:
-        digest = content_digest(fmt, byte_order, compression, block)
+        try:
+            digest = content_digest(fmt, byte_order, compression, block)
+        except TextFormatError as exc:
+            raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
-        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode)
+        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, progress=progress)
         changed = not staged.same_as_existing()
         outcome = {"changed": changed, "content_sha256": staged.sha256}
         if not changed:
@@ -477,12 +490,19 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     return outcome
 
 
-def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None):
+def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None, progress=None):
+    blocks = [block] if progress is None else reported_slices(block, progress, "writing")
     try:
-        return stage_dump(path, fmt, [block], byte_order, count=count, metadata=metadata, compress=compression,
+        return stage_dump(path, fmt, blocks, byte_order, count=count, metadata=metadata, compress=compression,
                           mode=mode, records_sha256=records_sha256)
     except OSError as exc:
         raise _write_error(path, exc)
+    except TextFormatError as exc:
+        raise _unwritable(path, exc)
+
+
+def _unwritable(path, exc):
+    return OperationError("cannot write %s: %s; nothing was written" % (path, exc))
 
 
 def _write_error(path, exc):
@@ -520,7 +540,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
 
 
 def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_order=None, compress=True,
-                 transforms=None, mode=0o600, check_mode=False, now=None):
+                 transforms=None, mode=0o600, check_mode=False, now=None, progress=None):
     """Rewrite the dump ``src`` as ``dest`` in ``fmt``; no device is touched.
 
     ``byte_order`` is the byte order of the output records: "little", "big",
@@ -538,7 +558,8 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         stats = TransformStats()
         try:
             # Read and transform the whole dump first: a damaged source never produces a partial dest.
-            block = b"".join(apply_transforms(reader.blocks(), source_order, transforms, stats))
+            blocks = reader.blocks() if progress is None else reported_blocks(reader.blocks(), progress, "reading", reader.count)
+            block = b"".join(apply_transforms(blocks, source_order, transforms, stats))
         except DUMP_ERRORS as exc:
             raise OperationError("%s: %s" % (src, exc))
         block = swap_records(block, source_order, target_order)
@@ -558,9 +579,9 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
         metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
         metadata["converted_at"] = time.time() if now is None else now
     stored = store_dump(dest, fmt, block, target_order, stats.kept, compression, metadata, mode=mode,
-                        check_mode=check_mode)
+                        check_mode=check_mode, progress=progress)
     result["changed"] = stored["changed"]
-    if result["changed"] and not check_mode:
+    if not check_mode:
         result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
 
@@ -590,6 +611,11 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         "filtered": stats.filtered,
     }
     result["summary"]["total_in_table"] = stats.read
+    # Stock NetBSD draws a new hostid at every boot: restored states keep the creator id they were dumped with.
+    result["summary"]["created_by_other_hostids"] = sum(
+        n for creatorid, n in result["summary"]["by_creatorid"].items() if creatorid != result["status"]["hostid"])
+    occupancy = table_occupancy(block, byte_order, status["states"])
+    result["awaiting_purge"] = {key: occupancy[key] for key in ("unlinked", "expired", "awaiting_purge")}
     if lease_file:
         result["lock"] = lease_view(lease_file)
     if timeout_values is not None:

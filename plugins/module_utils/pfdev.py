@@ -348,12 +348,14 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
-def locked(device):
+def locked(device, unlock=None):
     """Lock the state table for the body; always unlock, also on exceptions and SIGTERM/SIGINT/SIGHUP.
 
     The signals are turned into LockInterrupted for the duration; after the
     unlock the previous handlers are restored and the signal is delivered
-    again to them, so the process ends (or not) as it would have.
+    again to them, so the process ends (or not) as it would have.  ``unlock``,
+    if given, is called instead of a plain unlock (with the signals still held
+    off): a holder under a lease unlocks only while the lease is still its own.
     """
     previous = {}
     try:
@@ -371,7 +373,10 @@ def locked(device):
                 if blocked:
                     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _LOCK_SIGNALS)
                 try:
-                    device.set_lock(False)
+                    if unlock is None:
+                        device.set_lock(False)
+                    else:
+                        unlock()
                 finally:
                     if blocked:
                         for signum, handler in previous.items():

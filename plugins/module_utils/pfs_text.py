@@ -148,8 +148,28 @@ def _ifname_text(raw):
     return raw.decode(ENCODING)
 
 
+def shown_text(text):
+    """``text`` for a person's terminal: every character the reader would not take as part of a name
+    (control characters, ESC, spaces, non-ASCII) as a backslash escape."""
+    return "".join(char if _NAME_CHAR.match(char) else "\\\\" if char == "\\" else
+                   ("\\x%02x" % ord(char) if ord(char) < 256 else "\\u%04x" % ord(char)) for char in text)
+
+
+def _carried_ifname_text(raw):
+    """The name as pfs text writes it; TextFormatError for one the reader would not read back as it is."""
+    text = _ifname_text(raw)
+    if b"\0" not in raw:
+        raise TextFormatError("interface name %s is %d characters long (pfs text carries at most %d)"
+                              % (shown_text(text), len(text), MAX_IFNAME_LEN))
+    if text and not _TOKEN_RE.fullmatch(text):
+        raise TextFormatError("interface name '%s' holds characters pfs text cannot carry (it separates words "
+                              "at them)" % shown_text(text))
+    return text
+
+
 _PORT_TEXT_BY_RAW = _Cache(lambda raw: _PORT_TEXT[_port_unpack(raw)[0]], limit=65537)
-_IFNAME_TEXT = _Cache(_ifname_text, limit=4096)
+_IFNAME_TEXT = _Cache(_carried_ifname_text, limit=4096)
+_IFNAME_SHOWN = _Cache(lambda raw: shown_text(_ifname_text(raw)), limit=4096)
 # Address text by af and raw 16 bytes (unknown af: '?', as inet_ntop fails in pfs).
 _ADDRESS_TEXT = {AF_INET: _Cache(lambda raw: inet_ntoa(raw[:4])), AF_INET6: _Cache(lambda raw: inet_ntop(AF_INET6, raw))}
 _UNKNOWN_AF_TEXT = _Cache(lambda raw: "?", limit=1)
@@ -193,9 +213,14 @@ _TCP_LINE = ("state %s on %s proto tcp from %s%s to %s%s%s id %d cid %d expire %
 _LINE = "state %s on %s proto %s from %s%s to %s%s%s id %d cid %d expire %d timeout %d src %s dst %s\n"
 
 
-def format_block(block, byte_order):
-    """pfs text (str) of every record of a block (same text as format_record, one record at a time)."""
+def format_block(block, byte_order, shown=False):
+    """pfs text (str) of every record of a block (same text as format_record, one record at a time).
+
+    Interface names that pfs text cannot carry raise TextFormatError, or with
+    ``shown`` (text for a person, not a file) are escaped with shown_text().
+    """
     record_count(block)
+    ifnames = _IFNAME_SHOWN if shown else _IFNAME_TEXT
     lines = []
     append = lines.append
     for (state_id, ifname, lan, lan_port, gwy, gwy_port, ext, ext_port,
@@ -212,12 +237,12 @@ def format_block(block, byte_order):
                 # The common TCP state, one template for the whole line.
                 if direction == PF_OUT:
                     append(_TCP_LINE % (
-                        "out", _IFNAME_TEXT[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        "out", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
                         _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
                         _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1, _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2))
                 else:
                     append(_TCP_LINE % (
-                        "in", _IFNAME_TEXT[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        "in", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
                         _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
                         _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2, _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1))
                 continue
@@ -228,10 +253,10 @@ def format_block(block, byte_order):
             src = prefix[st1] + (" no-scrub" if s1 != 1 else _scrub_text(s1, f1, t1, m1))
             dst = prefix[st2] + (" no-scrub" if s2 != 1 else _scrub_text(s2, f2, t2, m2))
         if direction == PF_OUT:
-            append(_LINE % ("out", _IFNAME_TEXT[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
+            append(_LINE % ("out", ifnames[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
                             names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, src, dst))
         else:
-            append(_LINE % ("in", _IFNAME_TEXT[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
+            append(_LINE % ("in", ifnames[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
                             names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, dst, src))
     return "".join(lines)
 
@@ -245,8 +270,21 @@ class PfsTextWriter:
         self.count = 0
 
     def write_block(self, block):
-        self.fileobj.write(format_block(block, self.byte_order).encode(ENCODING))
+        try:
+            text = format_block(block, self.byte_order)
+        except TextFormatError as exc:
+            raise TextFormatError("cannot write state %s as pfs text: %s" % (self._first_uncarried(block), exc))
+        self.fileobj.write(text.encode(ENCODING))
         self.count += record_count(block)
+
+    def _first_uncarried(self, block):
+        """'N (id I)' of the first state of ``block`` whose interface name pfs text cannot carry."""
+        for index, (state_id, ifname) in enumerate(ordered_struct(self.byte_order, "Q16s216x").iter_unpack(block)):
+            try:
+                _IFNAME_TEXT[ifname]
+            except TextFormatError:
+                return "%d (id %d)" % (self.count + index + 1, state_id)
+        return "?"
 
 
 # --- reader ---------------------------------------------------------------------
@@ -255,6 +293,7 @@ class PfsTextWriter:
 # as "a/n" and "tp++") and ',' (pfs prints "[LO:HI,DIFF]").  Any other
 # character separates tokens, as flex's default rule makes it do in pfs.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9:\[][A-Za-z0-9\[\]_:%.\-/+,]*")
+_NAME_CHAR = re.compile(r"[A-Za-z0-9\[\]_:%.\-/+,]")
 # 20 digits hold any u64; longer numbers are out of range for every field, and
 # refusing them here keeps int() away from Python's digit limit (ValueError).
 _NUMBER_RE = re.compile(r"[0-9]{1,20}\Z")
@@ -280,7 +319,7 @@ _FAST_PEER = (rb"(?: |)(?:state (" + _FAST_TOKEN + rb"*)|)"
               rb" max_win " + _FAST_NUMBER + b"(?: mss " + _FAST_NUMBER + b"|) wscale " + _FAST_NUMBER + b"|)"
               rb" (?:no-scrub|(s)crub flags " + _FAST_NUMBER + b"ttl " + _FAST_NUMBER + b"mod " + _FAST_NUMBER + b")")
 _FAST_LINES = re.compile(
-    rb"^state (in|out) on (" + _FAST_TOKEN + b"{0,%d}) proto (" % (MAX_IFNAME_LEN - 1) + _FAST_TOKEN + b"*) from "
+    rb"^state (in|out) on ((?:" + _FAST_TOKEN + b"{0,%d})|) proto (" % (MAX_IFNAME_LEN - 1) + _FAST_TOKEN + b"*) from "
     + _FAST_HOST + b" to " + _FAST_HOST + b"(?: using " + _FAST_HOST + b"|) id " + _FAST_NUMBER + b" cid " + _FAST_NUMBER
     + b" expire " + _FAST_NUMBER + b" timeout " + _FAST_NUMBER + b" src " + _FAST_PEER + b" dst " + _FAST_PEER
     + rb"(?:\n|\r\n|\Z)", re.M)
@@ -702,7 +741,10 @@ def _parse_general(tokens):
     tokens.expect("on")
     ifname = tokens.take("interface name")    # any token: the position makes keywords unambiguous
     ifname_pos = tokens.last
-    tokens.expect("proto")
+    if ifname == "proto" and tokens.peek() != "proto":
+        ifname = ""                 # pfs prints an empty name as "on  proto"
+    else:
+        tokens.expect("proto")
     proto = tokens.take("protocol")
     hosts = []
     for keyword in ("from", "to"):

@@ -29,6 +29,7 @@ __metaclass__ = type
 
 import argparse
 import json
+import re
 import signal
 import sys
 import time
@@ -41,10 +42,11 @@ from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 
@@ -54,6 +56,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 DEFAULT_DEVICE = "/dev/pf"
+# What a terminal would act on (newlines, ESC sequences, C1 controls): printed as escapes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class CommandError(Exception):
@@ -88,7 +92,8 @@ def cmd_dump(args):
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
-                         lease_file=args.lease_file, device_path=args.device)
+                         lease_file=args.lease_file, device_path=args.device, progress=args.progress)
+    _end_progress(args)
     window = result.get("lock_window_ms")
     _say(args, "%d states %s (%s)%s" % (
         result["count"], _written(result, args.file), args.format,
@@ -127,7 +132,9 @@ def cmd_restore(args):
     report = restore_file(
         args.file, fmt=_input_format(args), byte_order=args.byte_order, transforms=_transforms(args, _rename_map(args.rename)),
         age=args.age, on_conflict=args.on_conflict, limit_policy=args.limit_policy, lock=args.lock,
-        lease=args.lease, lease_file=args.lease_file, check_mode=args.dry_run, device_path=args.device)
+        lease=args.lease, lease_file=args.lease_file, restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+        device_path=args.device, progress=args.progress, purge_wait=args.purge_wait)
+    _end_progress(args)
     for warning in report.get("warnings", ()):
         _warn(warning)
     _say(args, "%s%d restored, %d already present, %d rejected, %d expired, %d filtered out of %d states in %s (aged %d s)" % (
@@ -142,16 +149,26 @@ def cmd_restore(args):
 
 # --- show, convert, lock, unlock ---------------------------------------------------------------
 
-def cmd_show(args):
-    if args.file:
+def _read_for_show(args):
+    """The records of the file to show and what to say about it; errors name the file."""
+    try:
         with open_dump(args.file, _input_format(args), args.byte_order) as reader:
             block = b"".join(bytes(chunk) for chunk in reader.blocks(verify=True))
             info = {"file": args.file, "format": reader.format, "byte_order": reader.byte_order,
                     "states": record_count(block)}
             metadata = (reader.header or {}).get("metadata") or {}
-            for key in ("captured_at", "hostname"):
-                if key in metadata:
-                    info[key] = metadata[key]
+    except DUMP_ERRORS as exc:
+        message = str(exc)
+        raise CommandError(message if message.startswith(args.file) else "%s: %s" % (args.file, message))
+    for key in ("captured_at", "hostname"):
+        if key in metadata:
+            info[key] = metadata[key]
+    return block, info
+
+
+def cmd_show(args):
+    if args.file:
+        block, info = _read_for_show(args)
         byte_order = info["byte_order"]
     else:
         byte_order = Abi.host().byte_order
@@ -162,12 +179,12 @@ def cmd_show(args):
                     "running": status["running"], "state_limit": device.get_limit(),
                     "lock": lease_view(args.lease_file)}
     if args.list:
-        sys.stdout.write(format_block(block, byte_order))
+        sys.stdout.write(format_block(block, byte_order, shown=True))
         return EXIT_OK
     counts = summarize_views(state_views(block, byte_order))
     if args.json:
         info["by_interface_protocol"] = dict(("%s %s" % key, count) for key, count in sorted(counts.items()))
-        _out(json.dumps(info, indent=2, sort_keys=True, default=str))
+        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
         return EXIT_OK
     for key in sorted(info):
         if key == "lock":
@@ -176,19 +193,21 @@ def cmd_show(args):
                 _out("lock: held under lease %s (%s s left)" % (lock.get("token"), lock.get("remaining_seconds")))
             else:
                 _out("lock: %s" % (lock.get("message") or lock.get("state")))
-        elif key == "captured_at":
-            _out("captured_at: %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(info[key]))))
+        elif key == "captured_at" and not isinstance(info[key], str):
+            # The header checked it: epoch seconds, or else an ISO 8601 string shown as it is.
+            _out("captured_at: %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info[key])))
         else:
             _out("%s: %s" % (key, info[key]))
     for (ifname, proto), count in sorted(counts.items()):
-        _out("  %-16s %-10s %8d" % (ifname, proto, count))
+        _out("  %-16s %-10s %8d" % (shown_text(ifname), proto, count))
     return EXIT_OK
 
 
 def cmd_convert(args):
     result = convert_dump(args.source, args.dest, args.format, byte_order=args.to_byte_order,
                           src_format=canonical_format(args.from_format) if args.from_format else None,
-                          text_byte_order=args.byte_order)
+                          text_byte_order=args.byte_order, progress=args.progress)
+    _end_progress(args)
     _say(args, "%d states of %s %s (%s, %s-endian)" % (
         result["count"], args.source, _written(result, args.dest), args.format, result["byte_order"]))
     return EXIT_OK
@@ -212,12 +231,26 @@ def cmd_unlock(args):
 
 # Output goes through the streams directly: ansible-test's pylint forbids print() in module_utils.
 def _out(text, stream=None):
-    (stream or sys.stdout).write(text + "\n")
+    (stream or sys.stdout).write(_CONTROL.sub(lambda match: "\\x%02x" % ord(match.group()), text) + "\n")
 
 
 def _say(args, message, always=False):
     if always or not args.quiet:
         _out(message, sys.stderr if always else sys.stdout)
+
+
+def _progress_bar(args):
+    """A ProgressBar on stderr for the long commands, when stderr is a terminal and output is wanted; else None."""
+    if args.command not in ("dump", "restore", "convert") or args.quiet:
+        return None
+    isatty = getattr(sys.stderr, "isatty", None)
+    return ProgressBar(sys.stderr) if isatty is not None and isatty() else None
+
+
+def _end_progress(args):
+    """End the bar's line before anything else is printed."""
+    if args.progress is not None:
+        args.progress.close()
 
 
 def _warn(message):
@@ -278,8 +311,14 @@ def build_parser():
     restore.add_argument("--limit-policy", choices=("refuse", "fit"), default="refuse",
                          help="when the state limit leaves too little room: add nothing, or add the most valuable states")
     restore.add_argument("-L", "--lock", choices=("during", "none"), default="during", help="lock the table while adding")
+    restore.add_argument("--purge-wait", type=_positive_int, default=DEFAULT_PURGE_WAIT, metavar="SECONDS",
+                         help="at the state limit with removed states not yet freed, wait this long for the kernel's "
+                              "purge, the table unlocked meanwhile (0: never wait; default %(default)s)")
     restore.add_argument("--rename", action="append", metavar="OLD=NEW", help="rename an interface (repeatable)")
     restore.add_argument("-n", "--dry-run", action="store_true", help="only say what would happen")
+    restore.add_argument("--restore-lock-file", metavar="FILE",
+                         help="lock that serialises restores on this host, the same for every restore whatever its "
+                              "lease file (default /var/run/netbsd_pf_restore.lock)")
     _add_lease_options(restore)
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)
@@ -328,19 +367,24 @@ def main(argv=None):
             previous[signum] = signal.signal(signum, _terminate)
         except ValueError:      # not the main thread (tests): the defaults stay
             pass
+    args.progress = _progress_bar(args)
     try:
         return args.handler(args)
     except _EXPECTED_ERRORS as exc:
+        _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE
     except (IOError, OSError) as exc:
+        _end_progress(args)
         where = " %s" % exc.filename if getattr(exc, "filename", None) else ""
         _out("%s:%s %s" % (PROG, where, exc.strerror or exc), sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
+        _end_progress(args)
         _out("%s: interrupted" % PROG, sys.stderr)
         return 128 + signal.SIGINT
     except _Terminated as exc:
+        _end_progress(args)
         _out("%s: terminated by signal %d" % (PROG, exc.args[0]), sys.stderr)
         return 128 + exc.args[0]
     finally:

@@ -24,7 +24,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import calendar
 import errno
 import fcntl
 import os
@@ -38,11 +37,16 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, arm_lease, lease_view, process_alive, release_lease
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
+    EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_view, open_record_file, process_alive,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, OFF_RULE, OFF_TIMEOUT, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
 
@@ -168,13 +172,12 @@ def parse_timestamp(value):
     if not match:
         raise ValueError("%r is neither seconds since the epoch nor an ISO 8601 date-time such as 2024-05-01T12:30:00Z" % value)
     year, month, day, hour, minute, second, fraction, zone = match.groups()
-    seconds = calendar.timegm((int(year), int(month), int(day), int(hour), int(minute), int(second or 0), 0, 0, 0))
-    seconds += float(fraction) if fraction else 0.0
-    if zone and zone != "Z":
-        sign = -1 if zone[0] == "-" else 1
-        digits = zone[1:].replace(":", "")
-        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
-    return seconds
+    # The strict form checks every field: 2024-02-30 or 25:61 are refused, not wrapped round.
+    try:
+        return iso8601_seconds("%s-%s-%sT%s:%s:%s%s%s" % (year, month, day, hour, minute, second or "00",
+                                                          (fraction or "")[:10], zone or "Z"))
+    except ValueError as exc:
+        raise ValueError("%r is %s" % (value, exc))
 
 
 def resolve_age(age, now, captured_at=None, header_captured_at=None, source_mtime=None, file_mtime=None):
@@ -515,11 +518,14 @@ class Restorer:
     The kernel adds a chunk in array order and stops at the first record it
     cannot insert, without saying which (reference 5.5).  When a chunk fails:
 
-    * the table is read back; the kernel's state-insert counter (DIOCGETSTATUS,
-      read just before the call) says how many of the chunk's records it took,
-      the table says which records it holds: a record held there that this
-      restore did not add was added identically by someone else: it is in the
-      table, so it counts as already present (and as appeared_during_restore);
+    * the table is read back and tells, record by record, which of the chunk's
+      leading records this call inserted (``_own_prefix``): the kernel appends
+      one call's records to the state list in array order, with no other insert
+      in between, after every state that was there before the call.  A record
+      held there that this call did not add was added identically by someone
+      else (another writer, pfsync): it is in the table, so it counts as
+      already present (and as appeared_during_restore).  Global counters are
+      never credited to this restore: they count the other writers' inserts too;
     * the rest of the plan is checked against that table, so that states which
       appeared since the plan cost no further failed calls;
     * the record the kernel stopped at is sent again alone and rejected only if
@@ -529,8 +535,10 @@ class Restorer:
     ``table_reads`` counts the tables read back: at most one per failed call.
     """
 
-    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE):
+    def __init__(self, device, plan, byte_order, chunk_size=DEFAULT_CHUNK_SIZE, progress=None, purge_wait=None):
         self.device = device
+        self.progress = progress
+        self.purge_wait = purge_wait    # a PurgeWait, or None: never wait for the kernel's purge
         self.plan = plan
         self.byte_order = byte_order
         self.chunk_size = max(1, chunk_size)
@@ -544,6 +552,7 @@ class Restorer:
 
     def add(self):
         outcome = self.plan.outcome
+        done = 0
         for batch in _batches(self.plan.to_add, self.plan.without_identity, self.chunk_size):
             pending = [index for index in batch if not self._settled[index]]
             alone = False
@@ -554,11 +563,14 @@ class Restorer:
                     break
                 settled, alone = self._send(pending[:1] if alone else pending)
                 pending = [index for index in pending[settled:] if not self._settled[index]]
+            done += len(batch)
+            if self.progress is not None:
+                self.progress("adding", done, len(self.plan.to_add))
         return outcome
 
     def _send(self, chunk):
         """One DIOCADDSTATES; returns (records settled from the start of chunk, whether the next one goes alone)."""
-        inserts_before = self._version()[0] if len(chunk) > 1 else None
+        before = self._version() if len(chunk) > 1 else None
         self.calls += 1
         try:
             self.device.add_states(self._records(chunk), chunk_records=len(chunk))
@@ -567,10 +579,12 @@ class Restorer:
                 raise RestoreError("DIOCADDSTATES failed: %s; %d states were restored before the failure"
                                    % (exc, self.plan.outcome.counts["restored"]), self.plan.outcome.as_dict())
             self.failures += 1
+            if len(chunk) == 1 and exc.errno == errno.ENOMEM and self._waited_for_purge():
+                return 0, False
             if len(chunk) == 1:
                 self._reject_alone(chunk[0], exc.errno)
                 return 1, False
-            return self._settle_chunk(chunk, inserts_before)
+            return self._settle_chunk(chunk, before, exc.errno)
         self._restore(chunk)
         return len(chunk), False
 
@@ -581,28 +595,57 @@ class Restorer:
             return memoryview(block)[first * RECORD_SIZE:(last + 1) * RECORD_SIZE]
         return b"".join(block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE] for index in chunk)
 
-    def _settle_chunk(self, chunk, inserts_before):
-        version, model = self._read_table()
-        positions = []      # where the table holds the chunk's leading records (DIOCGETSTATES: insertion order)
+    def _settle_chunk(self, chunk, before, failed_errno):
+        after, model = self._read_table()
+        positions = []      # where the table holds the chunk's leading records (DIOCGETSTATES: list order)
         for index in chunk:
             verdict, holder = self._classify(model, index)
             if verdict != ALREADY_PRESENT:
                 break
             positions.append(holder)
         held = len(positions)
-        # The kernel took a prefix of the chunk and stopped at the record after it: at most len - 1, no more
-        # than the insert counter grew, and appended in array order, after any copy that was already there.
-        ours = min(version[0] - inserts_before, held, len(chunk) - 1)
-        for count in range(1, ours):
-            if positions[count] < positions[count - 1]:
-                ours = count
-                break
+        ours = self._own_prefix(chunk, positions, before, after, model, failed_errno)
         self._restore(chunk[:ours])
         for index in chunk[ours:held]:
             self._appeared(index)
         failing = chunk[held] if ours == held else None
         self._replan(model, failing)
         return held, failing is not None
+
+    def _own_prefix(self, chunk, positions, before, after, model, failed_errno):
+        """How many of the chunk's leading records the failed call inserted; the other held ones are a rival's.
+
+        ``positions``: where the table holds the chunk's leading records;
+        ``before``/``after``: (inserts, removals, states) just before the call
+        and with the table read back.  This call's records form a run of
+        consecutive positions starting with the chunk's first record, after the
+        states listed at ``before`` (if nothing was freed since), no longer than the
+        inserts since.  The kernel stopped at the record after that run: one it
+        could not insert (a conflict, a full table, an errno other than
+        ENOMEM), or one held before the call began, which then sits before the
+        run.  Anything else means the kernel stopped at the first record, held
+        before the call by someone else.
+        """
+        held = len(positions)
+        run = 1 if held else 0
+        while run < held and positions[run] == positions[0] + run:
+            run += 1
+        # Positions count listed states only; the status count also holds states unlinked but
+        # not yet freed by the purge, the same number before and after when nothing was freed.
+        awaiting_purge = after[2] - record_count(model.live)
+        if not run or run > after[0] - before[0] or (after[1] == before[1] and positions[0] < before[2] - awaiting_purge):
+            return 0
+        if run == held and held < len(chunk) and self._refused(chunk[held], model, after[2], failed_errno):
+            return run
+        if run < held and positions[run] < positions[0]:
+            return run
+        return 0
+
+    def _refused(self, index, model, states, failed_errno):
+        """Whether the kernel refused this record: not ENOMEM (a rival's duplicate), or a conflict or full table."""
+        if failed_errno != errno.ENOMEM or self._classify(model, index)[0] != NEW:
+            return True
+        return states >= self.device.get_limit(PF_LIMIT_STATES)
 
     def _replan(self, model, failing):
         """Settle, against the table just read, the records still to send, as the planner would have."""
@@ -637,6 +680,17 @@ class Restorer:
         if self.table_reads > reads:
             self._replan(model, None)
 
+    def _waited_for_purge(self):
+        """A record refused at the state limit: wait for the purge to free pending states; True to send it again.
+
+        At the limit the kernel fails the pool allocation before it looks at the trees, so the
+        record's own fate is unknown until it is sent again below the limit.
+        """
+        if self.purge_wait is None or not self.purge_wait.possible:
+            return False
+        unsent = sum(1 for index in self.plan.to_add if not self._settled[index])
+        return self.purge_wait.wait_for_room(min(unsent, self.chunk_size))
+
     def _classify(self, model, index):
         return model.classify(*keys_at(self.plan.block, self.byte_order, index)[:4])
 
@@ -670,9 +724,16 @@ class Restorer:
         return counters["inserts"], counters["removals"], status["states"]
 
     def _read_table(self):
+        """(version, TableModel) of a table read with no change during the read (positions match the counters)."""
         version = self._version()
-        self.table_reads += 1
-        self._table = (version, TableModel(self.byte_order, self.device.get_states()))
+        for _attempt in range(3):
+            self.table_reads += 1
+            block = self.device.get_states()
+            settled = self._version()
+            if settled == version:
+                break
+            version = settled
+        self._table = (version, TableModel(self.byte_order, block))
         return self._table
 
     def _current_table(self):
@@ -680,6 +741,186 @@ class Restorer:
         if self._table is not None and self._table[0] == self._version():
             return self._table[1]
         return self._read_table()[1]
+
+
+# --- the purge and adaptive timeouts ----------------------------------------------
+#
+# NetBSD frees a cleared, killed or expired state only when its purge thread reaches it, a part
+# of the list each second and never while the table is locked (reference 5.4, 5.8, 5.10); until
+# then the state holds its place in the pool and in DIOCGETSTATUS's count, so DIOCADDSTATES
+# answers ENOMEM at the limit although DIOCGETSTATES no longer shows the state.
+
+DEFAULT_PURGE_WAIT = 180
+PURGE_POLL_SECONDS = 1.0
+# Stop waiting this long before the restore's lock lease runs out, so the watchdog still guards the relock.
+LEASE_MARGIN_SECONDS = 15
+PFTM_INTERVAL = 15
+PFTM_ADAPTIVE_START = 16
+PFTM_ADAPTIVE_END = 17
+DEFAULT_RULE = 0xFFFFFFFF
+
+_RULE_AND_EXPIRE = struct.Struct("%dxI%dxI%dx" % (OFF_RULE, OFF_EXPIRE - OFF_RULE - 4, RECORD_SIZE - OFF_EXPIRE - 4))
+
+
+def table_occupancy(live_block, byte_order, status_states):
+    """What holds the state pool: states the purge will free, and the default rule's live states.
+
+    ``awaiting_purge`` counts the states DIOCGETSTATUS counts but DIOCGETSTATES does not show
+    (unlinked, not yet freed) plus the shown ones exported with expire 0 (expired, not yet
+    reached by the purge, which unlinks and frees them when it gets there).
+    """
+    fields = struct.Struct(prefix_for(byte_order) + _RULE_AND_EXPIRE.format)
+    shown = expired = on_default_rule = 0
+    for rule, expire in fields.iter_unpack(live_block):
+        shown += 1
+        if expire == 0:
+            expired += 1
+        elif rule == DEFAULT_RULE:
+            on_default_rule += 1
+    unlinked = max(0, status_states - shown)
+    return {"unlinked": unlinked, "expired": expired, "awaiting_purge": unlinked + expired,
+            "live": shown - expired, "live_on_default_rule": on_default_rule}
+
+
+class PurgeWait:
+    """Waits, when DIOCADDSTATES hits the state limit, for the kernel's purge to free pending states.
+
+    The purge does nothing while the table is locked, so a lock this restore holds is
+    released for the wait and taken again after it (the lease stays armed meanwhile); a lock
+    held by someone else's lease (netbsd.pf.states_lock) means there is nothing to wait for.
+    Progress is kept in ``summary()`` for the module's result.
+    """
+
+    def __init__(self, device, seconds, lock_report, clock=None, sleep=None):
+        self.device = device
+        self.seconds = max(0, int(seconds or 0))
+        self.lock_report = lock_report
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or time.sleep
+        self.deadline = self._clock() + self.seconds
+        if lock_report.get("taken") and lock_report.get("lease_seconds"):
+            self.deadline = min(self.deadline, self._clock() + lock_report["lease_seconds"] - LEASE_MARGIN_SECONDS)
+        self.waits = []
+        self.stopped = None     # why the restore does not or no longer waits
+        if lock_report.get("held_by_lease"):
+            self.stopped = "not waiting: the table is locked under another holder's lease and the kernel does not purge a locked table"
+        elif not self.seconds:
+            self.stopped = "not waiting: purge_wait is 0"
+
+    @property
+    def possible(self):
+        """Whether the purge can free anything during a wait."""
+        return self.seconds > 0 and not self.lock_report.get("held_by_lease")
+
+    def wait_for_room(self, wanted):
+        """Wait until ``wanted`` more states fit or everything pending is freed; False when waiting cannot help."""
+        if not self.possible:
+            return False
+        status = self.device.get_status()
+        limit = self.device.get_limit(PF_LIMIT_STATES)
+        if status["states"] < limit:
+            return False    # an ENOMEM below the limit: not the purge's to solve
+        pending = table_occupancy(self.device.get_states(), self.device.abi.byte_order, status["states"])["awaiting_purge"]
+        if pending == 0:
+            return False
+        if self._clock() >= self.deadline:
+            self.stopped = "purge_wait ran out (%d seconds%s)" % (self.seconds, self._lease_note())
+            return False
+        # Room for one purge tick's worth is enough to go on: refilling keeps pf_status.states, and so the
+        # purge's quota (1 + states / interval a second), high, where an idle table frees ever fewer states a second.
+        quota = 1 + status["states"] // max(1, self.device.get_timeout(PFTM_INTERVAL))
+        target = max(limit - min(wanted, quota), status["states"] - pending)
+        started, states = self._clock(), status["states"]
+        release = bool(self.lock_report.get("taken"))
+        if release:
+            self.device.set_lock(False)
+        try:
+            while states > target and self._clock() < self.deadline:
+                self._sleep(PURGE_POLL_SECONDS)
+                states = self.device.get_status()["states"]
+        finally:
+            if release:
+                self.device.set_lock(True)
+        self.waits.append({"pending": pending, "freed": status["states"] - states,
+                           "seconds": round(self._clock() - started, 1), "lock_released": release})
+        if states >= limit:
+            self.stopped = "purge_wait ran out (%d seconds%s)" % (self.seconds, self._lease_note())
+            return False
+        return True
+
+    def _lease_note(self):
+        if self.lock_report.get("taken") and self.lock_report.get("lease_seconds"):
+            return ", ending %d seconds before the lock lease" % LEASE_MARGIN_SECONDS
+        return ""
+
+    def summary(self):
+        """The result's ``purge_wait``: limit, waits, seconds waited, states freed meanwhile, why it stopped."""
+        return {"limit_seconds": self.seconds, "waits": len(self.waits),
+                "waited_seconds": round(sum(wait["seconds"] for wait in self.waits), 1),
+                "freed_while_waiting": sum(wait["freed"] for wait in self.waits),
+                "lock_released": any(wait["lock_released"] for wait in self.waits), "stopped": self.stopped}
+
+    def warning(self):
+        """One line for the module's warnings when the restore had to wait, or None."""
+        if not self.waits:
+            return None
+        summary = self.summary()
+        text = ("the table was full with states awaiting the kernel's purge: waited %.1f s in %d waits, %d states freed "
+                "meanwhile" % (summary["waited_seconds"], summary["waits"], summary["freed_while_waiting"]))
+        if summary["lock_released"]:
+            text += "; the table lock was released while waiting (the kernel does not purge a locked table)"
+        return text
+
+
+def scaled_timeout(timeout, timeouts, default_rule_states):
+    """pf_state_expires() (pf.c) for a default-rule state: its timeout as scaled by adaptive.start/end.
+
+    NetBSD scales by ``(end - states) / (end - start)`` in 32-bit unsigned arithmetic once the
+    default rule holds more than adaptive.start states (``set limit states N`` makes pfctl set
+    start/end to 60 %/120 % of N), and expires every state at once from adaptive.end on.
+    """
+    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+    if not end or default_rule_states <= start or start >= end:
+        return timeout
+    if default_rule_states >= end:
+        return 0
+    return ((timeout * (end - default_rule_states)) & 0xFFFFFFFF) // (end - start)
+
+
+def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_states):
+    """Set the expire field of the records to add so each keeps the remaining time it was dumped with.
+
+    The import sets a state's last activity to ``now - (timeout - expire)`` with the full
+    timeout, and pf_state_expires() then scales the timeout, so a state near the limit dies
+    ``timeout - scaled`` seconds earlier than the dump said, already expired when that exceeds
+    its remaining time.  Adding that amount to ``expire`` cancels the scaling at the table's
+    size after the restore.  No state gets more than its scaled timeout from now (that would
+    put its last activity in the future): those are capped and counted as ``shortened``.
+    Returns the figures for the report (``shortened_by_max``: the most seconds a capped state lost).
+    """
+    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+    report = {"start": start, "end": end, "default_rule_states_after": default_rule_states,
+              "scaling": scaled_timeout(1000000, timeouts, default_rule_states) != 1000000,
+              "compensated": 0, "shortened": 0, "shortened_by_max": 0}
+    if not report["scaling"]:
+        return report
+    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    for index in indexes:
+        offset = index * RECORD_SIZE
+        timeout_index = block[offset + OFF_TIMEOUT]
+        if timeout_index >= len(timeouts):
+            continue  # PFTM_UNTIL_PACKET: never scaled
+        timeout = timeouts[timeout_index]
+        remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
+        wanted = remaining + timeout - scaled_timeout(timeout, timeouts, default_rule_states)
+        if wanted > timeout:
+            report["shortened"] += 1
+            report["shortened_by_max"] = max(report["shortened_by_max"], wanted - timeout)
+            wanted = timeout
+        if wanted != remaining:
+            expire_field.pack_into(block, offset + OFF_EXPIRE, wanted)
+            report["compensated"] += 1
+    return report
 
 
 # --- diff and summaries ---------------------------------------------------------
@@ -735,19 +976,22 @@ def add_counts(before, added):
 
 # --- serialisation of concurrent restores -------------------------------------------
 
-def default_restore_lock_file(lease_file):
-    return lease_file + ".restore"
+# One per host, whatever lease file each restore names: two restores must never interleave their adds.
+DEFAULT_RESTORE_LOCK_FILE = "/var/run/netbsd_pf_restore.lock"
 
 
 @contextmanager
-def exclusive_restore(path, timeout, clock=time.time, sleep=time.sleep):
-    """Hold an exclusive flock on ``path`` for the duration of one restore.
+def exclusive_restore(path, timeout, clock=time.monotonic, sleep=time.sleep):
+    """Hold an exclusive flock on ``path`` (None: DEFAULT_RESTORE_LOCK_FILE) for the duration of one restore.
 
     Waits up to ``timeout`` seconds (0: do not wait) for a concurrent restore
     on the same host, then raises RestoreError naming the holder's pid.
     """
+    path = path or DEFAULT_RESTORE_LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_record_file(path, writable=True, create=True, what="restore lock file")
+    except LeaseError as exc:
+        raise RestoreError("%s; choose another restore_lock_file" % exc)
     except OSError as exc:
         raise RestoreError("cannot open the restore lock file %s: %s; choose a writable restore_lock_file"
                            % (path, os.strerror(exc.errno)))
@@ -777,33 +1021,38 @@ def exclusive_restore(path, timeout, clock=time.time, sleep=time.sleep):
 class LoadedDump:
     """A dump read completely into memory and verified."""
 
-    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, trailing_bytes):
+    def __init__(self, path, fmt, byte_order, block, header_captured_at, mtime, size, trailing_bytes):
         self.path = path
         self.format = fmt
         self.byte_order = byte_order
         self.block = block
         self.header_captured_at = header_captured_at
         self.mtime = mtime
+        self.size = size
         self.trailing_bytes = trailing_bytes
 
 
-def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
+def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=None, remove_after_open=False):
     """Read and verify every record of a dump (checksums, header, syntax, record fields).
 
     ``byte_order`` overrides detection for pfs binary files; text files are
     read in ``text_byte_order`` (the kernel's: pfs prints ids in host order).
+    ``remove_after_open`` removes the file once it is open (also when it is
+    not a dump): the records are read from the open descriptor.
     Raises RestoreError naming the problem; nothing is sent to the kernel.
     """
     try:
-        mtime = os.stat(path).st_mtime
-        reader = open_dump(path, None if fmt in (None, "auto") else fmt,
-                           byte_order if byte_order else (text_byte_order if fmt == "pfs-text" else None))
-        if reader.format == "pfs-text" and not byte_order and text_byte_order and reader.byte_order != text_byte_order:
-            reader.close()
-            reader = open_dump(path, "pfs-text", text_byte_order)
+        try:
+            file_info = os.stat(path)
+            dump_format = detect_format(path) if fmt in (None, "auto") else fmt
+            reader = open_dump(path, dump_format, byte_order if byte_order else (text_byte_order if dump_format == "pfs-text" else None))
+        finally:
+            if remove_after_open:
+                remove_quietly(path)
         with reader:
             block = bytearray()
-            for chunk in reader.blocks(verify=True):
+            chunks = reader.blocks(verify=True)
+            for chunk in chunks if progress is None else reported_blocks(chunks, progress, "reading", reader.count):
                 block += chunk
             header = reader.header or {}
             dump_format, dump_order, trailing = reader.format, reader.byte_order, reader.trailing_bytes
@@ -820,7 +1069,7 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None):
         captured = parse_timestamp(captured) if captured is not None else None
     except ValueError:
         captured = None
-    return LoadedDump(path, dump_format, dump_order, block, captured, mtime, trailing)
+    return LoadedDump(path, dump_format, dump_order, block, captured, file_info.st_mtime, file_info.st_size, trailing)
 
 
 @contextmanager
@@ -879,28 +1128,57 @@ def table_lock(device, mode, lease_seconds, lease_file, report):
     except LeaseError as exc:
         raise RestoreError("cannot lock the table safely: %s" % exc)
     report["lock"] = {"mode": mode, "taken": True, "lease_seconds": lease_seconds}
+    ended = {}
+
+    def unlock_if_still_ours():
+        try:
+            ended["by"] = end_lease(lease_file, token, lambda: device.set_lock(False))
+        except LeaseError as exc:
+            device.set_lock(False)      # a stuck lock is worse than a lease record left "held"
+            report.setdefault("warnings", []).append("the table is unlocked but the lease was not released: %s" % exc)
+
     try:
-        with locked(device):
+        with locked(device, unlock=unlock_if_still_ours):
             yield
     finally:
-        try:
-            release_lease(lease_file, token)
-        except LeaseError as exc:
-            report.setdefault("warnings", []).append("the table is unlocked but the lease was not released: %s" % exc)
+        _report_lease_end(report, lease_file, ended.get("by"))
+
+
+def _report_lease_end(report, lease_file, lease):
+    """Say in the report why the restore left the lock as it found it at the end (None: it unlocked)."""
+    if lease is None:
+        return
+    lock = report["lock"]
+    lock["ended"] = lease["ended"]
+    if lease["ended"] == TAKEN_OVER:
+        lock["taken_over_by"] = {key: lease.get(key) for key in ("holder", "holder_pid", "token", "seconds", "deadline")}
+        report.setdefault("warnings", []).append(
+            "the lock was taken over during the restore by %s (pid %s, lease %s in %s); the table stays locked under "
+            "that lease" % (lease.get("holder"), lease.get("holder_pid"), lease.get("token"), lease_file))
+    elif lease["ended"] == EXPIRED:
+        report.setdefault("warnings", []).append(
+            "the lease (%s s) ran out during the restore: the watchdog unlocked the table before the restore ended; "
+            "raise lease" % lease.get("seconds"))
+    else:
+        report.setdefault("warnings", []).append("the table was unlocked and the lease released by someone else during the restore")
 
 
 def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", captured_at=None, source_mtime=None,
                  on_conflict="skip", limit_policy="refuse", chunk_size=DEFAULT_CHUNK_SIZE, fix_mss=True, lock="during",
                  lease=300, lease_file="/var/run/netbsd_pf_lock.lease", restore_lock_file=None, restore_lock_timeout=60,
-                 check_mode=False, device_path="/dev/pf", now=None):
+                 check_mode=False, device_path="/dev/pf", now=None, progress=None, remove_after_open=False,
+                 purge_wait=DEFAULT_PURGE_WAIT):
     """Restore a dump file into the kernel (or predict it in check mode); returns the report dict.
+
+    ``remove_after_open``: see load_dump (a copy pushed by the states_restore action plugin).
 
     Raises RestoreError (with ``report`` when counts are known) for refusals
     and aborts; PfError escapes only for device problems outside the add path.
     """
     report = {"warnings": []}
     kernel_order = Abi.host().byte_order
-    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order)
+    dump = load_dump(path, fmt, byte_order, text_byte_order=kernel_order, progress=progress,
+                     remove_after_open=remove_after_open)
     now = time.time() if now is None else now
     try:
         captured_option = parse_timestamp(captured_at) if captured_at not in (None, "") else None
@@ -916,15 +1194,14 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
     rename = (transforms or {}).get("rename")
     block = dump.block if dump.byte_order == kernel_order else swap_records(dump.block, dump.byte_order, kernel_order)
     report.update({
-        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order,
+        "format": dump.format, "byte_order": dump.byte_order, "kernel_byte_order": kernel_order, "bytes": dump.size,
         "age_seconds": age_seconds, "age_source": age_source, "captured_at": capture_time,
         "mss_fixed": bool(fix_mss and kernel_order == "little"),
     })
     if dump.trailing_bytes:
         report["warnings"].append("%d bytes after the last record of %s were ignored (as pfs does)" % (dump.trailing_bytes, path))
 
-    serialized = _no_context() if check_mode else exclusive_restore(
-        restore_lock_file or default_restore_lock_file(lease_file), restore_lock_timeout)
+    serialized = _no_context() if check_mode else exclusive_restore(restore_lock_file, restore_lock_timeout)
     with serialized:
         try:
             device = PfDevice(device_path, writable=not check_mode)
@@ -934,38 +1211,57 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
             with (table_lock(device, lock, lease, lease_file, report) if not check_mode else _no_context()):
                 if check_mode:
                     report["lock"] = {"mode": lock, "taken": False}
+                waiter = PurgeWait(device, purge_wait, report["lock"])
                 report.update(_restore_into(device, block, kernel_order, state_filter, rename, age_seconds,
-                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode))
+                                            on_conflict, limit_policy, chunk_size, fix_mss, check_mode, waiter, progress))
+                if waiter.warning():
+                    report["warnings"].append(waiter.warning())
+                if report["adaptive"]["shortened"]:
+                    report["warnings"].append(_adaptive_warning(report["adaptive"]))
     return report
 
 
+def _adaptive_warning(adaptive):
+    return ("adaptive timeouts: with %d states on the default rule after the restore (adaptive.start %d, adaptive.end %d) "
+            "the kernel shortens every timeout; %d states could not keep the remaining time they were dumped with and "
+            "lost up to %d seconds (raise 'set limit states' or the adaptive bounds to avoid this)"
+            % (adaptive["default_rule_states_after"], adaptive["start"], adaptive["end"], adaptive["shortened"],
+               adaptive["shortened_by_max"]))
+
+
 def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds, on_conflict, limit_policy,
-                  chunk_size, fix_mss, check_mode):
+                  chunk_size, fix_mss, check_mode, waiter, progress=None):
     try:
         live_block = device.get_states()
         status = device.get_status()
         state_limit = device.get_limit(PF_LIMIT_STATES)
+        timeouts = device.get_timeouts()
     except PfError as exc:
         raise RestoreError("cannot read the state table: %s" % exc)
-    room = state_limit - status["states"]
+    occupancy = table_occupancy(live_block, kernel_order, status["states"])
+    # States awaiting the purge leave room once freed, if the restore may wait for that.
+    room = state_limit - (status["states"] - occupancy["awaiting_purge"] if waiter.possible else status["states"])
     plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
     del live_block
+    adaptive = compensate_adaptive(plan.block, plan.to_add, kernel_order, timeouts,
+                                   occupancy["live_on_default_rule"] + len(plan.to_add))
     if fix_mss and kernel_order == "little":
         swap_mss(plan.block)
-    result = {"state_limit": state_limit, "states_before": status["states"]}
+    result = {"state_limit": state_limit, "states_before": status["states"], "adaptive": adaptive,
+              "states_awaiting_purge": occupancy["awaiting_purge"]}
     if check_mode:
         plan.outcome.add("restored", len(plan.to_add))
         added = plan.to_add
         result.update(add_calls=0, add_failures=0, table_reads=0, states_after=status["states"] + len(plan.to_add))
     else:
-        restorer = Restorer(device, plan, kernel_order, chunk_size)
+        restorer = Restorer(device, plan, kernel_order, chunk_size, progress, waiter)
         try:
             restorer.add()
         except PfError as exc:      # reading the table back after a failed chunk
             raise RestoreError("lost track of the restore after a failed chunk: %s" % exc, plan.outcome.as_dict())
         added = restorer.restored
         result.update(add_calls=restorer.calls, add_failures=restorer.failures, table_reads=restorer.table_reads,
-                      states_after=device.get_status()["states"])
+                      states_after=device.get_status()["states"], purge_wait=waiter.summary())
     if not plan.outcome.balanced():
         raise RestoreError("internal accounting error: %r does not add up to %d" % (plan.outcome.counts, plan.outcome.total),
                            plan.outcome.as_dict())

@@ -68,7 +68,9 @@ extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.files
   - files
-  - netbsd.pf.transforms
+  - netbsd.pf.common
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
 attributes:
   check_mode:
     support: full
@@ -115,6 +117,21 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
+path:
+  description: The file written, O(dest); without O(dest) the file inspected, O(src).
+  returned: always
+  type: str
+  sample: /var/db/pf/states.txt
 src_format:
   description: Format of O(src).
   returned: always
@@ -156,39 +173,43 @@ renamed:
   type: int
   sample: 0
 format:
-  description: Format of O(dest).
-  returned: when O(dest) is given
+  description: Format of RV(path).
+  returned: always
   type: str
   sample: pfs_binary
 byte_order:
-  description: Byte order of the records in O(dest).
-  returned: when O(dest) is given
+  description: Byte order of the records in RV(path).
+  returned: always
   type: str
   sample: big
 bytes:
-  description: Size of O(dest) (of O(src) when only inspecting).
-  returned: when a file was written or inspected
+  description: Size of RV(path).
+  returned: unless check mode
   type: int
   sample: 491524
 sha256:
-  description: SHA-256 of O(dest) as written (of O(src) when only inspecting).
-  returned: when a file was written or inspected
+  description: SHA-256 of RV(path).
+  returned: unless check mode
   type: str
   sample: 109c9333cb918e723909dfdab5bddea5d8290335f96ec4513438071a03bdef8b
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
+    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, convert_dump, inspect_dump,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
-def main():
-    argument_spec = dict(
+def argument_spec():
+    # The common options (device, lease_file) are accepted for module_defaults of the group and unused here.
+    return module_argspec(dict(
         src=dict(type="path", required=True),
         src_format=dict(type="str", choices=list(FORMAT_CHOICES)),
         src_byte_order=dict(type="str", choices=["little", "big"]),
@@ -197,14 +218,18 @@ def main():
         byte_order=dict(type="str", choices=["little", "big", "host"]),
         compress=dict(type="bool", default=True),
         mode=dict(type="raw", default="0600"),
-    )
-    argument_spec.update(TRANSFORM_ARGSPEC)
-    module = AnsibleModule(argument_spec=argument_spec, add_file_common_args=True, supports_check_mode=True)
+    ), TRANSFORM_ARGSPEC)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), add_file_common_args=True, supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     try:
         transforms = transforms_from_params(params)
         if params["dest"] is None:
             result = inspect_dump(params["src"], params["src_format"], params["src_byte_order"], transforms)
+            result.update(timing(started, result["read"]), path=params["src"], format=result["src_format"])
             module.exit_json(changed=False, **result)
         result = convert_dump(
             params["src"], params["dest"], params["format"], src_format=params["src_format"],
@@ -217,6 +242,7 @@ def main():
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params, path=params["dest"])
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    result.update(timing(started, result["read"]), path=params["dest"])
     module.exit_json(**result)
 
 

@@ -70,10 +70,14 @@ options:
     elements: str
   fetch_to:
     description:
-      - Directory on the controller to fetch the dump into, as C(FETCH_TO/INVENTORY_HOSTNAME/BASENAME_OF_PATH).
+      - Directory on the controller to fetch the dump into, as C(FETCH_TO/HOST/BASENAME_OF_PATH), where C(HOST) is the name of
+        the host the module ran on (the delegated host with C(delegate_to)) encoded by the P(netbsd.pf.host_dir#filter) filter,
+        so no inventory name can escape O(fetch_to) and two hosts never share a directory.
       - Directories are created with mode C(0700), the file written with mode C(0600); its SHA-256 is checked against RV(sha256).
-        Host names are sanitised so that no inventory name can escape O(fetch_to).
-      - Handled by the action plugin; nothing is fetched in check mode.
+        A host directory that is a symbolic link or is owned by another user than the controller's is refused (whoever owns
+        it could swap the captures).
+      - Handled by the action plugin; nothing is fetched in check mode. When the fetch fails, the task fails with a message
+        and still returns the module's result (the dump is on the target).
     type: path
   mode:
     description:
@@ -86,7 +90,9 @@ extends_documentation_fragment:
   - action_common_attributes.files
   - files
   - netbsd.pf.attributes.platform
-  - netbsd.pf.transforms
+  - netbsd.pf.common
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
 attributes:
   check_mode:
@@ -152,6 +158,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
 path:
   description: The dump file.
   returned: always
@@ -182,6 +198,13 @@ filtered:
   returned: always
   type: int
   sample: 2
+expired_awaiting_purge:
+  description:
+    - States of the dump exported with expire 0 by the kernel (expired, but not yet reached by the purge thread). They are
+      kept in the file; M(netbsd.pf.states_restore) drops them and counts them as expired.
+  returned: always
+  type: int
+  sample: 0
 renamed:
   description: States whose interface was renamed by O(rename).
   returned: always
@@ -256,22 +279,23 @@ fetched:
   sample: /home/admin/captures/fw1/states.pfstate
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
-
-DEVICE = "/dev/pf"
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
 def argument_spec():
-    spec = dict(
+    return module_argspec(dict(
         path=dict(type="path", required=True),
         format=dict(type="str", default="native", choices=list(FORMAT_CHOICES)),
         compress=dict(type="bool", default=True),
@@ -280,10 +304,7 @@ def argument_spec():
         run_after=dict(type="list", elements="str"),
         fetch_to=dict(type="path"),
         mode=dict(type="raw", default="0600"),
-    )
-    spec.update(TRANSFORM_ARGSPEC)
-    spec.update(LOCK_LEASE_ARGSPEC)
-    return spec
+    ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
 def main():
@@ -292,6 +313,7 @@ def main():
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    started = time.monotonic()
     params = module.params
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
@@ -304,7 +326,7 @@ def main():
         result = dump_states(
             params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
             lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
-            check_mode=module.check_mode, device_path=DEVICE, run_after=params["run_after"])
+            check_mode=module.check_mode, device_path=params["device"], run_after=params["run_after"])
     except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
         module.fail_json(msg=str(exc))
     except DUMP_ERRORS as exc:
@@ -312,6 +334,7 @@ def main():
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])
+    result.update(timing(started, result["read"]))
     module.exit_json(**result)
 
 

@@ -18,6 +18,10 @@ description:
   - Returns the exact number of states removed, counted from the table before and after; the kernel's own count is
     modulo 256.
   - An empty selection is refused; say O(all=true) to remove everything.
+  - O(filters) selects states the way M(netbsd.pf.states_dump), M(netbsd.pf.states_restore) and M(netbsd.pf.states_info) do. Such a
+    selection cannot be sent to the kernel as one request, so each selected state is removed by a C(DIOCKILLSTATES) keyed exactly to
+    it; every such call walks the whole table, so prefer the kernel criteria (O(interface), O(protocol), O(source)...) to remove many
+    thousands of states. O(filters) and the kernel criteria can be combined; a state must match both.
 author:
   - netbsd.pf contributors (@netbsd-pf)
 options:
@@ -61,6 +65,8 @@ options:
 extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
+  - netbsd.pf.transforms.filters
 attributes:
   check_mode:
     support: full
@@ -89,6 +95,12 @@ EXAMPLES = r"""
   netbsd.pf.states_flush:
     source: 192.0.2.0/24
 
+- name: Remove the outbound states that touch a decommissioned network, whichever side it is on
+  netbsd.pf.states_flush:
+    filters:
+      networks: [198.51.100.0/24]
+      direction: out
+
 - name: How many DNS states would go?
   netbsd.pf.states_flush:
     protocol: udp
@@ -98,13 +110,35 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: success
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: success
+  type: int
+  sample: 480000
+read:
+  description: States in the table read before the removal.
+  returned: success
+  type: int
+count:
+  description: States that matched the selection in the table read before the removal.
+  returned: success
+  type: int
+filtered:
+  description: States left out by the selection, RV(read) - RV(count).
+  returned: success
+  type: int
 removed:
   description: States removed (in check mode, states that would be removed).
   returned: success
   type: int
   sample: 1234
 matched:
-  description: States that matched the selection in the table read before the removal.
+  description: Deprecated alias of RV(count) (its name in 0.1.0), to be removed in 1.0.0.
   returned: success
   type: int
 states_before:
@@ -128,45 +162,77 @@ kernel_count:
   description: The count the kernel reported, which is the real count modulo 256 (null in check mode).
   returned: success
   type: int
+lock:
+  description:
+    - The lock as O(lease_file) sees it (see M(netbsd.pf.states_lock) RV(netbsd.pf.states_lock#module:lock)). A lock does not stop the removal;
+      states removed while the table is locked are freed once it is unlocked.
+  returned: success
+  type: dict
+  sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
+awaiting_purge:
+  description:
+    - States removed from the table but not yet freed (predicted in check mode). NetBSD frees a removed state only when
+      its purge thread reaches it, about C(1 + states / 10) states a second and never while the table is locked; until
+      then it still counts in C(DIOCGETSTATUS) and in the state limit (10,000 cleared states take about 71 seconds).
+    - A restore right after the flush waits for them (M(netbsd.pf.states_restore) option O(netbsd.pf.states_restore#module:purge_wait)).
+  returned: success
+  type: int
+  sample: 10000
 """
 
 import errno
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import state_filter_from
+
+CRITERIA = ("filters", "interface", "address_family", "protocol", "source", "destination", "source_port", "destination_port")
+
+
+def argument_spec():
+    return module_argspec(dict(
+        all=dict(type="bool", default=False),
+        interface=dict(type="str"),
+        address_family=dict(type="str", choices=["inet", "inet6"]),
+        protocol=dict(type="str"),
+        source=dict(type="str"),
+        destination=dict(type="str"),
+        source_port=dict(type="str"),
+        destination_port=dict(type="str"),
+        filters=TRANSFORM_ARGSPEC["filters"],
+    ))
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            all=dict(type="bool", default=False),
-            interface=dict(type="str"),
-            address_family=dict(type="str", choices=["inet", "inet6"]),
-            protocol=dict(type="str"),
-            source=dict(type="str"),
-            destination=dict(type="str"),
-            source_port=dict(type="str"),
-            destination_port=dict(type="str"),
-        ),
-        mutually_exclusive=[("all", "interface"), ("all", "address_family"), ("all", "protocol"), ("all", "source"),
-                            ("all", "destination"), ("all", "source_port"), ("all", "destination_port")],
-        required_one_of=[("all", "interface", "address_family", "protocol", "source", "destination", "source_port",
-                          "destination_port")],
+        argument_spec=argument_spec(),
+        mutually_exclusive=[("all", criterion) for criterion in CRITERIA],
+        required_one_of=[("all",) + CRITERIA],
         supports_check_mode=True,
     )
+    started = time.monotonic()
     params = module.params
     try:
+        state_filter = state_filter_from(transforms_from_params(params), SelectionError)
         selection = Selection(all_states=params["all"], interface=params["interface"], address_family=params["address_family"],
                               protocol=params["protocol"], source=params["source"], destination=params["destination"],
-                              source_port=params["source_port"], destination_port=params["destination_port"])
-    except SelectionError as exc:
+                              source_port=params["source_port"], destination_port=params["destination_port"],
+                              state_filter=state_filter)
+    except (SelectionError, TransformOptionError) as exc:
         module.fail_json(msg=str(exc))
     try:
-        with PfDevice(writable=not module.check_mode) as device:
+        with PfDevice(params["device"], writable=not module.check_mode) as device:
             result = flush_states(device, selection, check_mode=module.check_mode)
+        result["lock"] = lease_view(params["lease_file"])
     except PfError as exc:
         hint = ""
         if exc.errno == errno.EPERM:
@@ -178,6 +244,8 @@ def main():
         module.warn("the kernel removed %d states modulo 256 but %d of the selected states disappeared: the table changed "
                     "during the call (new or expiring states)" % (result["kernel_count"], result["removed"]))
     result["changed"] = result["removed"] > 0
+    result.update(timing(started, result["states_before"]), read=result["states_before"], count=result["matched"],
+                  filtered=result["states_before"] - result["matched"])
     if module._diff:
         before = summarize_views(before_views)
         after = merged_counts(before, [])

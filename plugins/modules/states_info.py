@@ -34,15 +34,19 @@ options:
       - Also return the global default timeouts (C(set timeout) in C(pf.conf)).
     type: bool
     default: false
-  lease_file:
+  dump_dirs:
     description:
-      - Lease file to report the lock from (see M(netbsd.pf.states_lock)).
-    type: path
-    default: /var/run/netbsd_pf_lock.lease
+      - Directories that hold dumps. RV(stale_staged_files) lists the staged files (C(.NAME.pfstate-PID-XXXXXXXX.tmp)) that writers
+        which are no longer running (killed, power loss) left in them. The next dump into the same directory removes them.
+    type: list
+    elements: path
+    default: []
 extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
-  - netbsd.pf.transforms
+  - netbsd.pf.common
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
 attributes:
   check_mode:
     support: full
@@ -79,6 +83,26 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: always
+  type: int
+  sample: 480000
+read:
+  description: States in the table (RV(summary.total_in_table)).
+  returned: always
+  type: int
+  sample: 2048
+count:
+  description: States selected by O(filters) (RV(summary.count)).
+  returned: always
+  type: int
+  sample: 2048
 status:
   description: pf status (C(DIOCGETSTATUS)).
   returned: always
@@ -114,6 +138,15 @@ state_limit:
   returned: always
   type: int
   sample: 10000
+awaiting_purge:
+  description:
+    - States that still hold the state pool (and RV(status.states)) but that the kernel's purge thread will free when it
+      reaches them (about C(1 + states / 10) states a second, never while the table is locked).
+    - C(unlinked) are cleared, killed or expired states no longer shown by C(DIOCGETSTATES); C(expired) are shown states
+      exported with expire 0 (expired, not yet reached; a restore drops them as expired); C(awaiting_purge) is their sum.
+  returned: always
+  type: dict
+  sample: {"unlinked": 9000, "expired": 12, "awaiting_purge": 9012}
 byte_order:
   description: Byte order of the kernel's records (that of the host).
   returned: always
@@ -138,9 +171,17 @@ summary:
       description: States in the whole table, before O(filters).
       type: int
       returned: always
+    created_by_other_hostids:
+      description:
+        - Selected states whose creator id is not RV(status.hostid), the host id pf has now.
+        - Restored states keep the creator id they were dumped with, and NetBSD draws a new host id at every boot
+          unless C(pf.conf) sets one (C(set hostid)), so after a reboot and a restore these are the restored states
+          (plus any received from pfsync peers).
+      type: int
+      returned: always
   sample: {"count": 3, "total_in_table": 3, "by_interface": {"all": 3}, "by_protocol": {"tcp": 2, "udp": 1},
            "by_address_family": {"inet": 3}, "by_direction": {"out": 3}, "by_tcp_state": {"ESTABLISHED:ESTABLISHED": 2},
-           "by_creatorid": {"1e35049e": 3}}
+           "by_creatorid": {"1e35049e": 3}, "created_by_other_hostids": 0}
 filtered:
   description: States left out by O(filters).
   returned: always
@@ -159,6 +200,12 @@ states:
   sample: [{"id": "6b090ce800000000", "creatorid": "1e35049e", "af": "inet", "proto": "tcp", "direction": "out", "ifname": "all",
             "lan": {"address": "10.0.0.2", "port": 50312}, "gwy": {"address": "10.0.0.2", "port": 50312},
             "ext": {"address": "192.0.2.7", "port": 22}, "expire": 86390, "timeout_name": "tcp_established"}]
+stale_staged_files:
+  description: Staged files of dead writers found in O(dump_dirs), with the writer's pid, their size in bytes and mtime.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"path": "/var/db/pf/.states.pfstate.pfstate-4242-0c1f9a7e.tmp", "pid": 4242, "bytes": 7340032, "mtime": 1714566000.5}]
 states_truncated:
   description: Whether O(limit) cut the list.
   returned: when O(states=true)
@@ -166,35 +213,43 @@ states_truncated:
   sample: false
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    DEFAULT_LEASE_FILE, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
-DEVICE = "/dev/pf"
 
-
-def main():
-    argument_spec = dict(
+def argument_spec():
+    return module_argspec(dict(
         states=dict(type="bool", default=False),
         limit=dict(type="int", default=1000),
         timeouts=dict(type="bool", default=False),
-        lease_file=dict(type="path", default=DEFAULT_LEASE_FILE),
-    )
-    argument_spec.update(TRANSFORM_ARGSPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+        dump_dirs=dict(type="list", elements="path", default=[]),
+    ), TRANSFORM_ARGSPEC)
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     if params["limit"] < 0:
         module.fail_json(msg="limit must be 0 (no limit) or a positive number of states, not %d" % params["limit"])
     try:
         transforms = transforms_from_params(params)
-        result = table_info(DEVICE, lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
+        result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
                             transforms=transforms, limit=params["limit"] or None)
     except (TransformOptionError, OperationError, PfError) as exc:
         module.fail_json(msg=str(exc))
+    result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
+    result.update(timing(started, result["summary"]["total_in_table"]), read=result["summary"]["total_in_table"],
+                  count=result["summary"]["count"])
     module.exit_json(changed=False, **result)
 
 

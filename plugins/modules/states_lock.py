@@ -29,6 +29,7 @@ options:
 extends_documentation_fragment:
   - action_common_attributes
   - netbsd.pf.attributes.platform
+  - netbsd.pf.common
   - netbsd.pf.lock_lease
 attributes:
   check_mode:
@@ -70,6 +71,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: always
+  type: float
+  sample: 0.412
 lock:
   description:
     - What O(lease_file) says about the lock after the task, never a reading of the kernel.
@@ -102,20 +108,24 @@ previous:
   sample: {"source": "lease_file", "state": "none", "locked_by_lease": false}
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import LOCK_LEASE_ARGSPEC
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import LOCK_LEASE_ARGSPEC, module_argspec
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, lock_table, unlock_table
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
-DEVICE = "/dev/pf"
+
+def argument_spec():
+    return module_argspec(dict(state=dict(type="str", default="locked", choices=["locked", "unlocked"])), LOCK_LEASE_ARGSPEC)
 
 
 def main():
-    argument_spec = dict(state=dict(type="str", default="locked", choices=["locked", "unlocked"]))
-    argument_spec.update(LOCK_LEASE_ARGSPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    started = time.monotonic()
     params = module.params
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
@@ -125,7 +135,7 @@ def main():
         if params["state"] == "locked":
             if params["lease"] == 0:
                 module.warn("lease=0: no watchdog will unlock the table; only states_lock state=unlocked or a reboot will")
-            lock = previous if module.check_mode else lock_table(DEVICE, params["lease"], params["lease_file"])
+            lock = previous if module.check_mode else lock_table(params["device"], params["lease"], params["lease_file"])
             changed = True
         else:
             # True and None (a lease whose watchdog vanished) both mean "may be locked".
@@ -133,11 +143,11 @@ def main():
             if module.check_mode:
                 lock = previous
             else:
-                unlock_table(DEVICE, params["lease_file"])
+                unlock_table(params["device"], params["lease_file"])
                 lock = lease_view(params["lease_file"])
     except (OperationError, LeaseError, PfError) as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, lock=lock, previous=previous)
+    module.exit_json(changed=changed, lock=lock, previous=previous, **timing(started))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ description:
     RV(restored), RV(already_present), RV(rejected), RV(expired) and RV(filtered).
   - Running the same restore twice changes nothing the second time.
   - With O(src) the dump is taken from the controller; the action plugin copies it to a private temporary file on the
-    target (mode C(0600)) and removes it afterwards, also when the restore fails.
+    target (mode C(0600)), which the module removes as soon as it has opened it, so that not even an interrupted
+    C(ansible-playbook) (Ctrl-C, a dropped connection) leaves it behind; see O(pushed_copy).
 author:
   - netbsd.pf contributors (@netbsd-pf)
 options:
@@ -68,6 +69,16 @@ options:
         unless an offset is given). Overrides the time recorded in a C(.pfstate) header.
       - Useful for C(pfs) files, which record no time; their modification time is only a guess once they have been copied.
     type: str
+  pushed_copy:
+    description:
+      - Set by the action plugin with O(src); there is no reason to set it by hand.
+      - O(path) is the private copy the action plugin pushed into Ansible's remote temporary directory. The module removes
+        it as soon as it has opened it (and reads on from the open descriptor), also when it is not a valid dump.
+      - It also removes the copies that earlier pushes, interrupted before the module ran, left in other C(ansible-tmp-*)
+        directories of the same remote temporary directory (files of the same name and owner not written for two minutes,
+        and the C(states.dump) copies that version 0.1.0 left), and returns them in RV(removed_stale_copies).
+    type: bool
+    default: false
   source_mtime:
     description:
       - Modification time of the O(src) file on the controller, seconds since the epoch.
@@ -121,20 +132,41 @@ options:
     default: during
   restore_lock_file:
     description:
-      - File that serialises restores on one host (an exclusive C(flock)); defaults to O(lease_file) with C(.restore) appended.
+      - File that serialises restores on one host (an exclusive C(flock)). It must be the same for every restore on the host,
+        whatever O(lease_file) each one names, so that two restores never add states at the same time; the default is
+        C(/var/run/netbsd_pf_restore.lock). Set it only where /var/run is not the host's own (the inventory variable
+        C(netbsd_pf_restore_lock_file), which the roles pass on).
       - A second restore waits for the first one, up to O(restore_lock_timeout) seconds.
+      - Root writes this file, so it is never followed through a symbolic link, and it is refused in a directory that other
+        users can write to unless that directory is sticky and the file belongs to the user running the module.
     type: path
   restore_lock_timeout:
     description:
       - Seconds to wait for another restore on the same host to finish; V(0) fails at once.
     type: int
     default: 60
+  purge_wait:
+    description:
+      - NetBSD frees cleared, killed and expired states only when its purge thread reaches them, about
+        C(1 + states / 10) states a second and never while the table is locked, and until then they still fill the
+        state pool. After a flush of a full table (M(netbsd.pf.states_flush), a migration with a source flush) the
+        kernel can refuse new states with C(ENOMEM) for a minute or more (10,000 cleared states take about 71 seconds).
+      - When C(DIOCADDSTATES) fails at the state limit while such states are pending, the restore waits up to this many
+        seconds in all for the purge, releasing the table lock it holds while it waits (the purge does not run while
+        the table is locked) and taking it again after; RV(purge_wait) reports the waits.
+      - The O(limit_policy) check counts pending states as free room when waiting is allowed.
+      - V(0) never waits; pending states then count as occupied and states that do not fit are rejected.
+      - The wait ends 15 seconds before the restore's lock lease (O(lease)) would run out.
+    type: int
+    default: 180
 extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.flow
   - action_common_attributes.files
   - netbsd.pf.attributes.platform
-  - netbsd.pf.transforms
+  - netbsd.pf.common
+  - netbsd.pf.transforms.filters
+  - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
 attributes:
   action:
@@ -159,8 +191,8 @@ notes:
     C(log) and source nodes are not restored by NetBSD's kernel. Their expiry follows the kernel's current default timeouts.
   - The kernel answers C(ENOMEM) for a duplicate, a collision and a full table alike, and stops at the first failing state
     of a call. The module predicts those cases; if one still happens (another process added a state in between), it reads
-    the table back, counts the states that got in (the state-insert counter and the table's order tell its own from
-    identical copies added by someone else), settles the rest of the plan against that table, sends the failing state
+    the table back, counts the states that got in (the table's order tells its own, a run of consecutive positions, from
+    identical copies added by someone else, which never count as restored), settles the rest of the plan against that table, sends the failing state
     again alone and rejects it only if it fails alone, with the reason. Once the table is at its state limit, the remaining
     states are rejected without further calls.
   - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
@@ -198,8 +230,34 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-total:
+duration:
+  description: Seconds the module worked (see the README's table of the return values common to all modules).
+  returned: success
+  type: float
+  sample: 0.412
+states_per_second:
+  description: RV(read) divided by RV(duration); V(null) when too fast to measure.
+  returned: success
+  type: int
+  sample: 480000
+path:
+  description: The dump file restored (with O(src), the temporary copy on the target, removed afterwards).
+  returned: success
+  type: str
+bytes:
+  description: Size of RV(path).
+  returned: success
+  type: int
+read:
   description: Number of states in the dump. Equals RV(restored) + RV(already_present) + RV(rejected) + RV(expired) + RV(filtered).
+  returned: success
+  type: int
+count:
+  description: States selected by O(filters), RV(read) - RV(filtered); each is restored, already present, rejected or expired.
+  returned: success
+  type: int
+total:
+  description: Deprecated alias of RV(read) (its name in 0.1.0), to be removed in 1.0.0.
   returned: success
   type: int
 restored:
@@ -304,26 +362,65 @@ table_reads:
   description: Times the table was read back to settle a refused call; at most one per refused call, 0 when nothing failed.
   returned: success
   type: int
+removed_stale_copies:
+  description: Copies of earlier interrupted pushes that were removed (see O(pushed_copy)).
+  returned: when O(pushed_copy=true)
+  type: list
+  elements: str
+  sample: ["/home/admin/.ansible/tmp/ansible-tmp-1717000000.1-4242-1/netbsd-pf-restore-src.dump"]
+states_awaiting_purge:
+  description:
+    - States holding the state pool that the kernel's purge will free, when the restore began. These are unlinked states
+      C(DIOCGETSTATUS) still counts but C(DIOCGETSTATES) no longer shows, plus shown states exported with expire 0.
+  returned: success
+  type: int
+purge_wait:
+  description:
+    - How the restore waited for the kernel's purge (O(purge_wait)), with the keys C(limit_seconds), C(waits),
+      C(waited_seconds), C(freed_while_waiting), C(lock_released) (the table lock was released during a wait) and
+      C(stopped) (why it does not or no longer waits, or null).
+  returned: success, not in check mode
+  type: dict
+  sample: {"limit_seconds": 180, "waits": 3, "waited_seconds": 12.0, "freed_while_waiting": 3002, "lock_released": true, "stopped": null}
+adaptive:
+  description:
+    - Adaptive timeouts of the target (C(adaptive.start), C(adaptive.end)) and what the restore did about them. With
+      more default-rule states than C(start) the kernel scales every timeout by C((end - states) / (end - start)), but
+      the import computes the last activity from the full timeout, so a restored state would die early. The restore
+      adds the difference to each record's expire so it keeps the remaining time it was dumped with
+      (C(compensated)); C(shortened) states would need more than their scaled timeout and got that instead.
+  returned: success
+  type: dict
+  sample: {"start": 6000, "end": 12000, "default_rule_states_after": 9500, "scaling": true, "compensated": 9500, "shortened": 120, "shortened_by_max": 35}
 lock:
-  description: Whether the table was locked for the restore.
+  description:
+    - Whether the table was locked for the restore.
+    - C(ended) is present when the restore did not unlock the table at its end because its lease was no longer its own -
+      V(taken_over) (another holder locked the table under a new lease during the restore, C(taken_over_by) names it; the
+      table stays locked under that lease), V(released) (someone unlocked it) or V(expired) (the lease ran out and the
+      watchdog unlocked it); a warning says the same.
   returned: success
   type: dict
   sample: {"mode": "during", "taken": true, "lease_seconds": 300}
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, RestoreError, restore_file, summary_text,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file, summary_text,
 )
 
 
 def argument_spec():
-    spec = dict(
+    return module_argspec(dict(
         path=dict(type="path"),
         src=dict(type="path"),
         format=dict(type="str", default="auto", choices=["auto", "native", "pfs-binary", "pfs-text", "pfs_binary", "pfs_text"]),
@@ -331,6 +428,7 @@ def argument_spec():
         age=dict(type="str", default="auto"),
         captured_at=dict(type="str"),
         source_mtime=dict(type="float"),
+        pushed_copy=dict(type="bool", default=False),
         on_conflict=dict(type="str", default="skip", choices=["skip", "fail"]),
         limit_policy=dict(type="str", default="refuse", choices=["refuse", "fit"]),
         chunk_size=dict(type="int", default=DEFAULT_CHUNK_SIZE),
@@ -338,10 +436,8 @@ def argument_spec():
         lock=dict(type="str", default="during", choices=["none", "during"]),
         restore_lock_file=dict(type="path"),
         restore_lock_timeout=dict(type="int", default=60),
-    )
-    spec.update(TRANSFORM_ARGSPEC)
-    spec.update(LOCK_LEASE_ARGSPEC)
-    return spec
+        purge_wait=dict(type="int", default=DEFAULT_PURGE_WAIT),
+    ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
 def _check_options(module):
@@ -356,6 +452,8 @@ def _check_options(module):
         module.fail_json(msg="chunk_size must be at least 1")
     if params["restore_lock_timeout"] < 0:
         module.fail_json(msg="restore_lock_timeout must not be negative")
+    if params["purge_wait"] < 0:
+        module.fail_json(msg="purge_wait must be 0 (never wait for the kernel's purge) or a number of seconds")
     if params["lease"] < 0:
         module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
 
@@ -366,8 +464,15 @@ def main():
         required_one_of=[("path", "src")],
         supports_check_mode=True,
     )
-    _check_options(module)
+    started = time.monotonic()
     params = module.params
+    stale_copies = []
+    if params["pushed_copy"] and params["path"]:
+        try:
+            stale_copies = remove_stale_copies(params["path"])
+        except OSError as exc:
+            module.warn("could not look for copies left by interrupted pushes: %s" % exc)
+    _check_options(module)
     try:
         transforms = transforms_from_params(params)
     except TransformOptionError as exc:
@@ -379,7 +484,8 @@ def main():
             on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
             fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            check_mode=module.check_mode)
+            purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
+            remove_after_open=params["pushed_copy"])
     except RestoreError as exc:
         module.fail_json(msg=str(exc), **(exc.report or {}))
     except PfError as exc:
@@ -388,7 +494,11 @@ def main():
         module.warn(warning)
     before = report.pop("summary_before")
     after = report.pop("summary_after")
-    result = dict(report, changed=report["restored"] > 0)
+    result = dict(report, changed=report["restored"] > 0, path=params["path"],
+                  read=report["total"], count=report["total"] - report["filtered"])
+    result.update(timing(started, report["total"]))
+    if params["pushed_copy"]:
+        result["removed_stale_copies"] = stale_copies
     if module._diff:
         result["diff"] = {"before": summary_text(before), "after": summary_text(after),
                           "before_header": "pf states (by interface, protocol)", "after_header": "pf states after the restore"}

@@ -30,5 +30,6 @@ fleet_up() {
 fleet_playbook() {
     local dir=$1
     shift
+    # shellcheck disable=SC2154  # collections: set by the sourcing script from collections_path
     ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_NOCOLOR=1 "$venv/bin/ansible-playbook" -i "$dir/inventory/hosts.yml" "$@"
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Reliability cases that need real processes (docs/reliability.md, rows K1 and K2):
+# Reliability cases that need real processes (docs/reliability.md, rows K1, K2, D4 and D6):
 #   K1  the process holding the state lock is killed with SIGKILL: the lease watchdog unlocks;
-#   K2  the controller dies while a play holds the lock (ansible-playbook killed): the lease unlocks.
+#   K2  the controller dies while a play holds the lock (ansible-playbook killed): the lease unlocks;
+#   D4  `pfstate lock` takes the lease over during a restore: the table stays locked under the new lease;
+#   D6  two restores with different lease files at once: serialised, counts add up to what the table gained.
 # Local-flavour fleet of one emulated host (no root needed); torn down on exit.
 #
 #   tests/integration/run-reliability.sh [COLLECTIONS_PATH]
@@ -61,3 +63,62 @@ wait "$playbook" 2>/dev/null || true
 wait_for unlocked $((lease + 15)) || fail "K2: still locked $((lease + 15)) s after the controller died"
 grep -q '"expired"' "$lease_file" || fail "K2: lease file does not say expired: $(cat "$lease_file")"
 echo "K2 ok: unlocked by the lease watchdog $((SECONDS - started)) s after the controller was killed (lease ${lease} s)"
+
+# pfstate ARGS...: the pfstate command of the emulated host fw1.
+pfstate() {
+    PYTHONPATH=$collections "$host_python" -c \
+        'import sys; from ansible_collections.netbsd.pf.plugins.module_utils.pfstate_cli import main; sys.exit(main())' "$@"
+}
+table_size() { pfemu ctl --dir "$fleet_dir" fw1 status | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["states"])'; }
+flush_table() {
+    PYTHONPATH=$collections "$host_python" -c \
+        'from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice; PfDevice(writable=True).clear_states()'
+}
+restored_count() { sed -n 's/^\([0-9]*\) restored, .*/\1/p' "$1"; }
+
+big=${RELIABILITY_RESTORE_STATES:-100000}
+run_dir=$fleet_dir/hosts/fw1/var/run
+restore_lock=$run_dir/netbsd_pf_restore.lock
+dump=$fleet_dir/hosts/fw1/var/db/pfstate/big.pfstate
+pfemu ctl --dir "$fleet_dir" fw1 limit $((big * 2)) >/dev/null
+pfemu fill --dir "$fleet_dir" fw1 --states "$big" --seed 10 >/dev/null
+pfstate -q dump --lock none "$dump"
+flush_table
+
+echo "--- D4: the lock taken over mid-restore"
+lease_file=$run_dir/netbsd_pf_lock.lease
+rm -f "$lease_file"
+pfstate restore --age none --lease-file "$lease_file" --restore-lock-file "$restore_lock" "$dump" \
+    >"$fleet_dir/d4-restore.out" 2>&1 &
+restore=$!
+wait_for locked 60 || fail "D4: the restore never locked the table"
+pfstate lock --lease 300 --lease-file "$lease_file" || fail "D4: pfstate lock failed"
+kill -0 "$restore" 2>/dev/null || fail "D4: the restore ended before the takeover; raise RELIABILITY_RESTORE_STATES"
+wait "$restore" || fail "D4: the restore failed: $(cat "$fleet_dir/d4-restore.out")"
+locked || fail "D4: the table is unlocked while the lease file says: $(cat "$lease_file")"
+if ! grep -q '"holder": "pfstate"' "$lease_file" || ! grep -q '"state": "held"' "$lease_file"; then
+    fail "D4: the new lease is not in force: $(cat "$lease_file")"
+fi
+grep -q "taken over" "$fleet_dir/d4-restore.out" || fail "D4: the restore does not say the lock was taken over"
+echo "D4 ok: $(restored_count "$fleet_dir/d4-restore.out") restored; the table stays locked under pfstate's lease"
+pfstate -q unlock --lease-file "$lease_file"
+locked && fail "D4: pfstate unlock left the table locked"
+
+echo "--- D6: two restores with different lease files at once"
+flush_table
+pfstate restore --age none --lease-file "$run_dir/A.lease" --restore-lock-file "$restore_lock" "$dump" \
+    >"$fleet_dir/d6-a.out" 2>&1 &
+first=$!
+wait_for locked 60 || fail "D6: the first restore never locked the table"
+pfstate restore --age none --lease-file "$run_dir/B.lease" --restore-lock-file "$restore_lock" "$dump" \
+    >"$fleet_dir/d6-b.out" 2>&1 &
+second=$!
+wait "$first" || fail "D6: the first restore failed: $(cat "$fleet_dir/d6-a.out")"
+wait "$second" || fail "D6: the second restore failed: $(cat "$fleet_dir/d6-b.out")"
+a=$(restored_count "$fleet_dir/d6-a.out")
+b=$(restored_count "$fleet_dir/d6-b.out")
+gained=$(table_size)
+[ "$((a + b))" -eq "$gained" ] || fail "D6: restores report $a + $b restored, the table gained $gained"
+grep -q "^0 restored, $gained already present" "$fleet_dir/d6-b.out" \
+    || fail "D6: the second restore did not wait for the first: $(cat "$fleet_dir/d6-b.out")"
+echo "D6 ok: $a + $b restored = $gained states gained; the second restore waited for the first"

@@ -155,6 +155,30 @@ def test_reboot_resets_the_kernel_and_old_descriptors(fleet, tmp_path):
     fleet.control(host, {"command": "fill", "count": 300, "seed": 7})
 
 
+def test_every_boot_draws_a_new_hostid_unless_the_fleet_fixes_it(fleet, tmp_path):
+    # Stock NetBSD: pfattach() sets pf_status.hostid = cprng_fast32() at every boot (pf_ioctl.c).
+    hosts = [host["name"] for host in fleet.load()["hosts"]]
+    hostids = {host: fleet.control(host, {"command": "status"})["hostid"] for host in hosts}
+    assert len(set(hostids.values())) == len(hosts)
+    host = hosts[0]
+    before = fleet.control(host, {"command": "status"})
+    fleet.control(host, {"command": "reboot", "delay": 0})
+    after = _wait_until_up(fleet, host, before["boot_time"])
+    assert after["hostid"] != before["hostid"]
+    assert "pfemu_hostid" not in fleet.host_vars(fleet.host(host))
+    fleet.control(host, {"command": "fill", "count": 300, "seed": 7})
+    # `--hostid fixed` models `set hostid` in pf.conf: the same hostid after a reboot.
+    fixed = Fleet(str(tmp_path / "fixed"))
+    fixed.up(1, hostid="fixed")
+    try:
+        before = fixed.control("fw1", {"command": "status"})
+        assert before["hostid"] == fixed.host_vars(fixed.host("fw1"))["pfemu_hostid"]
+        fixed.control("fw1", {"command": "reboot", "delay": 0})
+        assert _wait_until_up(fixed, "fw1", before["boot_time"])["hostid"] == before["hostid"]
+    finally:
+        fixed.down()
+
+
 def _wait_until_up(fleet, host, old_boot_time):
     for _attempt in range(200):
         status = fleet.control(host, {"command": "status"})

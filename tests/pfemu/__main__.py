@@ -1,13 +1,15 @@
 """Command line of the pf emulator: ``python -m tests.pfemu ...`` from the repository root.
 
     fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--clock manual|system]
-               [--limit L] [--abi ABI] [--dir D]
+               [--limit L] [--abi ABI] [--hostid random|fixed] [--abi-hosts ABI,...] [--userland-cache C]
+               [--dir D]
     fleet down [--dir D]
     fleet status [--dir D]
     reboot HOST [--delay SECONDS] [--wait]
     fill HOST --states K [--seed S]
     ctl HOST status | lock on|off | securelevel N | limit N | running on|off
              | fault REQUEST [--nth N] [--errno E] | advance SECONDS | grow N | purge
+    userland ABI... [--cache C]      build (once) and check the userlands of hosts of other ABIs
     daemon --host-dir DIR ...        (started by ``fleet up``)
 """
 
@@ -18,7 +20,11 @@ import sys
 import time
 
 from . import daemon
+from . import userland
 from .fleet import DEFAULT_FLEET_DIR, Fleet, FleetError
+
+# Exit status of ``userland`` when this machine cannot build or run the userland (a test tier skips).
+EXIT_UNAVAILABLE = 3
 
 
 def _errno_value(text):
@@ -55,6 +61,14 @@ def build_parser():
     up.add_argument("--limit", type=int, help="state limit (default: max(10000, 2 * --states))")
     up.add_argument("--clock", choices=("manual", "system"), default="manual",
                     help="kernel time: manual (moves only with `ctl HOST advance` and reboots) or system")
+    up.add_argument("--hostid", choices=("random", "fixed"), default="random",
+                    help="random: a new pf hostid at every emulated boot, like stock NetBSD; fixed: one per host "
+                         "that survives reboots, like `set hostid` in pf.conf")
+    up.add_argument("--abi-hosts", type=_abi_list, default=[],
+                    help="comma-separated ABIs (ilp32-le, lp64-be) of the last hosts, each running the real "
+                         "Python of a Debian userland of that ABI (root; built once into --userland-cache)")
+    up.add_argument("--userland-cache", help="where the userlands are cached (default: %s)"
+                    % userland.default_cache_dir())
     fleet_commands.add_parser("down", help="stop everything the fleet started (idempotent)", parents=[common])
     fleet_commands.add_parser("status", help="print every host's status as JSON", parents=[common])
 
@@ -84,9 +98,34 @@ def build_parser():
     fault.add_argument("--nth", type=int, default=1)
     fault.add_argument("--errno", type=_errno_value, default=errno.EIO)
 
+    userland_command = commands.add_parser("userland", help="build (once) and check userlands of other ABIs")
+    userland_command.add_argument("abis", nargs="+", metavar="ABI")
+    userland_command.add_argument("--cache", help="default: %s" % userland.default_cache_dir())
+
     daemon_command = commands.add_parser("daemon", help="run one host's daemon (used by fleet up)", add_help=False)
     daemon_command.add_argument("daemon_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _abi_list(text):
+    return [abi for abi in text.split(",") if abi]
+
+
+def _userlands(options):
+    """Print the root of each asked userland; EXIT_UNAVAILABLE with the reason when one cannot be had."""
+    for abi in options.abis:
+        try:
+            if not userland.needs_userland(abi):
+                print("%s: the Pythons of this machine" % abi)
+                continue
+            started = time.monotonic()
+            root = userland.ensure(abi, options.cache, log=print)
+            probed = userland.probe(root)
+        except userland.UserlandUnavailable as error:
+            print("pfemu: no userland of ABI %s: %s" % (abi, error), file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        print("%s: %s (Python %s, ready in %.1f s)" % (abi, root, probed["version"], time.monotonic() - started))
+    return 0
 
 
 def _ctl_command(options):
@@ -123,13 +162,16 @@ def main(argv=None):
     if argv[:1] == ["daemon"]:
         return daemon.main(argv[1:])
     options = build_parser().parse_args(argv)
+    if options.command == "userland":
+        return _userlands(options)
     fleet = Fleet(options.dir)
     try:
         if options.command == "fleet" and options.fleet_command == "up":
             started = time.monotonic()
             state = fleet.up(options.count, flavour=options.flavour, states=options.states, seed=options.seed,
                              paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit,
-                             clock=options.clock)
+                             clock=options.clock, hostid=options.hostid, abi_hosts=options.abi_hosts,
+                             userland_cache=options.userland_cache)
             print("fleet of %d %s hosts up in %.1f s; inventory: %s" % (
                 len(state["hosts"]), options.flavour, time.monotonic() - started, fleet.inventory_path()))
             return 0

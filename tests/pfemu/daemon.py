@@ -10,7 +10,7 @@ host's ``run/`` directory.  A connection is either
   process over the same connection (see ``ClientMemory``), or
 * one control command (JSON), from the fleet CLI or the host's ``bin/reboot``.
 
-Like NetBSD's purge thread it expires states about once a second, and it
+Like NetBSD's purge thread it visits part of the state table once a second of its clock, and it
 emulates a reboot: kernel reset, ``var/run`` emptied (like rc.d/cleanvar), the
 host's ``etc/rc.d`` scripts, and only then a new ``kern.boottime``.  The host's
 ``run/`` directory (this daemon's socket, pid and logs) is not its /var/run and
@@ -34,8 +34,8 @@ import time
 
 from .kernel import EmulatorRefusal, Kernel, ManualClock, SystemClock
 from .shim.pfemu_shim import (
-    COUNT, MSG_CONTROL, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN, MSG_REFUSED,
-    MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
+    COUNT, MSG_CONTROL, MSG_COPIED, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN,
+    MSG_REFUSED, MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
 )
 
 LOG = logging.getLogger("pfemu.daemon")
@@ -43,9 +43,11 @@ SOCKET_NAME = "pf.sock"
 PID_NAME = "daemon.pid"
 BOOTTIME_NAME = "boottime"
 PURGE_INTERVAL = 1.0
+MAX_CATCH_UP_TICKS = 3600
 RC_SCRIPT_TIMEOUT = 300
-READAHEAD_START = 64 * 1024
-READAHEAD_MAX = 16 * 1024 * 1024
+# How long the daemon waits for a client in the middle of an ioctl (copyin data, reading a
+# copyout) before it hangs up: a stuck client must not hold the kernel lock forever.
+CLIENT_TIMEOUT = 30.0
 REFUSALS_KEPT = 20
 
 
@@ -56,60 +58,56 @@ class ClientGone(Exception):
 class ClientMemory(object):
     """The user address space of the process blocked in an ioctl, as the kernel model sees it.
 
-    copyin/copyout are checked against the memory map the client sent with the
-    ioctl (EFAULT instead of a crashed client), copyouts are streamed without
-    waiting for an answer, and copyins read ahead with a doubling window so that
-    a kernel loop copying one 240-byte record at a time does not cost a round
-    trip per record.
+    copyin/copyout are checked against the memory map the client sent with the ioctl (EFAULT
+    instead of a crashed client). A copyin reads exactly the bytes the kernel model asks for,
+    never more: NetBSD copies in only the request's buffers (sys_ioctl() in sys_generic.c for
+    the argument, the DIOCADDSTATES loop of pfioctl() for the records), and a page listed
+    readable can still fault (Linux's ``[vvar]``). The client reports such a fault and the
+    copyin fails with EFAULT, as copyin(9) does. Copyouts are streamed without waiting for an
+    answer; the client fails the ioctl with EFAULT if one of them faults, as pfioctl()'s
+    DIOCGETSTATES loop does at its first failed copyout (no modelled request has a side effect
+    after a copyout).
     """
 
     def __init__(self, sock, regions):
         self.sock = sock
         self.spans = {access: _spans(regions, access) for access in (REGION_READ, REGION_WRITE)}
-        self.cache_start = 0
-        self.cache = bytearray()
-        self.readahead = READAHEAD_START
 
-    def _span_end(self, address, size, access):
-        """End of the accessible span holding [address, address + size), or raise EFAULT."""
+    def _check(self, address, size, access):
+        """Raise EFAULT unless [address, address + size) lies in one span with ``access``."""
         starts, ends = self.spans[access]
         index = bisect.bisect_right(starts, address) - 1
         if index < 0 or address + size > ends[index]:
             raise OSError(errno.EFAULT, os.strerror(errno.EFAULT))
-        return ends[index]
 
     def copyin(self, address, size):
         if size == 0:
             return b""
-        offset = address - self.cache_start
-        if 0 <= offset and offset + size <= len(self.cache):
-            return bytes(self.cache[offset:offset + size])
-        window = min(max(size, self.readahead), self._span_end(address, size, REGION_READ) - address)
-        self.readahead = min(self.readahead * 2, READAHEAD_MAX)
+        self._check(address, size, REGION_READ)
         try:
-            send_message(self.sock, MSG_COPYIN, address, window)
+            send_message(self.sock, MSG_COPYIN, address, size)
             kind, _unused, length = recv_header(self.sock)
-            if kind != MSG_DATA or length != window:
+            if kind != MSG_DATA or length != size:
                 raise ClientGone("protocol error during copyin")
-            self.cache_start, self.cache = address, recv_exact(self.sock, window)
+            data = recv_exact(self.sock, size)
+            kind, error, _readable = recv_header(self.sock)
+            if kind != MSG_COPIED:
+                raise ClientGone("protocol error during copyin")
         except OSError as error:
             raise ClientGone(str(error)) from error
-        return bytes(self.cache[:size])
+        if error:
+            raise OSError(errno.EFAULT, "%s (user range 0x%x+%d faulted)" % (os.strerror(errno.EFAULT), address, size))
+        return bytes(data)
 
     def copyout(self, address, data):
         data = memoryview(data).cast("B")
         if not len(data):
             return
-        self._span_end(address, len(data), REGION_WRITE)
+        self._check(address, len(data), REGION_WRITE)
         try:
             send_message(self.sock, MSG_COPYOUT, address, len(data), data)
         except OSError as error:
             raise ClientGone(str(error)) from error
-        # Keep the read-ahead cache coherent with what the kernel just wrote.
-        low = max(address, self.cache_start)
-        high = min(address + len(data), self.cache_start + len(self.cache))
-        if low < high:
-            self.cache[low - self.cache_start:high - self.cache_start] = data[low - address:high - address]
 
 
 def _spans(regions, access):
@@ -145,9 +143,9 @@ class EmulatedHost(object):
         self.kernel_lock = threading.Lock()
         self.rebooting = False
         self.refusals = []
-        # Set by anything that may change what a purge pass would do; lets the purge
-        # thread skip passes over a big table while nothing changed (manual clock).
-        self.table_touched = True
+        self.client_timeout = CLIENT_TIMEOUT
+        # The clock second up to which the purge thread has ticked (see purge_forever).
+        self.purged_second = int(kernel.clock.now())
         self.sessions = {}
         self.sessions_lock = threading.Lock()
         self.stopping = threading.Event()
@@ -175,14 +173,26 @@ class EmulatedHost(object):
 
     # purge thread ------------------------------------------------------------
     def purge_forever(self):
-        last_second = None
+        """pf_purge_thread() (NetBSD pf.c): one purge tick per second of the kernel's clock.
+
+        On the system clock that is one tick a second; a manual clock ticks only when advanced
+        (the ``advance`` command runs one tick per second it advances).  After a stall the
+        missed seconds are ticked at the current time, at most MAX_CATCH_UP_TICKS of them.
+        """
         while not self.stopping.wait(PURGE_INTERVAL):
             with self.kernel_lock:
                 second = int(self.kernel.clock.now())
-                if second == last_second and not self.table_touched:
-                    continue
-                last_second, self.table_touched = second, False
-                self.kernel.purge()
+                for _tick in range(min(second - self.purged_second, MAX_CATCH_UP_TICKS)):
+                    self.kernel.purge_tick()
+                self.purged_second = max(second, self.purged_second)
+
+    def advance_clock(self, seconds):
+        """Advance the clock with the purge ticking once per whole second on the way (caller holds kernel_lock)."""
+        whole = int(seconds)
+        skipped = max(0, whole - MAX_CATCH_UP_TICKS)
+        self.kernel.clock.advance(skipped + (seconds - whole))
+        self.kernel.run_purge(whole - skipped)
+        self.purged_second = int(self.kernel.clock.now())
 
     # status ------------------------------------------------------------------
     def status(self):
@@ -226,7 +236,7 @@ class EmulatedHost(object):
                 # A reboot takes time on any clock, and kern.boottime must change.
                 self.kernel.clock.advance(max(1.0, time.monotonic() - requested))
             self.kernel.reboot()
-            self.table_touched = True
+            self.purged_second = int(self.kernel.clock.now())
         self._kill_session_holders()
         self.clean_var_run()
         self.run_rc_scripts()
@@ -294,7 +304,6 @@ class EmulatedHost(object):
         if name == "reboot":
             return {"scheduled": self.schedule_reboot(float(command.get("delay", 1.0)))}
         with self.kernel_lock:
-            self.table_touched = True
             if name == "fill":
                 self.kernel.fill(int(command["count"]), seed=int(command.get("seed", 0)))
             elif name == "securelevel":
@@ -307,7 +316,7 @@ class EmulatedHost(object):
                 self.kernel.inject_fault(command["request"], int(command.get("nth", 1)),
                                          int(command.get("errno", errno.EIO)))
             elif name == "advance":
-                self.kernel.clock.advance(float(command["seconds"]))
+                self.advance_clock(float(command["seconds"]))
             elif name == "grow":
                 self.kernel.grow_before_next_fetch(int(command["count"]))
             elif name == "purge":
@@ -362,6 +371,7 @@ class Session(socketserver.BaseRequestHandler):
 
     def _serve_ioctls(self, host, sock):
         while True:
+            sock.settimeout(None)   # an open descriptor may stay idle for as long as its process likes
             try:
                 kind, request, value = recv_header(sock)
                 if kind not in (MSG_IOCTL, MSG_IOCTL_ADDRESS):
@@ -374,10 +384,10 @@ class Session(socketserver.BaseRequestHandler):
                 return
             # An integer argument is a user address the kernel copies the struct from and to.
             arg = payload[:length] if kind == MSG_IOCTL else value
+            sock.settimeout(host.client_timeout)
             memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
             try:
                 with host.kernel_lock:
-                    host.table_touched = True
                     host.kernel.ioctl(self.kernel_handle, request, arg, memory)
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)

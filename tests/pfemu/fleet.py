@@ -9,7 +9,7 @@ directory per emulated host plus an Ansible inventory::
     <fleet>/hosts/<name>/venv/           the host's Python, with the /dev/pf shim
     <fleet>/hosts/<name>/run/            daemon socket, pid files, boottime, logs
     <fleet>/hosts/<name>/var/db/pfstate/ dump directory
-    <fleet>/hosts/<name>/var/run/        lock lease; emptied at every emulated boot
+    <fleet>/hosts/<name>/var/run/        lock lease, restore lock; emptied at every emulated boot
     <fleet>/hosts/<name>/etc/rc.d/       rc scripts, run at every emulated boot
     <fleet>/hosts/<name>/bin/            reboot, sysctl (kern.boottime)
     <fleet>/hosts/<name>/tmp/            remote_tmp and async dir
@@ -18,6 +18,12 @@ Flavours: ``local`` (ansible_connection local, no root needed) and ``ssh``
 (root: every host in its own network namespace with its own sshd, reached
 through ``ip netns exec NS nc 127.0.0.1 22``; the last ``--paramiko-hosts``
 hosts use the paramiko_ssh connection plugin).
+
+Hosts of other ABIs (``--abi-hosts ilp32-le,lp64-be``): the last hosts of the
+fleet run the real Python of a Debian userland of that ABI (``userland.py``)
+through ``<fleet>/hosts/<name>/interpreter/python``, a wrapper that chroots into
+the userland with the fleet directory mounted at its own path, and their
+daemon's kernel has the same ABI (request numbers, layouts, byte order).
 """
 
 import errno
@@ -36,7 +42,7 @@ import zlib
 
 import yaml
 
-from . import daemon
+from . import daemon, userland
 from .shim import pfemu_shim
 
 PACKAGE_ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -49,6 +55,7 @@ SHIM_FILES = ("pfemu_shim.py", "sitecustomize.py")
 STATE_FILE = "fleet.json"
 SSHD = "/usr/sbin/sshd"
 STARTUP_TIMEOUT = 15.0
+QEMU_BINFMT_PREFIX = "/usr/libexec/qemu-binfmt/"
 
 
 class FleetError(Exception):
@@ -127,30 +134,61 @@ class Fleet(object):
 
     # up ------------------------------------------------------------------------
     def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
-           clock="manual"):
+           clock="manual", hostid="random", abi_hosts=(), userland_cache=None):
+        """``hostid``: "random" draws a new pf hostid at every emulated boot, like stock NetBSD (pfattach() in
+        pf_ioctl.c: ``pf_status.hostid = cprng_fast32()``); "fixed" gives each host one that survives reboots,
+        like ``set hostid`` in pf.conf (pfctl's DIOCSETHOSTID at every boot).
+        ``abi_hosts``: the ABIs of the last hosts, which run the Python of a userland of that ABI."""
         if flavour not in ("local", "ssh"):
             raise FleetError("unknown flavour %r (local or ssh)" % flavour)
         if flavour == "ssh":
             _check_ssh_prerequisites()
         if paramiko_hosts and flavour != "ssh":
             raise FleetError("--paramiko-hosts needs --flavour ssh")
-        if self.load() is not None:
+        if hostid not in ("random", "fixed"):
+            raise FleetError("unknown hostid mode %r (random or fixed)" % hostid)
+        if len(abi_hosts) > count:
+            raise FleetError("%d --abi-hosts for a fleet of %d hosts" % (len(abi_hosts), count))
+        userlands = self._userlands(abi_hosts, userland_cache)
+        hosts_dir = os.path.join(self.dir, "hosts")
+        if self.load() is not None or os.path.isdir(hosts_dir):
             self.down()
+        # The hosts start empty: an rc.d script or a dump left by the last fleet would act at the first boot.
+        shutil.rmtree(hosts_dir, ignore_errors=True)
         try:
-            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock)
+            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid,
+                            [abi] * (count - len(abi_hosts)) + list(abi_hosts), userlands)
         except BaseException:
             self.down()
             raise
 
-    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock):
+    @staticmethod
+    def _userlands(abis, cache_dir):
+        """The userland root of every ABI in ``abis`` that the Pythons of this machine do not have."""
+        roots = {}
+        for abi in abis:
+            try:
+                if abi not in roots and userland.needs_userland(abi):
+                    roots[abi] = userland.ensure(abi, cache_dir, log=print)
+            except userland.UserlandUnavailable as error:
+                raise FleetError("no host of ABI %s: %s" % (abi, error)) from error
+        return roots
+
+    def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid, host_abis,
+            userlands):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
         state = {
             "flavour": flavour, "fleet_id": self.fleet_id, "seed": seed, "abi": abi, "clock": clock,
             "created": time.time(),
-            "hosts": [{"name": name, "dir": self.host_dir(name), "python": pythons[index % len(pythons)],
-                       "hostid": _hostid(seed, name),
+            "hosts": [{"name": name, "dir": self.host_dir(name),
+                       "python": userland.ROOT_PYTHON if host_abis[index] in userlands
+                       else pythons[index % len(pythons)],
+                       "abi": host_abis[index], "userland": userlands.get(host_abis[index]),
+                       # Each host its own seed, so that no two hosts draw the same hostids.
+                       "seed": _host_seed(seed, name),
+                       "hostid": _host_seed(seed, name) if hostid == "fixed" else None,
                        "netns": self.netns_name(name) if flavour == "ssh" else None,
                        "connection": ("paramiko_ssh" if index >= count - paramiko_hosts else "ssh")
                        if flavour == "ssh" else "local"}
@@ -164,13 +202,13 @@ class Fleet(object):
         limit = state_limit or max(10000, 2 * states)
         for host in state["hosts"]:
             self._make_host(host)
-            self._start_daemon(host, abi=abi, state_limit=limit, seed=seed, clock=clock)
+            self._start_daemon(host, abi=host["abi"], state_limit=limit, clock=clock)
             if flavour == "ssh":
                 self._start_sshd(host)
         for host in state["hosts"]:
             self._wait_for_daemon(host)
             if states:
-                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["hostid"]})
+                self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["seed"]})
         if flavour == "ssh":
             self._write_known_hosts(state)
             for host in state["hosts"]:
@@ -183,8 +221,22 @@ class Fleet(object):
         for sub in ("run", "var/db/pfstate", "var/run", "etc/rc.d", "bin", "tmp/ansible", "tmp/async"):
             os.makedirs(os.path.join(base, sub), exist_ok=True)
         venv = os.path.join(base, "venv")
-        subprocess.run([host["python"], "-m", "venv", "--without-pip", venv], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        python = os.path.join(venv, "bin", "python")
+        if host["userland"]:
+            # The venv is made and run inside the userland, where its links to /usr/bin/python3 lead.
+            userland.prepare_mount_points(host["userland"], self.dir)
+            interpreter = os.path.join(base, "interpreter", "python")
+            os.makedirs(os.path.dirname(interpreter), exist_ok=True)
+            _write_executable(interpreter, userland.wrapper_script(host["userland"], self.dir, python))
+            venv_command = ["/bin/sh", "-c", userland.wrapper_script(host["userland"], self.dir, host["python"]),
+                            "python"]
+            python = interpreter
+        else:
+            venv_command = [host["python"]]
+        created = subprocess.run(venv_command + ["-m", "venv", "--without-pip", venv], check=False,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+        if created.returncode:
+            raise FleetError("the venv of %s could not be made: %s" % (host["name"], created.stderr.strip()))
         site_packages = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))[0]
         for name in SHIM_FILES:
             shutil.copyfile(os.path.join(PACKAGE_ROOT, "shim", name), os.path.join(site_packages, name))
@@ -194,17 +246,17 @@ class Fleet(object):
             pth.write("import pfemu_shim; pfemu_shim.install_from_config()\n")
         with open(os.path.join(site_packages, pfemu_shim.CONFIG_NAME), "w", encoding="utf-8") as config:
             json.dump({"socket": os.path.join(base, "run", daemon.SOCKET_NAME), "device": "/dev/pf"}, config)
-        python = os.path.join(venv, "bin", "python")
         _write_executable(os.path.join(base, "bin", "reboot"),
                           "#!%s\n# Emulated reboot: asks this host's pfemu daemon to reboot in DELAY (1) seconds.\n"
                           "import sys\nimport pfemu_shim\nsys.exit(pfemu_shim.reboot_main())\n" % python)
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
 
-    def _start_daemon(self, host, abi, state_limit, seed, clock):
+    def _start_daemon(self, host, abi, state_limit, clock):
         command = [sys.executable, "-m", __package__, "daemon", "--host-dir", host["dir"], "--abi", abi,
-                   "--state-limit", str(state_limit), "--hostid", str(host["hostid"]), "--seed", str(seed),
-                   "--clock", clock]
+                   "--state-limit", str(state_limit), "--seed", str(host["seed"]), "--clock", clock]
+        if host["hostid"] is not None:
+            command += ["--hostid", str(host["hostid"])]
         if host["netns"]:
             command += ["--netns", host["netns"]]
         environment = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
@@ -279,22 +331,28 @@ class Fleet(object):
     def host_vars(self, host):
         base = host["dir"]
         variables = {
-            "ansible_python_interpreter": os.path.join(base, "venv", "bin", "python"),
+            "ansible_python_interpreter": os.path.join(base, "interpreter", "python") if host.get("userland")
+            else os.path.join(base, "venv", "bin", "python"),
             "ansible_remote_tmp": os.path.join(base, "tmp", "ansible"),
             "ansible_async_dir": os.path.join(base, "tmp", "async"),
             "netbsd_pf_state_dir": os.path.join(base, "var", "db", "pfstate"),
             # Where the modules' default (/var/run/netbsd_pf_lock.lease) is on NetBSD:
             # a lease taken before a reboot is gone after it.
             "netbsd_pf_lease_file": os.path.join(base, "var", "run", "netbsd_pf_lock.lease"),
+            # One restore lock per emulated host, as /var/run/netbsd_pf_restore.lock is per real host.
+            "netbsd_pf_restore_lock_file": os.path.join(base, "var", "run", "netbsd_pf_restore.lock"),
             "netbsd_pf_rc_dir": os.path.join(base, "etc", "rc.d"),
             "netbsd_pf_bin_dir": os.path.join(base, "bin"),
             "netbsd_pf_reboot_command": os.path.join(base, "bin", "reboot"),
             "netbsd_pf_boot_time_command": os.path.join(base, "bin", "sysctl") + " -n kern.boottime",
             "pfemu_host_dir": base,
-            "pfemu_hostid": host["hostid"],
             "pfemu_python": os.path.basename(host["python"]),
+            "pfemu_abi": host.get("abi", "lp64-le"),
             "pfemu_socket": self.socket_path(host["name"]),
         }
+        if host["hostid"] is not None:
+            # Only a fixed hostid is known in advance; a random one is in DIOCGETSTATUS (`ctl HOST status`).
+            variables["pfemu_hostid"] = host["hostid"]
         proxy = "ip netns exec %s nc 127.0.0.1 22" % host["netns"]
         if host["connection"] == "local":
             variables["ansible_connection"] = "local"
@@ -420,7 +478,7 @@ cat %(boottime)s
 """
 
 
-def _hostid(seed, name):
+def _host_seed(seed, name):
     return zlib.crc32(("%d:%s" % (seed, name)).encode()) or 1
 
 
@@ -505,6 +563,8 @@ def _kill_processes_under(directory):
         if not entry.isdigit() or int(entry) in (os.getpid(), os.getppid()):
             continue
         argv = _cmdline(int(entry))
+        if argv[:1] and argv[0].startswith(QEMU_BINFMT_PREFIX):
+            argv = argv[1:]   # qemu-user's binfmt_misc launcher, then the guest's argv
         if argv and (argv[0].startswith(prefix) or (
                 "daemon" in argv and "--host-dir" in argv and any(part.startswith(prefix) for part in argv))):
             _kill(int(entry), signal.SIGKILL)

@@ -32,12 +32,29 @@ LINKED, UNLINKED, FREED = 0, 1, 2
 # Sentinels of the per-timeout expiry tables (non-negative entries are seconds to add).
 EXPIRES_AT_ZERO = -1  # PFTM_UNTIL_PACKET: pf_state_expires() returns 0
 EXPIRES_NOW = -2  # adaptive timeouts past their end: pf_state_expires() returns now
+PFTM_INTERVAL = 15  # pfvar.h: the purge interval, 10 s by default
 
-READ_ONLY_REQUESTS = frozenset(("DIOCGETSTATES", "DIOCGETSTATE", "DIOCGETSTATUS", "DIOCSETLCK", "DIOCGETTIMEOUT",
-                                "DIOCGETLIMIT"))
-# DIOCADDSTATES is also refused on a read-only descriptor here. The real kernel tests a field of
-# the wrong struct there (section 5.1 step 4): usually EACCES, otherwise undefined.
-SECURELEVEL_REQUESTS = READ_ONLY_REQUESTS | frozenset(("DIOCADDSTATES",))
+# The access checks at the top of pfioctl() (pf_ioctl.c 1.46-1.55), for modelled and unmodelled requests alike.
+# Allowed on a descriptor without FWRITE (the `if (!(flags & FWRITE)) switch (cmd)` list):
+READ_ONLY_REQUESTS = frozenset((
+    "DIOCGETSTATES", "DIOCGETSTATE", "DIOCGETSTATUS", "DIOCSETLCK", "DIOCGETTIMEOUT", "DIOCGETLIMIT",
+    "DIOCGETRULES", "DIOCGETADDRS", "DIOCGETADDR", "DIOCGETALTQS", "DIOCGETALTQ", "DIOCGETQSTATS", "DIOCGETRULESETS",
+    "DIOCGETRULESET", "DIOCNATLOOK", "DIOCRGETTABLES", "DIOCRGETTSTATS", "DIOCRGETADDRS", "DIOCRGETASTATS",
+    "DIOCRTSTADDRS", "DIOCOSFPGET", "DIOCGETSRCNODES", "DIOCIGETIFACES"))
+# Allowed at securelevel > 1 (the kauth_authorize_network() failure list):
+SECURELEVEL_REQUESTS = frozenset((
+    "DIOCGETSTATES", "DIOCGETSTATE", "DIOCGETSTATUS", "DIOCSETLCK", "DIOCGETTIMEOUT", "DIOCGETLIMIT", "DIOCADDSTATES",
+    "DIOCGETRULES", "DIOCGETRULE", "DIOCGETADDRS", "DIOCGETADDR", "DIOCSETSTATUSIF", "DIOCCLRSTATUS", "DIOCNATLOOK",
+    "DIOCSETDEBUG", "DIOCCLRRULECTRS", "DIOCGETALTQS", "DIOCGETALTQ", "DIOCGETQSTATS", "DIOCGETRULESETS",
+    "DIOCGETRULESET", "DIOCRGETTABLES", "DIOCRGETTSTATS", "DIOCRCLRTSTATS", "DIOCRCLRADDRS", "DIOCRADDADDRS",
+    "DIOCRDELADDRS", "DIOCRSETADDRS", "DIOCRGETADDRS", "DIOCRGETASTATS", "DIOCRCLRASTATS", "DIOCRTSTADDRS",
+    "DIOCOSFPGET", "DIOCGETSRCNODES", "DIOCCLRSRCNODES", "DIOCIGETIFACES", "DIOCSETIFFLAG", "DIOCCLRIFFLAG"))
+# Where those checks read the argument (pfrio_flags & PFR_FLAG_DUMMY, or the action of a DIOCGETRULE): not
+# modelled, refused at that check. DIOCADDSTATES on a read-only descriptor is one of them on a real kernel (it
+# reads a field of the wrong struct, section 5.1 step 4): the emulator answers EACCES, the usual outcome.
+SECURELEVEL_ARGUMENT_CHECKED = frozenset(("DIOCRCLRTABLES", "DIOCRADDTABLES", "DIOCRDELTABLES", "DIOCRSETTFLAGS"))
+READ_ONLY_ARGUMENT_CHECKED = SECURELEVEL_ARGUMENT_CHECKED | frozenset((
+    "DIOCRCLRTSTATS", "DIOCRCLRADDRS", "DIOCRADDADDRS", "DIOCRDELADDRS", "DIOCRSETADDRS", "DIOCGETRULE"))
 
 
 class EmulatorRefusal(Exception):
@@ -50,6 +67,10 @@ class KernelPanic(EmulatorRefusal):
 
 class KernelBugRefused(EmulatorRefusal):
     """A request whose kernel implementation is broken (DIOCADDSTATE, DIOCGETSTATE)."""
+
+
+class RequestNotModelled(EmulatorRefusal):
+    """A request NetBSD implements but the emulator does not model: no answer is better than a wrong one."""
 
 
 class ManualClock(object):
@@ -182,6 +203,8 @@ class Kernel(object):
         self._running = 0
         self._since = 0
         self._stateid = 0
+        # pfattach() (pf_ioctl.c) draws pf_status.hostid = cprng_fast32() at every boot; a configured hostid
+        # stands for `set hostid` in pf.conf, which pfctl sets again (DIOCSETHOSTID) at every boot.
         self._hostid = self._configured_hostid if self._configured_hostid is not None else self._random.getrandbits(32)
         self._counters = [0] * 16
         self._fcounters = [0, 0, 0]
@@ -194,6 +217,7 @@ class Kernel(object):
         self._keys = {}  # lan/ext key -> slot, or list of slots when states on several interfaces share it
         self._ext_gwy = set()
         self._ids = {}  # id + creatorid -> slot
+        self._purge_cursor = None  # the static ``cur`` of pf_purge_expired_states(): a slot, None at the end
         self._linked = 0
         self._unlinked = 0
         self._freed = 0
@@ -262,7 +286,7 @@ class Kernel(object):
 
     @state_limit.setter
     def state_limit(self, limit):
-        """Like ``set limit states N`` in pf.conf: pfctl also sets adaptive timeouts to 60%/120%.
+        """Like ``set limit states N`` in pf.conf: pfctl also sets adaptive timeouts to 60%/120% (pfctl.c, pfctl_load_options).
 
         Assign ``timeouts[16]``/``timeouts[17]`` afterwards to choose other adaptive bounds.
         """
@@ -395,24 +419,98 @@ class Kernel(object):
         default_rule = table(self._default_rule_states) if start else others
         return default_rule, others
 
+    def _state_expires(self, slot, now):
+        """pf_state_expires() (pf.c) for one linked state, with the counts as they are at this moment.
+
+        During a purge pass pf_free_state() (pf.c) has already decremented pf_status.states and the
+        rule's state count when the next state's expiry is computed, so the adaptive scaling is
+        recomputed per state, never once per pass.
+        """
+        timeout_index = self._records[slot * RECORD_SIZE + OFF_TIMEOUT]
+        if timeout_index >= PFTM_MAX:
+            return 0  # PFTM_UNTIL_PACKET
+        timeouts = self._timeouts
+        start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+        states = self._default_rule_states if (start and self._on_default_rule[slot]) else self.states
+        timeout = timeouts[timeout_index] & U32
+        if end and states > start and start < end:
+            if states >= end:
+                return now
+            return (self._last_activity[slot] + ((timeout * (end - states)) & U32) // (end - start)) & U32
+        return (self._last_activity[slot] + timeout) & U32
+
+    def _purge_visit(self, slot, now):
+        """One state of pf_purge_expired_states() (pf.c): free it if unlinked, unlink and free it if due."""
+        state = self._status[slot]
+        if state == UNLINKED:
+            self._free(slot)
+        elif state == LINKED and self._state_expires(slot, now) <= now:
+            self._unlink(slot)
+            self._free(slot)
+
+    def _next_in_list(self, slot):
+        """TAILQ_NEXT over the state list: the next slot not yet freed, or None at the end."""
+        status = self._status
+        slot += 1
+        while slot < len(status) and status[slot] == FREED:
+            slot += 1
+        return slot if slot < len(status) else None
+
+    def purge_quota(self):
+        """States one tick visits: pf_purge_thread() (pf.c) passes 1 + pf_status.states / timeout[PFTM_INTERVAL]."""
+        return 1 + self.states // max(1, self._timeouts[PFTM_INTERVAL])
+
+    def purge_tick(self):
+        """One wake-up of pf_purge_thread() (pf.c), at the clock's current second; returns the states freed.
+
+        pf_purge_expired_states(maxcheck) (pf.c) visits ``maxcheck`` states from a cursor kept
+        between calls (a static ``cur``), wrapping to the head of the list at its end: unlinked
+        states (DIOCCLRSTATES, DIOCKILLSTATES, reference 5.8/5.9) are freed, due states unlinked
+        and freed.  While the table is locked (DIOCSETLCK) NetBSD's purge thread skips the states
+        entirely (reference 5.10), and the cursor stays where it was.
+        """
+        if self._lock:
+            return 0
+        now = self._now()
+        freed_before = self._fcounters[2]
+        for _visit in range(self.purge_quota()):
+            if self._purge_cursor is None:
+                self._purge_cursor = self._next_in_list(-1)
+                if self._purge_cursor is None:
+                    break  # list empty
+            slot = self._purge_cursor
+            self._purge_cursor = self._next_in_list(slot)  # taken before the state may be freed
+            self._purge_visit(slot, now)
+        self._compact_if_sparse()
+        return self._fcounters[2] - freed_before
+
+    def run_purge(self, seconds):
+        """Let ``seconds`` seconds pass on the clock with the purge thread waking once a second."""
+        freed = 0
+        for _second in range(int(seconds)):
+            self.clock.advance(1)
+            freed += self.purge_tick()
+        return freed
+
     def purge(self):
-        """One pass of the purge thread: free unlinked states and expire due ones (not while locked)."""
+        """A test shortcut: one visit of every state of the list at the current second (not while locked).
+
+        What the ticks of the next few seconds would do if the clock stood still; tests of the
+        cadence itself use ``purge_tick``/``run_purge``.  The cursor restarts at the head.
+        """
         if self._lock:
             return
         now = self._now()
-        default_table, other_table = self._expiry_tables()
-        status, records, last = self._status, self._records, self._last_activity
-        on_default = self._on_default_rule
-        for slot in range(len(status)):
-            state = status[slot]
-            if state == LINKED:
-                add = (default_table if on_default[slot] else other_table)[records[slot * RECORD_SIZE + OFF_TIMEOUT]]
-                if add < 0 or ((last[slot] + add) & U32) <= now:
-                    self._unlink(slot)
-                    self._free(slot)
-            elif state == UNLINKED:
-                self._free(slot)
-        if self._freed > len(status) // 2:
+        slot = self._next_in_list(-1)
+        while slot is not None:
+            following = self._next_in_list(slot)
+            self._purge_visit(slot, now)
+            slot = following
+        self._purge_cursor = None
+        self._compact_if_sparse()
+
+    def _compact_if_sparse(self):
+        if self._freed > len(self._status) // 2:
             self._compact()
 
     def _unlink(self, slot):
@@ -461,6 +559,8 @@ class Kernel(object):
             self._keys[key] = [renumber[m] for m in members] if isinstance(members, list) else renumber[members]
         for key, slot in self._ids.items():
             self._ids[key] = renumber[slot]
+        if self._purge_cursor is not None:
+            self._purge_cursor = renumber[self._purge_cursor]
         self._freed = 0
 
     # ----------------------------------------------------------------- export (5.11)
@@ -555,11 +655,20 @@ class Kernel(object):
                                       "would read past it" % (request, size, len(arg)))
             argument = bytearray(arg[:size]) if request & IOC_IN else bytearray(size)
         name = self.layout.requests.get(request)
-        if self.securelevel > 1 and name not in SECURELEVEL_REQUESTS:
+        unmodelled = None if name else self.layout.unmodelled_request(request)
+        checked_name = name or unmodelled
+        if self.securelevel > 1 and checked_name not in SECURELEVEL_REQUESTS:
+            if checked_name in SECURELEVEL_ARGUMENT_CHECKED:
+                raise _not_modelled(unmodelled, request, "its securelevel check reads the argument")
             raise _os_error(errno.EPERM, "securelevel %d" % self.securelevel)
-        if not handle.writable and name not in READ_ONLY_REQUESTS:
+        if not handle.writable and checked_name not in READ_ONLY_REQUESTS:
+            if checked_name in READ_ONLY_ARGUMENT_CHECKED:
+                raise _not_modelled(unmodelled, request, "its read-only check reads the argument")
             raise _os_error(errno.EACCES, "descriptor not open for writing")
+        if unmodelled:
+            raise _not_modelled(unmodelled, request)
         if name is None:
+            # pfioctl()'s `default: error = ENODEV` (also a request of the other word size).
             raise _os_error(errno.ENODEV, "request 0x%x is unknown to a %s kernel" % (request, self.abi))
         self._maybe_fault(name)
         getattr(self, "_" + name.lower())(argument, memory)
@@ -787,6 +896,13 @@ class Kernel(object):
         raise KernelBugRefused(
             "DIOCADDSTATE: NetBSD's pfioctl() dereferences the user pointer pfioc_state.state in the kernel without "
             "copyin (a fault with SMAP, garbage on sparc64; reference 5.6). Use DIOCADDSTATES.")
+
+
+def _not_modelled(name, request, detail="the emulator has no model of it"):
+    return RequestNotModelled(
+        "%s (0x%x): NetBSD's pfioctl() implements this request but %s; a real kernel would answer it, so the "
+        "emulator refuses rather than invent an answer (docs/testing.md lists the unmodelled requests)"
+        % (name, request, detail))
 
 
 def _as_int32(value):

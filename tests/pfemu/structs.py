@@ -81,6 +81,36 @@ def ioc_length(request):
     return (request >> IOCPARM_SHIFT) & IOCPARM_MASK
 
 
+# Requests NetBSD's pfioctl() implements (pfvar.h 1.x of netbsd-6..10, pf_ioctl.c 1.46-1.55 switch) that the
+# emulator does not model: name -> (direction, number, argument size or None when the emulator does not compute
+# the struct's size; then any size with that direction and number is taken for the request).
+UNMODELLED_REQUESTS = {
+    "DIOCADDRULE": (IOC_INOUT, 4, None), "DIOCGETRULES": (IOC_INOUT, 6, None), "DIOCGETRULE": (IOC_INOUT, 7, None),
+    "DIOCSETSTATUSIF": (IOC_INOUT, 20, 16), "DIOCCLRSTATUS": (IOC_VOID, 22, 0), "DIOCNATLOOK": (IOC_INOUT, 23, None),
+    "DIOCSETDEBUG": (IOC_INOUT, 24, 4), "DIOCCHANGERULE": (IOC_INOUT, 26, None), "DIOCSETTIMEOUT": (IOC_INOUT, 29, 8),
+    "DIOCCLRRULECTRS": (IOC_VOID, 38, 0), "DIOCSETLIMIT": (IOC_INOUT, 40, 8), "DIOCSTARTALTQ": (IOC_VOID, 42, 0),
+    "DIOCSTOPALTQ": (IOC_VOID, 43, 0), "DIOCADDALTQ": (IOC_INOUT, 45, None), "DIOCGETALTQS": (IOC_INOUT, 47, None),
+    "DIOCGETALTQ": (IOC_INOUT, 48, None), "DIOCCHANGEALTQ": (IOC_INOUT, 49, None),
+    "DIOCGETQSTATS": (IOC_INOUT, 50, None), "DIOCBEGINADDRS": (IOC_INOUT, 51, None),
+    "DIOCADDADDR": (IOC_INOUT, 52, None), "DIOCGETADDRS": (IOC_INOUT, 53, None), "DIOCGETADDR": (IOC_INOUT, 54, None),
+    "DIOCCHANGEADDR": (IOC_INOUT, 55, None), "DIOCGETRULESETS": (IOC_INOUT, 58, None),
+    "DIOCGETRULESET": (IOC_INOUT, 59, None), "DIOCRCLRTABLES": (IOC_INOUT, 60, None),
+    "DIOCRADDTABLES": (IOC_INOUT, 61, None), "DIOCRDELTABLES": (IOC_INOUT, 62, None),
+    "DIOCRGETTABLES": (IOC_INOUT, 63, None), "DIOCRGETTSTATS": (IOC_INOUT, 64, None),
+    "DIOCRCLRTSTATS": (IOC_INOUT, 65, None), "DIOCRCLRADDRS": (IOC_INOUT, 66, None),
+    "DIOCRADDADDRS": (IOC_INOUT, 67, None), "DIOCRDELADDRS": (IOC_INOUT, 68, None),
+    "DIOCRSETADDRS": (IOC_INOUT, 69, None), "DIOCRGETADDRS": (IOC_INOUT, 70, None),
+    "DIOCRGETASTATS": (IOC_INOUT, 71, None), "DIOCRCLRASTATS": (IOC_INOUT, 72, None),
+    "DIOCRTSTADDRS": (IOC_INOUT, 73, None), "DIOCRSETTFLAGS": (IOC_INOUT, 74, None),
+    "DIOCRINADEFINE": (IOC_INOUT, 77, None), "DIOCOSFPFLUSH": (IOC_VOID, 78, 0), "DIOCOSFPADD": (IOC_INOUT, 79, None),
+    "DIOCOSFPGET": (IOC_INOUT, 80, None), "DIOCXBEGIN": (IOC_INOUT, 81, None), "DIOCXCOMMIT": (IOC_INOUT, 82, None),
+    "DIOCXROLLBACK": (IOC_INOUT, 83, None), "DIOCGETSRCNODES": (IOC_INOUT, 84, None),
+    "DIOCCLRSRCNODES": (IOC_VOID, 85, 0), "DIOCSETHOSTID": (IOC_INOUT, 86, 4), "DIOCIGETIFACES": (IOC_INOUT, 87, None),
+    "DIOCSETIFFLAG": (IOC_INOUT, 89, None), "DIOCCLRIFFLAG": (IOC_INOUT, 90, None),
+    "DIOCKILLSRCNODES": (IOC_INOUT, 91, None),
+}
+
+
 ABIS = {
     # name: (pointer size, byte order)
     "lp64-le": (8, "little"),
@@ -129,6 +159,20 @@ class Layout(object):
             ioc(IOC_INOUT, 56, self.pfioc_states.size): "DIOCADDSTATES",
         }
         self.numbers = dict((name, number) for number, name in self.requests.items())
+        self._unmodelled_exact = {}
+        self._unmodelled_any_size = {}
+        for name, (direction, number, size) in UNMODELLED_REQUESTS.items():
+            if size is None:
+                self._unmodelled_any_size[(direction, number)] = name
+            else:
+                self._unmodelled_exact[ioc(direction, number, size)] = name
+
+    def unmodelled_request(self, request):
+        """Name of the NetBSD request ``request`` encodes if the emulator does not model it, else None."""
+        name = self._unmodelled_exact.get(request)
+        if name is None and (request >> 8) & 0xFF == GROUP_D:
+            name = self._unmodelled_any_size.get((request & (IOC_INOUT | IOC_VOID), request & 0xFF))
+        return name
 
     def __repr__(self):
         return "Layout(%r)" % self.name

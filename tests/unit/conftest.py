@@ -2,6 +2,7 @@
 
 import pytest
 
+from ansible_collections.netbsd.pf.plugins.module_utils import restore
 from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter, make_syscalls
 from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
 from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
@@ -26,3 +27,11 @@ def pfemu_kernel(pfemu_router):
 def pfemu_syscalls():
     """Factory: ``pfemu_syscalls(Kernel(abi="ilp32-be"))`` gives Syscalls for a client of that ABI."""
     return make_syscalls
+
+
+@pytest.fixture(autouse=True)
+def private_restore_lock(tmp_path, monkeypatch):
+    """The host-wide restore lock (/var/run/netbsd_pf_restore.lock by default) in the test's own directory."""
+    path = str(tmp_path / "netbsd_pf_restore.lock")
+    monkeypatch.setattr(restore, "DEFAULT_RESTORE_LOCK_FILE", path, raising=False)
+    return path

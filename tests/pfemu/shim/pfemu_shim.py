@@ -31,13 +31,14 @@ CONFIG_NAME = "pfemu_shim.json"
 HEADER = struct.Struct("!BQQ")
 MSG_OPEN = 1       # client: a = open flags; answer MSG_RESULT (a = errno)
 MSG_IOCTL = 2      # client: a = request, b = argument length; payload argument + memory map
-MSG_COPYIN = 3     # daemon: a = address, b = length; client answers MSG_DATA
-MSG_DATA = 4       # client: b = length; payload the bytes read
-MSG_COPYOUT = 5    # daemon: a = address, b = length; payload to store (no answer)
+MSG_COPYIN = 3     # daemon: a = address, b = length; client answers MSG_DATA then MSG_COPIED
+MSG_DATA = 4       # client: b = length; payload the bytes read (zeros from a faulting page on)
+MSG_COPYOUT = 5    # daemon: a = address, b = length; payload to store (no answer; a fault fails the ioctl)
 MSG_RESULT = 6     # daemon: a = errno (0 = success), b = payload length; payload argument / JSON
 MSG_CONTROL = 7    # client: b = length; payload a JSON command; answer MSG_RESULT with JSON
 MSG_REFUSED = 8    # daemon: b = length; payload why the kernel model refused (a real kernel would crash)
 MSG_IOCTL_ADDRESS = 9  # client: a = request, b = integer argument (a user address); payload memory map
+MSG_COPIED = 10    # client, after the MSG_DATA payload: a = errno of the copy (0 or EFAULT), b = bytes read before it
 REGION = struct.Struct("!QQB")   # start, end, REGION_READ | REGION_WRITE
 REGION_READ = 1
 REGION_WRITE = 2
@@ -60,6 +61,61 @@ def recv_exact(sock, size):
     if size:
         recv_exact_into(sock, memoryview(buffer))
     return buffer
+
+
+def _drain(sock, size):
+    """Read and drop ``size`` bytes, keeping the stream in step."""
+    scratch = memoryview(bytearray(min(size, 1 << 20)))
+    while size:
+        chunk = min(size, len(scratch))
+        recv_exact_into(sock, scratch[:chunk])
+        size -= chunk
+
+
+def send_user_memory(sock, address, size):
+    """Send ``size`` bytes of this process's memory at ``address``; return how many were readable.
+
+    The kernel reads the memory for send(2) and answers EFAULT where a page faults (copyin
+    semantics), so a bad page never crashes this process. What could not be read is sent as
+    zeros: the receiver always gets ``size`` bytes.
+    """
+    view = memoryview((ctypes.c_char * size).from_address(address)).cast("B") if size else memoryview(b"")
+    sent = 0
+    while sent < size:
+        try:
+            sent += sock.send(view[sent:])
+        except OSError as error:
+            if error.errno != errno.EFAULT:
+                raise
+            break
+    readable = sent
+    while sent < size:
+        chunk = min(size - sent, 1 << 20)
+        sock.sendall(bytes(chunk))
+        sent += chunk
+    return readable
+
+
+def recv_user_memory(sock, address, size):
+    """Store the next ``size`` bytes of ``sock`` at ``address``; return how many landed before a fault.
+
+    recv(2) writes with copyout semantics (EFAULT at a bad page, the bytes stay queued); the
+    rest is read and dropped so that the stream stays in step.
+    """
+    view = memoryview((ctypes.c_char * size).from_address(address)).cast("B") if size else memoryview(b"")
+    received = 0
+    while received < size:
+        try:
+            got = sock.recv_into(view[received:], size - received)
+        except OSError as error:
+            if error.errno != errno.EFAULT:
+                raise
+            break
+        if not got:
+            raise ConnectionError(errno.ECONNRESET, "pfemu daemon closed the connection")
+        received += got
+    _drain(sock, size - received)
+    return received
 
 
 def send_message(sock, kind, a=0, b=0, payload=b""):
@@ -242,38 +298,59 @@ class PfShim(object):
         request &= 0xFFFFFFFFFFFFFFFF
         with device.lock:
             sock = socket.socket(fileno=fd)
+            finished = False
             try:
                 if isinstance(data, int):
                     send_message(sock, MSG_IOCTL_ADDRESS, request, data & 0xFFFFFFFFFFFFFFFF, memory_map)
                 else:
                     send_message(sock, MSG_IOCTL, request, len(data), data + memory_map)
-                return self._serve(sock)
+                answer_errno, result = self._serve(sock)
+                finished = True
             except ConnectionError as error:
                 raise OSError(errno.ENXIO, os.strerror(errno.ENXIO)) from error
             finally:
+                if not finished:
+                    # Left in the middle of an exchange (refusal aside): hang up, so that the
+                    # daemon does not wait under its kernel lock for an answer that never comes.
+                    _shutdown(sock)
                 sock.detach()
+        if isinstance(result, EmulatorRefusal):
+            raise result
+        if answer_errno:
+            raise OSError(answer_errno, os.strerror(answer_errno))
+        return result
 
     @staticmethod
     def _serve(sock):
-        """Serve the daemon's copyin/copyout requests until it sends the result."""
+        """Serve the daemon's copyin/copyout requests until it answers: (errno, argument or refusal)."""
+        copyout_fault = False
         while True:
             kind, a, b = recv_header(sock)
             if kind == MSG_COPYIN:
                 send_message(sock, MSG_DATA, 0, b)
-                if b:
-                    sock.sendall(memoryview((ctypes.c_char * b).from_address(a)).cast("B"))
+                readable = send_user_memory(sock, a, b)
+                send_message(sock, MSG_COPIED, 0 if readable == b else errno.EFAULT, readable)
             elif kind == MSG_COPYOUT:
-                if b:
-                    recv_exact_into(sock, memoryview((ctypes.c_char * b).from_address(a)).cast("B"))
+                if copyout_fault:
+                    _drain(sock, b)   # the kernel stopped at its first failed copyout
+                elif recv_user_memory(sock, a, b) != b:
+                    copyout_fault = True
             elif kind == MSG_RESULT:
                 result = recv_exact(sock, b)
-                if a:
-                    raise OSError(a, os.strerror(a))
-                return result
+                # A failed copyout fails the request with EFAULT; the argument is not copied back.
+                return (errno.EFAULT if copyout_fault else a), result
             elif kind == MSG_REFUSED:
-                raise EmulatorRefusal("pfemu: " + bytes(recv_exact(sock, b)).decode("utf-8", "replace"))
+                reason = bytes(recv_exact(sock, b)).decode("utf-8", "replace")
+                return 0, EmulatorRefusal("pfemu: " + reason)
             else:
                 raise ConnectionError(errno.EPROTO, "unexpected message from the pfemu daemon")
+
+
+def _shutdown(sock):
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _fileno(obj):

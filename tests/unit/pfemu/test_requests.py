@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel, KernelBugRefused
+from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel, KernelBugRefused, RequestNotModelled
 from ansible_collections.netbsd.pf.tests.pfemu.structs import Layout
 
 ALL_REQUESTS = ("DIOCSTART", "DIOCSTOP", "DIOCSETLCK", "DIOCCLRSTATES", "DIOCGETSTATE", "DIOCGETSTATUS",
@@ -104,10 +104,51 @@ def test_same_number_on_both_word_sizes(pf, name):
     assert pf.req[name] == pf.other_word_size[name]
 
 
-def test_unknown_request_is_enodev(pf):
+# Requests NetBSD's pfioctl() implements that the emulator does not model (pfvar.h numbers, same on every ABI
+# for these argument sizes; DIOCGETRULES carries a struct pfioc_rule whose size the emulator does not compute).
+UNMODELLED = {
+    "DIOCSETTIMEOUT": 0xC008441D, "DIOCSETHOSTID": 0xC0044456, "DIOCCLRSTATUS": 0x20004416,
+    "DIOCSETLIMIT": 0xC0084428, "DIOCSETDEBUG": 0xC0044418, "DIOCCLRSRCNODES": 0x20004455,
+    "DIOCGETRULES": 0xC0204406,
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNMODELLED))
+def test_request_netbsd_implements_but_the_emulator_does_not_model_is_refused_loudly(pf, name):
+    fd = pf.open()
+    arg = bytearray((UNMODELLED[name] >> 16) & 0x1FFF)
+    with pytest.raises(RequestNotModelled, match=name):
+        os_ioctl(fd, UNMODELLED[name], arg)
+    assert arg == bytearray(len(arg))
+
+
+def test_unmodelled_requests_pass_netbsds_access_checks_first(pf):
+    read_only = pf.open(os.O_RDONLY)
+    with pytest.raises(OSError) as caught:
+        os_ioctl(read_only, UNMODELLED["DIOCSETHOSTID"], bytearray(4))   # not in the read-only list
+    assert caught.value.errno == errno.EACCES
+    with pytest.raises(RequestNotModelled):
+        os_ioctl(read_only, UNMODELLED["DIOCGETRULES"], bytearray(32))   # in the read-only list
+    with pytest.raises(RequestNotModelled, match="reads the argument"):
+        os_ioctl(read_only, 0xC0204443, bytearray(32))   # DIOCRADDADDRS: PFR_FLAG_DUMMY decides
+    pf.kernel.set_securelevel(2)
+    writable = pf.open()
+    with pytest.raises(OSError) as caught:
+        os_ioctl(writable, UNMODELLED["DIOCSETTIMEOUT"], bytearray(8))   # not in the securelevel list
+    assert caught.value.errno == errno.EPERM
+    with pytest.raises(RequestNotModelled):
+        os_ioctl(writable, UNMODELLED["DIOCCLRSTATUS"], bytearray(0))    # in the securelevel list
+
+
+@pytest.mark.parametrize("request_number", [
+    0xC0044499,   # number 0x99: no such request in pfvar.h
+    0xC0084456,   # DIOCSETHOSTID's number with an 8-byte argument: matches no case of the switch
+    0x40044456,   # DIOCSETHOSTID's number as _IOR: matches no case either
+])
+def test_request_netbsd_does_not_implement_is_enodev(pf, request_number):
     fd = pf.open()
     with pytest.raises(OSError) as caught:
-        os_ioctl(fd, 0xC0044456, bytearray(4))  # DIOCSETHOSTID: outside the emulated subset
+        os_ioctl(fd, request_number, bytearray((request_number >> 16) & 0x1FFF))
     assert caught.value.errno == errno.ENODEV
 
 

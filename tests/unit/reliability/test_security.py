@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from ansible_collections.netbsd.pf.plugins.action.states_dump import safe_host_dir
 from ansible_collections.netbsd.pf.plugins.module_utils import operations
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump, write_dump
+from ansible_collections.netbsd.pf.plugins.plugin_utils.host_dir import host_dir_name
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 
 ORDER = sys.byteorder
@@ -59,15 +59,16 @@ def test_temp_file_is_private_from_its_first_byte(tmp_path, monkeypatch, open_um
 @pytest.mark.parametrize("hostname", ["../../etc", "..", ".", "a/../../b", "/etc/passwd", "fw1/../..", "\x00x", "~root",
                                       "..\\..\\x", "fw1 ; rm -rf /", "{{ lookup('pipe', 'id') }}", ""])
 def test_inventory_hostnames_cannot_leave_the_capture_directory(tmp_path, hostname):
-    name = safe_host_dir(hostname)
+    name = host_dir_name(hostname)
     assert "/" not in name and "\x00" not in name and name not in ("", ".", "..")
     base = os.path.realpath(str(tmp_path))
     assert os.path.dirname(os.path.realpath(os.path.join(base, name))) == base
 
 
-def test_distinct_hostnames_may_share_a_directory_name():
-    """Documented limit: sanitising maps some names together (a/b and a_b); inventory names are unique in practice."""
-    assert safe_host_dir("a/b") == safe_host_dir("a_b")
+def test_distinct_hostnames_get_distinct_directory_names():
+    """D3: the encoding is injective (a/b and a_b, fw-ü and fw-ö used to share a directory)."""
+    names = ["a/b", "a_b", "a%2Fb", "fw-ü", "fw-ö", "fw-_", "", "%", ".", "..", "%2E", "2001:db8::1", "2001_db8__1"]
+    assert len({host_dir_name(name) for name in names}) == len(names)
 
 
 HOSTILE_METADATA = {
@@ -98,6 +99,6 @@ def test_native_header_is_data_in_inspect_and_convert(tmp_path):
 
 def test_fetched_capture_lands_inside_the_host_directory_only(tmp_path):
     """The fetched file name is the basename of the target path: a target path cannot climb out."""
-    host_dir = os.path.join(str(tmp_path), safe_host_dir("../fw1"))
+    host_dir = os.path.join(str(tmp_path), host_dir_name("../fw1"))
     final = os.path.join(host_dir, os.path.basename("/var/db/pfstate/../../../etc/cron.d/x"))
     assert os.path.dirname(final) == host_dir

@@ -6,6 +6,7 @@ Controller code: ansible-test runs these on the controller's Pythons only.
 import hashlib
 import os
 import stat
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,13 +23,29 @@ class _PlayContext(object):
     remote_addr = "192.0.2.1"
 
 
-def _action(transfer):
-    """The action plugin with ansible.builtin.fetch replaced by ``transfer(remote, local)``."""
+def _action(transfer, args=None, module_result=None, delegate_to=None):
+    """The action plugin with ansible.builtin.fetch replaced by ``transfer(remote, local)``
+    and the module's run by ``module_result``."""
     action = states_dump_action.ActionModule.__new__(states_dump_action.ActionModule)
     action._loader = _Loader()
     action._play_context = _PlayContext()
+    action._task = SimpleNamespace(args=dict(args or {}), async_val=0, check_mode=False, delegate_to=delegate_to,
+                                   action="netbsd.pf.states_dump")
+    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/tmp/ansible-tmp-test"))
     action._run_builtin_fetch = lambda remote, local, task_vars: transfer(remote, local)
+    action._execute_module = lambda module_name, module_args, task_vars: dict(module_result or {})
     return action
+
+
+def _write(content):
+    def transfer(remote, local):
+        with open(local, "wb") as handle:
+            handle.write(content)
+        return {"changed": True}
+    return transfer
+
+
+DUMP_RESULT = {"changed": True, "path": "/var/db/pfstate/fw1.pfstate", "count": 3, "sha256": hashlib.sha256(b"x").hexdigest()}
 
 
 @pytest.fixture
@@ -86,3 +103,91 @@ def test_fetch_with_a_wrong_checksum_leaves_nothing(tmp_path, open_umask):
     with pytest.raises(states_dump_action._FetchError, match="SHA-256 mismatch"):
         _action(transfer)._fetch("/var/db/pf.pfstate", "0" * 64, str(tmp_path), {"inventory_hostname": "fw3"})
     assert os.listdir(str(tmp_path / "fw3")) == []
+
+
+def test_host_directory_owned_by_another_user_is_refused(tmp_path, open_umask, monkeypatch):
+    """D12: a host directory someone else created (and could swap captures in) is refused, not chmod-ed and used."""
+    host_dir = tmp_path / "fw1"
+    host_dir.mkdir()
+    os.chmod(str(host_dir), 0o777)
+    monkeypatch.setattr(states_dump_action.os, "geteuid", lambda: os.stat(str(host_dir)).st_uid + 1)
+    with pytest.raises(states_dump_action._FetchError, match=r"fw1 is owned by uid \d+, not by the controller user"):
+        _action(_write(b"x"))._fetch("/var/db/pf.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path),
+                                     {"inventory_hostname": "fw1"})
+    assert os.listdir(str(host_dir)) == []
+    assert stat.S_IMODE(os.stat(str(host_dir)).st_mode) == 0o777, "the refused directory is left as it was"
+
+
+def test_host_directory_that_is_a_symlink_is_refused(tmp_path, open_umask):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "captures").mkdir()
+    os.symlink(str(elsewhere), str(tmp_path / "captures" / "fw1"))
+    with pytest.raises(states_dump_action._FetchError, match="fw1 is not a directory"):
+        _action(_write(b"x"))._fetch("/var/db/pf.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path / "captures"),
+                                     {"inventory_hostname": "fw1"})
+    assert os.listdir(str(elsewhere)) == []
+
+
+@pytest.mark.parametrize("hostname, directory", [("2001:db8::1", "2001%3Adb8%3A%3A1"), ("fw-münchen", "fw-m%C3%BCnchen")])
+def test_fetch_uses_the_host_dir_filter_encoding(tmp_path, open_umask, hostname, directory):
+    """D3: the action plugin and the roles (filter netbsd.pf.host_dir) name a host's directory alike."""
+    final = _action(_write(b"x"))._fetch("/var/db/pf.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path),
+                                         {"inventory_hostname": hostname})
+    assert final == str(tmp_path / directory / "pf.pfstate")
+
+
+def test_hosts_whose_names_sanitise_alike_get_their_own_directories(tmp_path, open_umask):
+    """D3: fw-ü and fw-ö used to share fw-_ (one capture silently overwrote the other)."""
+    first = _action(_write(b"u"))._fetch("/d/states.pfstate", hashlib.sha256(b"u").hexdigest(), str(tmp_path),
+                                         {"inventory_hostname": "fw-ü"})
+    second = _action(_write(b"o"))._fetch("/d/states.pfstate", hashlib.sha256(b"o").hexdigest(), str(tmp_path),
+                                          {"inventory_hostname": "fw-ö"})
+    assert first != second
+    assert open(first, "rb").read() == b"u" and open(second, "rb").read() == b"o"
+
+
+def test_delegated_dump_lands_in_the_delegated_hosts_directory(tmp_path, open_umask):
+    """The dump comes from the host the module ran on (migrate dumps its source with delegate_to)."""
+    final = _action(_write(b"x"), delegate_to="fw-source")._fetch(
+        "/d/s.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path), {"inventory_hostname": "fw-destination"})
+    assert final == str(tmp_path / "fw-source" / "s.pfstate")
+
+
+@pytest.mark.parametrize("case", ["under a regular file", "read-only directory"])
+def test_controller_failure_is_a_message_and_keeps_the_module_result(tmp_path, open_umask, case, monkeypatch):
+    """D5: fetch_to under a regular file / on a read-only file system: a clear msg, the module's result kept."""
+    if case == "under a regular file":
+        (tmp_path / "file").write_bytes(b"")
+        fetch_to = str(tmp_path / "file" / "captures")
+        expected = "Not a directory"
+    else:
+        fetch_to = str(tmp_path / "captures")
+
+        def read_only_makedirs(path, *args, **kwargs):
+            raise OSError(30, "Read-only file system", path)
+        monkeypatch.setattr(states_dump_action.os, "makedirs", read_only_makedirs)
+        expected = "Read-only file system"
+    action = _action(_write(b"x"), args={"path": DUMP_RESULT["path"], "fetch_to": fetch_to}, module_result=DUMP_RESULT)
+    result = action.run(task_vars={"inventory_hostname": "fw1"})
+    assert result["failed"] is True and "exception" not in result
+    assert result["msg"].startswith("the dump was written on the target (/var/db/pfstate/fw1.pfstate) but not fetched: ")
+    assert expected in result["msg"] and "captures" in result["msg"]
+    for key, value in DUMP_RESULT.items():
+        assert result[key] == value, "the module's result is kept"
+
+
+def test_base_directory_created_by_another_host_at_the_same_moment(tmp_path, open_umask, monkeypatch):
+    """Workers of two hosts both find fetch_to missing and both create it: the second must not fail."""
+    base = tmp_path / "captures"
+    real_makedirs = os.makedirs
+
+    def racing_makedirs(path, *args, **kwargs):
+        if path == str(base) and not base.exists():
+            real_makedirs(path, 0o700)      # the other worker wins the race
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(states_dump_action.os, "makedirs", racing_makedirs)
+    final = _action(_write(b"x"))._fetch("/d/s.pfstate", hashlib.sha256(b"x").hexdigest(), str(base),
+                                         {"inventory_hostname": "fw2"})
+    assert open(final, "rb").read() == b"x"

@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params,
+    COMMON_ARGSPEC, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params, module_argspec,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter
 
@@ -13,7 +13,15 @@ def test_specs_have_the_agreed_names():
     assert set(TRANSFORM_ARGSPEC["filters"]["options"]) == {
         "interfaces", "protocols", "address_family", "networks", "ports", "direction"}
     assert LOCK_LEASE_ARGSPEC["lease"]["default"] == 300
-    assert LOCK_LEASE_ARGSPEC["lease_file"]["default"] == "/var/run/netbsd_pf_lock.lease"
+    assert COMMON_ARGSPEC["lease_file"]["default"] == "/var/run/netbsd_pf_lock.lease"
+    assert COMMON_ARGSPEC["device"]["default"] == "/dev/pf"
+
+
+def test_module_argspec_merges_the_common_options_and_refuses_a_name_twice():
+    spec = module_argspec(dict(path=dict(type="path")), TRANSFORM_ARGSPEC)
+    assert set(spec) == {"device", "lease_file", "filters", "rename", "path"}
+    with pytest.raises(ValueError, match="lease_file"):
+        module_argspec(dict(lease_file=dict(type="path")))
 
 
 def test_nothing_given_means_no_transform():

@@ -16,7 +16,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import arm_lease, 
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, default_restore_lock_file, exclusive_restore, parse_timestamp, resolve_age, restore_file,
+    RestoreError, exclusive_restore, parse_timestamp, resolve_age, restore_file,
 )
 
 ORDER = sys.byteorder
@@ -255,7 +255,8 @@ def test_full_table_rejects_the_rest_without_more_calls(pfemu_kernel, tmp_path, 
         return plan
 
     monkeypatch.setattr(restore_mod, "plan_restore", plan_then_fill)
-    report = restore(write_states(tmp_path / "d.bin", records[:18]), tmp_path, chunk_size=3)
+    # purge_wait 0: the fill leaves expired states that a real kernel's purge would free, and this kernel has no purge thread.
+    report = restore(write_states(tmp_path / "d.bin", records[:18]), tmp_path, chunk_size=3, purge_wait=0)
     assert_balanced(report, 18)
     assert (report["restored"], report["rejected"], report["rejected_by_reason"]) == (5, 13, {"state limit": 13})
     # [0-2] [3-5]x (2 in) [5] alone: full; the 12 others are rejected without a call or a table read.
@@ -389,14 +390,14 @@ def test_filters_and_rename(pfemu_kernel, tmp_path):
 
 # --- check mode, lock, serialisation ----------------------------------------------------------------
 
-def test_check_mode_predicts_the_real_counts(pfemu_kernel, tmp_path):
+def test_check_mode_predicts_the_real_counts(pfemu_kernel, tmp_path, private_restore_lock):
     pfemu_kernel.state_limit = 12
     records = [make_state(n, expire=10 if n % 7 == 0 else 900) for n in range(16)]
     add_directly(records[1:3] + [make_state(300, lan=("10.0.0.5", 1029))])
     path = write_states(tmp_path / "d.bin", records)
     predicted = restore(path, tmp_path, check_mode=True, age=20, limit_policy="fit")
     assert len(table()) == 3
-    assert not os.path.exists(default_restore_lock_file(str(tmp_path / "lease")))
+    assert not os.path.exists(private_restore_lock)
     actual = restore(path, tmp_path, age=20, limit_policy="fit")
     for key in BUCKETS + ("total", "rejected_by_reason"):
         assert predicted[key] == actual[key], key
@@ -425,9 +426,9 @@ def test_lock_none_leaves_the_table_alone(pfemu_kernel, tmp_path):
     assert not os.path.exists(str(tmp_path / "lease"))
 
 
-def test_concurrent_restore_is_refused_after_timeout(pfemu_kernel, tmp_path):
+def test_concurrent_restore_is_refused_after_timeout(pfemu_kernel, tmp_path, private_restore_lock):
     path = write_states(tmp_path / "d.bin", [make_state(0)])
-    lock_path = default_restore_lock_file(str(tmp_path / "lease"))
+    lock_path = private_restore_lock
     with exclusive_restore(lock_path, 0):
         with pytest.raises(RestoreError, match=r"another restore \(pid %d\)" % os.getpid()):
             restore(path, tmp_path, restore_lock_timeout=0)

@@ -57,3 +57,19 @@ def test_opens_the_device_read_only(kernel, tmp_path, capsys, monkeypatch):
 def test_negative_limit_is_refused(kernel, tmp_path, capsys):
     result = run(capsys, tmp_path, states=True, limit=-1)
     assert result["failed"] is True and "limit" in result["msg"]
+
+
+def test_counts_the_states_another_hostid_created(kernel, tmp_path, capsys):
+    from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+    before_reboot = kernel.export_all()
+    old_hostid = kernel.hostid
+    kernel.reboot()   # stock NetBSD draws a new hostid at every boot (pf.conf without `set hostid`)
+    assert kernel.hostid != old_hostid
+    kernel.fill(30, seed=12)
+    with PfDevice(writable=True) as device:
+        device.add_states(before_reboot)   # a restore keeps each state's dumped creatorid
+    result = run(capsys, tmp_path)
+    assert result["status"]["hostid"] == "%08x" % kernel.hostid
+    by_creatorid = result["summary"]["by_creatorid"]
+    assert by_creatorid["%08x" % old_hostid] > 150   # the generator gives a few states to pfsync peers
+    assert result["summary"]["created_by_other_hostids"] == 230 - by_creatorid["%08x" % kernel.hostid] >= 200
