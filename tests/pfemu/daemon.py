@@ -201,6 +201,9 @@ class EmulatedHost(object):
         with self.kernel_lock:
             answer = {
                 "running": kernel.running, "states": kernel.states, "hostid": kernel.hostid,
+                # Not in DIOCGETSTATUS: the states DIOCGETSTATES lists (``states`` also counts
+                # the unlinked ones the purge has not freed yet).
+                "linked_states": kernel.linked_states,
                 "state_limit": kernel.state_limit, "lock": kernel.lock, "securelevel": kernel.securelevel,
                 "boot_time": kernel.boot_time, "now": kernel.clock.now(), "abi": kernel.abi,
                 "panicked": kernel.panicked,
