@@ -98,6 +98,7 @@ class ClientMemory(object):
     def __init__(self, sock, regions):
         self.sock = sock
         self.spans = {access: _spans(regions, access) for access in (REGION_READ, REGION_WRITE)}
+        self.replies_mapped = 0
 
     def _check(self, address, size, access):
         """Raise EFAULT unless [address, address + size) lies in one span with ``access``."""
@@ -149,8 +150,6 @@ class ClientMemory(object):
             raise OSError(errno.ENOMEM, "the reply could not be mapped into the caller")
         self.replies_mapped += 1
         return address
-
-    replies_mapped = 0
 
 
 def _spans(regions, access):
