@@ -8,6 +8,7 @@ restore planner, the way a module does on a target.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from tests.pfemu import userland  # noqa: E402  pylint: disable=wrong-import-position,import-error
 from tests.pfemu.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,7 +61,7 @@ def mixed_fleet(tmp_path_factory):
 
 
 def run_client(fleet, host, collections_root, body):
-    python = os.path.join(fleet.host_dir(host), "venv", "bin", "python")
+    python = fleet.host_vars(fleet.host(host))["ansible_python_interpreter"]
     script = CLIENT_PRELUDE + textwrap.dedent(body) + CLIENT_EPILOGUE
     result = subprocess.run([python, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, PYTHONPATH=collections_root), universal_newlines=True,
@@ -197,3 +199,46 @@ def test_npf_fill_and_boot_configuration(fleet):
     assert status["active"] and status["rules"] == 2
     with pytest.raises(OSError, match="does not run NPF"):
         fleet.control("fw3", {"command": "npf-fill", "count": 1})
+
+
+def test_an_ilp32_host_saves_and_restores_through_its_own_request_numbers(tmp_path):
+    """A real i386 Python (4-byte pointers: 12-byte nvlist_ref_t, other request numbers) on an NPF host."""
+    if os.geteuid() != 0:
+        pytest.skip("hosts of other ABIs need root (chroot)")
+    try:
+        userland.ensure("ilp32-le", None, log=print)
+    except userland.UserlandUnavailable as error:
+        pytest.skip("no ilp32-le userland: %s" % error)
+    fleet = Fleet(str(tmp_path / "fleet"))
+    fleet.up(1, firewall="npf", abi_hosts=["ilp32-le"], npf_connections=CONNECTIONS, seed=4)
+    try:
+        # The host runs chrooted with only the fleet directory mounted: the collection goes there.
+        collections_root = os.path.join(fleet.dir, "collections")
+        shutil.copytree(os.path.join(REPO_ROOT, "plugins"),
+                        os.path.join(collections_root, "ansible_collections", "netbsd", "pf", "plugins"))
+        packed = os.path.join(fleet.dir, "snapshot.nv")
+        saved = run_client(fleet, "fw1", collections_root, """
+            import ctypes
+            from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
+            with NpfDevice() as device:
+                reply = device.save()
+                answer["ref_size"] = (device.ioctls["IOC_NPF_SAVE"] >> 16) & 0x1FFF
+            answer["pointer"] = ctypes.sizeof(ctypes.c_void_p)
+            answer["saved"] = len(NpfSnapshot(reply, device.abi.byte_order, "fw1").connections)
+            with open(%r, "wb") as snapshot_file:
+                snapshot_file.write(encode(reply, device.abi.byte_order))
+        """ % packed)
+        assert saved == {"ref_size": 12, "pointer": 4, "saved": CONNECTIONS, "replies": 1}
+        assert reboot(fleet, "fw1")["npf"]["connections"] == 0
+        restored = run_client(fleet, "fw1", collections_root, """
+            with open(%r, "rb") as snapshot_file:
+                snapshot = NpfSnapshot.from_packed(snapshot_file.read(), "fw1")
+            with NpfDevice() as device:
+                plan = plan_restore(snapshot, NpfSnapshot(device.save(), device.abi.byte_order, "running"))
+                report = execute_plan(device, plan)
+            answer.update(accounted=plan.accounted(), loaded=report["loaded"], failed=report["verify_failed"])
+        """ % packed)
+        assert restored["accounted"] and restored["loaded"] == CONNECTIONS and restored["failed"] == []
+        assert npf_status(fleet, "fw1")["connections"] == CONNECTIONS
+    finally:
+        fleet.down()
