@@ -187,6 +187,9 @@ def test_a_pf_host_has_no_npf_and_securelevel_2_refuses_npf(fleet, collections_r
 def test_npf_fill_and_boot_configuration(fleet):
     before = npf_status(fleet, "fw1")["connections"]
     assert fleet.control("fw1", {"command": "npf-fill", "count": 25, "seed": 9})["npf"]["connections"] == before + 25
+    with pytest.raises(OSError, match="refuses this configuration: const table without data"):
+        fleet.control("fw1", {"command": "npf-config", "config": {"tables": [{"name": "t", "type": 3}]}})
+    assert npf_status(fleet, "fw1")["boot_config"] == "pass"
     fleet.control("fw1", {"command": "npf-config", "preset": "none"})
     try:
         status = reboot(fleet, "fw1")["npf"]

@@ -39,6 +39,7 @@ import threading
 import time
 
 from ..npfemu.kernel import EmulatorRefusal as NpfRefusal
+from ..npfemu.kernel import Fail as NpfFailure
 from ..npfemu.kernel import NpfKernel
 from ..npfemu import generate as npf_generate
 from .kernel import EmulatorRefusal, Kernel, ManualClock, SystemClock
@@ -289,6 +290,12 @@ class EmulatedHost(object):
             name, config = "custom", command["config"]
             if not isinstance(config, dict):
                 raise ValueError("an NPF configuration is a JSON object (the LOAD nvlist, bytes as {\"hex\": ...})")
+            # Refused now, not at the next boot: a scratch kernel of this host loads it first.
+            scratch = NpfKernel(pointer_size=self.npf_kernel.pointer_size, byte_order=self.npf_kernel.byte_order)
+            try:
+                scratch._load(_from_json(config))   # pylint: disable=protected-access
+            except (NpfFailure, NpfRefusal, ValueError, TypeError, AttributeError) as failure:
+                raise ValueError("the NPF kernel refuses this configuration: %s" % (getattr(failure, "why", None) or failure)) from failure
         path = self.npf_boot_config_path()
         if config is None:
             try:
