@@ -295,7 +295,8 @@ class EmulatedHost(object):
             try:
                 scratch._load(_from_json(config))   # pylint: disable=protected-access
             except (NpfFailure, NpfRefusal, ValueError, TypeError, AttributeError) as failure:
-                raise ValueError("the NPF kernel refuses this configuration: %s" % (getattr(failure, "why", None) or failure)) from failure
+                reason = getattr(failure, "why", None) or failure
+                raise ValueError("the NPF kernel refuses this configuration: %s" % reason) from failure
         path = self.npf_boot_config_path()
         if config is None:
             try:
