@@ -555,7 +555,8 @@ class Session(socketserver.BaseRequestHandler):
                     try:
                         kernel.ioctl(self.kernel_handle, request, arg, memory)
                     finally:
-                        host.npf_replies_mapped += memory.replies_mapped
+                        if memory.replies_mapped:   # only NPF sessions map replies, under npf_lock
+                            host.npf_replies_mapped += memory.replies_mapped
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)
                 else:
