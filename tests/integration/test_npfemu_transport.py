@@ -116,6 +116,7 @@ def test_save_reboot_restore_through_the_shim(fleet, collections_root, tmp_path)
         status = reboot(fleet, host)
         # The reboot emptied NPF; rc.d/npf loaded the pass configuration and started it.
         assert status["npf"]["connections"] == 0 and status["npf"]["active"] and status["npf"]["rules"] == 2
+        mapped_before = npf_status(fleet, host)["replies_mapped"]
         restored = run_client(fleet, host, collections_root, """
             with open("%s", "rb") as snapshot_file:
                 snapshot = NpfSnapshot.from_packed(snapshot_file.read(), "%s")
@@ -134,7 +135,9 @@ def test_save_reboot_restore_through_the_shim(fleet, collections_root, tmp_path)
         assert restored["after"] == CONNECTIONS
         # save, save (running), load, lookups, save: each mapped reply was unmapped once.
         assert restored["replies"] == 3 + restored["report"]["verified"]
-        assert npf_status(fleet, host)["connections"] == CONNECTIONS
+        after = npf_status(fleet, host)
+        assert after["connections"] == CONNECTIONS
+        assert after["replies_mapped"] - mapped_before == restored["replies"]
 
 
 def test_errors_map_nothing_and_leave_the_argument_alone(fleet, collections_root):
