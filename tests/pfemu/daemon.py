@@ -137,7 +137,6 @@ class ClientMemory(object):
         except OSError as error:
             raise ClientGone(str(error)) from error
 
-
     def map_reply(self, data):
         """nvlist_copyout's uvm_mmap_anon: the client maps fresh pages holding ``data``; their address."""
         try:
@@ -455,7 +454,6 @@ class EmulatedHost(object):
             else:
                 raise ValueError("unknown control command %r" % (name,))
         return self.status()
-
 
     def npf_control(self, name, command):
         if self.npf_kernel is None:
