@@ -31,7 +31,7 @@ UNITS_PYTHONS ?= all
 UNITS_CONTROLLER_PYTHON ?= 3.11
 ANSIBLE_TEST_OPTIONS ?= --color no
 
-TIERS := sanity units integration molecule lint docs-lint docs-check changelog-lint package compat
+TIERS := sanity units integration molecule examples lint docs-lint docs-check changelog-lint package compat
 
 .PHONY: help test demo bench fuzz docs docs-check compat clean distclean venv pythons copy ansible-test-setup system-packages $(TIERS)
 
@@ -103,6 +103,15 @@ molecule: copy
 		echo "SKIP molecule: no scenario in extensions/molecule/ yet"; exit 0; fi; \
 	tools/ensure-system-packages.sh sshd=openssh-server nc=netcat-openbsd ip=iproute2; \
 	cd $(COPY) && ANSIBLE_COLLECTIONS_PATH=$(BUILD) molecule test --all
+
+# Every ```yaml fence of README.md and docs/*.md, extracted from the Markdown by
+# its marker (docs/testing.md, "Examples in the docs"): run against a local
+# emulated fleet, or syntax-checked and linted when it needs a real NetBSD.
+# EXAMPLES_OPTIONS="--flavour ssh" runs them over sshd in network namespaces (root).
+EXAMPLES_OPTIONS ?=
+
+examples: copy
+	ANSIBLE_COLLECTIONS_PATH=$(BUILD) $(VENV)/bin/python tools/run-doc-examples.py $(EXAMPLES_OPTIONS)
 
 # ansible-lint reads what Ansible content there is: roles, playbooks, scenarios.
 LINTED_DIRS := roles playbooks extensions

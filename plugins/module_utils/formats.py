@@ -191,6 +191,13 @@ class DumpReader:
             return self._reader.blocks()
         return self._text_blocks()
 
+    def checked_blocks(self):
+        """Record blocks in one pass, each file checked as it is read: a damaged native file raises
+        after its last block, so the consumer must be able to drop what it made (see stage_dump)."""
+        if self.format == NATIVE:
+            return self._reader.checked_blocks()
+        return self.blocks()
+
     def _text_blocks(self):
         self._reader.count = 0
         yield from self._reader.blocks()
@@ -253,8 +260,15 @@ class _HashingFile:
         self.digest = hashlib.sha256()
         self.rewritten = False
 
+    def rewrites_start(self):
+        """The writer will write the start of the file again: hash the file once, from disk, when done."""
+        self.digest = None
+        self.rewritten = True
+
     def write(self, data):
         view = memoryview(data).cast("B")
+        if self.digest is None:
+            return self.handle.write(view)
         if len(view) < _PARALLEL_HASH_BYTES:
             self.digest.update(view)
             return self.handle.write(view)
@@ -388,6 +402,8 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
             writer = PfsBinaryWriter(sink, byte_order, count)
         else:
             writer = PfsTextWriter(sink, byte_order)
+        if getattr(writer, "rewrites_start", False):
+            sink.rewrites_start()
         slice_records = _SLICE_RECORDS.get(fmt) if fmt != NATIVE or compress == "zlib" else None
         for block in (_slices(blocks, slice_records) if slice_records else blocks):
             writer.write_block(block)

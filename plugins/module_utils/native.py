@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import calendar
 import hashlib
 import json
 import math
@@ -91,6 +90,7 @@ class NativeWriter:
         self._declared_sha256 = bytes.fromhex(records_sha256) if records_sha256 else None
         self._digest = None if self._declared_sha256 else hashlib.sha256()
         self._final_prelude = self._declared_sha256 is not None and count is not None and compression == "none"
+        self.rewrites_start = not self._final_prelude
         self.count = 0
         self.payload_length = 0
         self._start = fileobj.tell()
@@ -151,6 +151,7 @@ def iso8601_seconds(text):
 
     Every field is range-checked (2024-02-30 or 25:61 are refused, not wrapped round).
     """
+    import calendar     # pylint: disable=import-outside-toplevel  # only for dates given as text: not at every start-up
     match = _ISO_8601.match(text) if isinstance(text, str) else None
     if not match:
         raise ValueError("not an ISO 8601 date-time with an offset, such as 2024-05-01T12:30:00Z")
@@ -351,19 +352,30 @@ class NativeReader:
 
         With ``spool`` (a binary file object) the records are also written to it as they are checked.
         """
+        count = 0
+        for block in self.checked_blocks():
+            count += len(block) // RECORD_SIZE
+            if spool is not None:
+                spool.write(block)
+        return count
+
+    def checked_blocks(self):
+        """Record blocks as read, count and SHA-256 checked after the last one (NativeFormatError then).
+
+        One pass instead of two, for a consumer that can still drop what it made of
+        the blocks when the check fails (a staged file that is not committed).
+        """
         digest = hashlib.sha256()
         count = 0
         for block in self._raw_blocks():
             digest.update(block)
             count += len(block) // RECORD_SIZE
-            if spool is not None:
-                spool.write(block)
+            yield block
         if count != self.count:
             raise NativeFormatError("header announces %d records, payload holds %d" % (self.count, count))
         if digest.hexdigest() != self.header["sha256"]:
             raise NativeFormatError("SHA-256 of the records does not match the header (file damaged)")
         self.verified = True
-        return count
 
     def blocks(self, verify=True):
         """Record blocks; with verify (default) the whole file is checked before the first one.

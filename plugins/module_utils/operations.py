@@ -377,8 +377,12 @@ def start_detached(argv):
 
 def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during", lease=300,
                 lease_file="/var/run/netbsd_pf_lock.lease", backup=False, mode=0o600, check_mode=False,
-                device_path="/dev/pf", run_after=None, now=None, progress=None):
+                device_path="/dev/pf", run_after=None, now=None, progress=None, summary=True):
     """Dump the state table to ``path``; returns the result dict (see the states_dump module's RETURN).
+
+    ``summary=False`` leaves out by_interface, by_protocol, by_address_family and
+    expired_awaiting_purge (passes over the table that a caller which does not report
+    them, the pfstate command, need not pay for).
 
     The file is replaced atomically and only when its content (format,
     options, records) differs from what is there; the native header's
@@ -397,7 +401,8 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 
     snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
     try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress)
+        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress,
+                                 summary)
         if snapshot.lock_mode == "hold":
             result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
             result["lock"] = dict(lease_view(lease_file), mode="hold")
@@ -413,22 +418,22 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     return result
 
 
-def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress):
+def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
     block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
-    summary = summarize([block], byte_order, brief=True)
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
                         check_mode=check_mode, now=now, progress=progress)
     result = {
         "path": path, "format": fmt.replace("-", "_"), "byte_order": byte_order, "count": stats.kept,
         "filtered": stats.filtered, "renamed": stats.renamed, "read": stats.read,
-        "by_interface": summary["by_interface"], "by_protocol": summary["by_protocol"],
-        "by_address_family": summary["by_address_family"],
-        # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
-        "expired_awaiting_purge": table_occupancy(block, byte_order, 0)["expired"],
     }
+    if summary:
+        brief = summarize([block], byte_order, brief=True)
+        result.update((key, brief[key]) for key in ("by_interface", "by_protocol", "by_address_family"))
+        # Expired states the purge has not reached yet: kept in the file, dropped as expired by a restore.
+        result["expired_awaiting_purge"] = table_occupancy(block, byte_order, 0)["expired"]
     result.update(stored)
     return result
 
@@ -458,7 +463,8 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
         if check_mode:
             return outcome
         if changed:
-            staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256, progress)
+            staged = _stage(path, fmt, _written_blocks(block, progress), byte_order, count, metadata, compression, mode,
+                            records_sha256)
     elif check_mode:
         try:
             digest = content_digest(fmt, byte_order, compression, block)
@@ -466,7 +472,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
             raise _unwritable(path, exc)
         return {"changed": existing_content_digest(path, fmt) != digest, "content_sha256": digest}
     else:
-        staged = _stage(path, fmt, block, byte_order, count, metadata, compression, mode, progress=progress)
+        staged = _stage(path, fmt, _written_blocks(block, progress), byte_order, count, metadata, compression, mode)
         changed = not staged.same_as_existing()
         outcome = {"changed": changed, "content_sha256": staged.sha256}
         if not changed:
@@ -490,8 +496,12 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     return outcome
 
 
-def _stage(path, fmt, block, byte_order, count, metadata, compression, mode, records_sha256=None, progress=None):
-    blocks = [block] if progress is None else reported_slices(block, progress, "writing")
+def _written_blocks(block, progress):
+    """The one block to write, as slices that report progress when there is a ``progress``."""
+    return [block] if progress is None else reported_slices(block, progress, "writing")
+
+
+def _stage(path, fmt, blocks, byte_order, count, metadata, compression, mode, records_sha256=None):
     try:
         return stage_dump(path, fmt, blocks, byte_order, count=count, metadata=metadata, compress=compression,
                           mode=mode, records_sha256=records_sha256)
@@ -546,44 +556,86 @@ def convert_dump(src, dest, fmt, src_format=None, text_byte_order=None, byte_ord
     ``byte_order`` is the byte order of the output records: "little", "big",
     "host" (the running machine's) or None, which keeps the input's, so the
     output is byte-identical whatever machine runs the conversion (native
-    headers aside, which record the conversion time).
+    headers aside, which record the conversion time).  The records stream from
+    ``src`` into a staged file beside ``dest`` one block at a time (memory: one
+    block, not the table); the staged file replaces ``dest`` only once the whole
+    source has been read and checked, so a damaged source leaves ``dest`` as it was.
     """
     fmt = canonical_format(fmt)
     compression = ("zlib" if compress else "none") if fmt == NATIVE else None
+    directory = os.path.dirname(os.path.abspath(dest))
+    if not check_mode and not os.path.isdir(directory):
+        raise OperationError("directory %s does not exist; create it first" % directory)
     with _open(src, src_format, text_byte_order) as reader:
         source_order = reader.byte_order
         target_order = {"host": sys.byteorder, None: source_order}.get(byte_order, byte_order)
         if target_order not in ("little", "big"):
             raise OperationError("byte_order must be little, big or host, not %r" % byte_order)
+        metadata = None
+        if fmt == NATIVE:
+            metadata = dict(((reader.header or {}).get("metadata") or {}))
+            metadata["converted_from"] = {"format": reader.format, "byte_order": source_order}
+            metadata["converted_at"] = time.time() if now is None else now
         stats = TransformStats()
-        try:
-            # Read and transform the whole dump first: a damaged source never produces a partial dest.
-            blocks = reader.blocks() if progress is None else reported_blocks(reader.blocks(), progress, "reading", reader.count)
-            block = b"".join(apply_transforms(blocks, source_order, transforms, stats))
-        except DUMP_ERRORS as exc:
-            raise OperationError("%s: %s" % (src, exc))
-        block = swap_records(block, source_order, target_order)
-        header = reader.header
+        blocks = _converted_blocks(reader, src, transforms, stats, target_order, progress)
+        if check_mode:
+            # The identity of what would be written, without writing: rendered from the records in memory.
+            stored = store_dump(dest, fmt, b"".join(blocks), target_order, stats.kept, compression, metadata,
+                                mode=mode, check_mode=True)
+        else:
+            # Known in advance, the count and the records' SHA-256 let the writers write in order, once.
+            unfiltered = not (transforms or {}).get("filters")
+            count = reader.count if unfiltered else None
+            records_sha256 = None
+            if reader.format == NATIVE and unfiltered and not (transforms or {}).get("rename") \
+                    and target_order == source_order:
+                records_sha256 = reader.header["sha256"]        # checked while streamed
+            stored = _store_streamed(dest, fmt, blocks, target_order, count, compression, metadata, mode,
+                                     records_sha256)
         source_format = reader.format
     result = {
         "src": src, "dest": dest, "src_format": source_format.replace("-", "_"), "format": fmt.replace("-", "_"),
         "src_byte_order": source_order, "byte_order": target_order, "read": stats.read, "filtered": stats.filtered,
-        "renamed": stats.renamed, "count": stats.kept,
+        "renamed": stats.renamed, "count": stats.kept, "changed": stored["changed"],
     }
-    directory = os.path.dirname(os.path.abspath(dest))
-    if not check_mode and not os.path.isdir(directory):
-        raise OperationError("directory %s does not exist; create it first" % directory)
-    metadata = None
-    if fmt == NATIVE:
-        metadata = dict(((header or {}).get("metadata") or {}))
-        metadata["converted_from"] = {"format": source_format, "byte_order": source_order}
-        metadata["converted_at"] = time.time() if now is None else now
-    stored = store_dump(dest, fmt, block, target_order, stats.kept, compression, metadata, mode=mode,
-                        check_mode=check_mode, progress=progress)
-    result["changed"] = stored["changed"]
     if not check_mode:
         result.update(bytes=stored["bytes"], sha256=stored["sha256"])
     return result
+
+
+def _converted_blocks(reader, src, transforms, stats, target_order, progress):
+    """The source's blocks, transformed and in ``target_order``; a damaged source raises OperationError naming it.
+
+    Each block is written as soon as it is read, so ``progress`` hears of one phase, "writing".
+    """
+    blocks = reader.checked_blocks()
+    if progress is not None:
+        blocks = reported_blocks(blocks, progress, "writing", reader.count)
+    try:
+        for block in apply_transforms(blocks, reader.byte_order, transforms, stats):
+            yield swap_records(block, reader.byte_order, target_order)
+    except DUMP_ERRORS as exc:
+        raise OperationError("%s: %s" % (src, exc))
+
+
+def _store_streamed(path, fmt, blocks, byte_order, count, compression, metadata, mode, records_sha256):
+    """Stage ``blocks`` beside ``path`` and put the file in place unless ``path`` already has the same content."""
+    with _stage(path, fmt, blocks, byte_order, count, metadata, compression, mode, records_sha256) as staged:
+        if fmt == NATIVE:
+            changed = existing_content_digest(path, NATIVE) != native_content_digest(
+                byte_order, compression, staged.records_sha256)
+        else:
+            changed = not staged.same_as_existing()
+        if changed:
+            try:
+                staged.commit()
+            except OSError as exc:
+                raise _write_error(path, exc)
+        elif fmt == NATIVE:
+            # Same records, but the staged header differs (conversion time): report the file left in place.
+            size, sha256 = file_sha256(path)
+            return {"changed": False, "bytes": size, "sha256": sha256}
+        return {"changed": changed, "bytes": staged.size, "sha256": staged.sha256}
 
 
 # --- info ------------------------------------------------------------------------

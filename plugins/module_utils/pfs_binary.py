@@ -93,6 +93,7 @@ class PfsBinaryWriter:
         self.fileobj = fileobj
         self.prefix = prefix_for(byte_order)
         self.declared = count
+        self.rewrites_start = count is None         # the count goes first, once known
         self.count = 0
         self.started = False
 

@@ -76,12 +76,11 @@ def _peer_text(proto, peer):
     return text + " no-scrub"
 
 
-_PORT_TEXT = tuple(":[%d]" % port for port in range(65536))
 _port_unpack = struct.Struct(">H").unpack
 
 
 def _host_text(af, addr, port):
-    return (inet_ntop(af, addr) or "?") + _PORT_TEXT[_port_unpack(port)[0]]
+    return (inet_ntop(af, addr) or "?") + _PORT_TEXT_BY_RAW[port]
 
 
 def format_record(values, id_number, peer_cache=None):
@@ -89,8 +88,8 @@ def format_record(values, id_number, peer_cache=None):
     af, proto, direction = values[45], values[46], values[47]
     lan_addr, lan_port = values[2], values[3]
     if af == AF_INET:
-        lan = inet_ntoa(lan_addr[:4]) + _PORT_TEXT[_port_unpack(lan_port)[0]]
-        ext = inet_ntoa(values[6][:4]) + _PORT_TEXT[_port_unpack(values[7])[0]]
+        lan = inet_ntoa(lan_addr[:4]) + _PORT_TEXT_BY_RAW[lan_port]
+        ext = inet_ntoa(values[6][:4]) + _PORT_TEXT_BY_RAW[values[7]]
     else:
         lan = _host_text(af, lan_addr, lan_port)
         ext = _host_text(af, values[6], values[7])
@@ -167,7 +166,8 @@ def _carried_ifname_text(raw):
     return text
 
 
-_PORT_TEXT_BY_RAW = _Cache(lambda raw: _PORT_TEXT[_port_unpack(raw)[0]], limit=65537)
+# Filled as ports turn up: a table of all 65536 made at import would cost every command start-up.
+_PORT_TEXT_BY_RAW = _Cache(lambda raw: ":[%d]" % _port_unpack(raw)[0], limit=65537)
 _IFNAME_TEXT = _Cache(_carried_ifname_text, limit=4096)
 _IFNAME_SHOWN = _Cache(lambda raw: shown_text(_ifname_text(raw)), limit=4096)
 # Address text by af and raw 16 bytes (unknown af: '?', as inet_ntop fails in pfs).
@@ -228,6 +228,9 @@ def format_block(block, byte_order, shown=False):
          f2, t2, s2, m2, lo2, hi2, d2, w2, ms2, st2, ws2,
          expire, creatorid, af, proto, direction, timeout) in ordered_struct(byte_order, _TEXT_FIELDS).iter_unpack(block):
         names = _ADDRESS_TEXT.get(af, _UNKNOWN_AF_TEXT)
+        # The far end of a state seldom repeats: formatted directly, it neither misses in the
+        # cache nor evicts the local addresses (lan) that do repeat.
+        ext_text = inet_ntoa(ext[:4]) if af == AF_INET else names[ext]
         if gwy != lan or gwy_port != lan_port:
             using = " using " + names[gwy] + _PORT_TEXT_BY_RAW[gwy_port]
         else:
@@ -237,12 +240,12 @@ def format_block(block, byte_order, shown=False):
                 # The common TCP state, one template for the whole line.
                 if direction == PF_OUT:
                     append(_TCP_LINE % (
-                        "out", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        "out", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], ext_text,
                         _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
                         _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1, _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2))
                 else:
                     append(_TCP_LINE % (
-                        "in", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], names[ext],
+                        "in", ifnames[ifname], names[lan], _PORT_TEXT_BY_RAW[lan_port], ext_text,
                         _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout,
                         _TCP_STATE_TEXT[st2], lo2, hi2, w2, ws2, _TCP_STATE_TEXT[st1], lo1, hi1, w1, ws1))
                 continue
@@ -254,10 +257,10 @@ def format_block(block, byte_order, shown=False):
             dst = prefix[st2] + (" no-scrub" if s2 != 1 else _scrub_text(s2, f2, t2, m2))
         if direction == PF_OUT:
             append(_LINE % ("out", ifnames[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
-                            names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, src, dst))
+                            ext_text, _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, src, dst))
         else:
             append(_LINE % ("in", ifnames[ifname], PROTOCOL_TEXT[proto], names[lan], _PORT_TEXT_BY_RAW[lan_port],
-                            names[ext], _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, dst, src))
+                            ext_text, _PORT_TEXT_BY_RAW[ext_port], using, state_id, creatorid, expire, timeout, dst, src))
     return "".join(lines)
 
 

@@ -92,7 +92,7 @@ def cmd_dump(args):
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
-                         lease_file=args.lease_file, device_path=args.device, progress=args.progress)
+                         lease_file=args.lease_file, device_path=args.device, progress=args.progress, summary=False)
     _end_progress(args)
     window = result.get("lock_window_ms")
     _say(args, "%d states %s (%s)%s" % (

@@ -69,13 +69,13 @@ fi
 echo "--- D9: Ctrl-C while states_restore src: runs"
 host_vars() { "$venv/bin/python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["all"]["children"]["pfemu"]["hosts"]["2001:db8::1"][sys.argv[2]])' "$inventory" "$1"; }
 remote_tmp=$(host_vars ansible_remote_tmp)
-lease_file=$(host_vars netbsd_pf_lease_file)
+restore_lock=$(host_vars netbsd_pf_restore_lock_file)
 src=$(readlink -f "$captures/2001%3Adb8%3A%3A1/latest")
-mkdir -p "$(dirname "$lease_file")"
+mkdir -p "$(dirname "$restore_lock")"
 # Another restore holds the host's restore lock: the pushed restore waits for it, in the module.
 "$venv/bin/python" -c 'import fcntl, os, sys, time
 fcntl.flock(os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600), fcntl.LOCK_EX)
-time.sleep(300)' "$lease_file.restore" &
+time.sleep(300)' "$restore_lock" &
 lock_holder=$!
 ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_NOCOLOR=1 setsid "$venv/bin/ansible-playbook" -i "$inventory" \
     -e restore_host=2001:db8::1 -e "src=$src" "$repo/tests/integration/controller/restore_src.yml" \
@@ -83,7 +83,7 @@ ANSIBLE_COLLECTIONS_PATH=$collections ANSIBLE_NOCOLOR=1 setsid "$venv/bin/ansibl
 controller=$!
 # The module has read the dump and waits for the restore lock once it holds the lock file open.
 # (find fails on processes that end while it looks: judge by its output)
-waiting_module() { [ -n "$(find /proc/[0-9]*/fd -lname "$lease_file.restore" 2>/dev/null | grep -v "^/proc/$lock_holder/" || true)" ]; }
+waiting_module() { [ -n "$(find /proc/[0-9]*/fd -lname "$restore_lock" 2>/dev/null | grep -v "^/proc/$lock_holder/" || true)" ]; }
 for _ in $(seq 1 240); do
     waiting_module && break
     sleep 0.5

@@ -69,7 +69,9 @@ pfstate() {
     PYTHONPATH=$collections "$host_python" -c \
         'import sys; from ansible_collections.netbsd.pf.plugins.module_utils.pfstate_cli import main; sys.exit(main())' "$@"
 }
-table_size() { pfemu ctl --dir "$fleet_dir" fw1 status | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["states"])'; }
+# The states in the table (listed by DIOCGETSTATES), not the status count, which also holds the
+# flushed states the purge has not freed yet.
+table_size() { pfemu ctl --dir "$fleet_dir" fw1 status | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["linked_states"])'; }
 flush_table() {
     PYTHONPATH=$collections "$host_python" -c \
         'from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice; PfDevice(writable=True).clear_states()'

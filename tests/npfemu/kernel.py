@@ -565,6 +565,31 @@ class NpfKernel(object):
                bytes(saddr), bytes(daddr))
         return self.conndb.get(key) if self.tracking else None
 
+    def add_connections(self, records):
+        """Connections made by traffic: LOAD-form records imported beside the existing ones.
+
+        Only while a configuration is loaded (tracking on): a kernel without one makes none.
+        All or nothing, like LOAD; raises ValueError with the reason.
+        """
+        if not self.tracking:
+            raise ValueError("NPF tracks no connections: no configuration is loaded")
+        policies = dict(self._nat_policies(self.config["nat"], True))
+        added, conndb, pool = [], dict(self.conndb), set(self.port_pool)
+        for index, record in enumerate(records):
+            try:
+                conn = self._import(record, policies, pool, [])
+            except Fail as exc:
+                raise ValueError("connection %d: %s" % (index, exc.why))
+            if conn.forw in conndb or conn.back in conndb:
+                raise ValueError("connection %d: its key is taken" % index)
+            conndb[conn.forw] = conndb[conn.back] = conn
+            conn.flags |= CONN_ACTIVE
+            conn.order = len(self.conns) + index
+            added.append(conn)
+        self.stats[CONN_CREATE] += len(added)
+        self.conns.extend(added)
+        self.conndb, self.port_pool = conndb, pool
+
     @property
     def connection_count(self):
         return len(self.conns)

@@ -2,7 +2,7 @@
 
     fleet up N [--flavour local|ssh] [--states K] [--seed S] [--paramiko-hosts M] [--clock manual|system]
                [--limit L] [--abi ABI] [--hostid random|fixed] [--abi-hosts ABI,...] [--userland-cache C]
-               [--dir D]
+               [--firewall pf|npf|both|SPEC,...] [--npf-connections K] [--dir D]
     fleet down [--dir D]
     fleet status [--dir D]
     fleet states HOST [--dir D]      (the host's table in pfs text)
@@ -10,6 +10,7 @@
     fill HOST --states K [--seed S]
     ctl HOST status | lock on|off | securelevel N | limit N | running on|off
              | fault REQUEST [--nth N] [--errno E] | advance SECONDS | grow N | purge
+             | npf-fill N [--seed S] | npf-config pass|none|FILE.json | npf-boot
     userland ABI... [--cache C]      build (once) and check the userlands of hosts of other ABIs
     daemon --host-dir DIR ...        (started by ``fleet up``)
 """
@@ -73,6 +74,7 @@ def build_parser():
                          "Python of a Debian userland of that ABI (root; built once into --userland-cache)")
     up.add_argument("--userland-cache", help="where the userlands are cached (default: %s)"
                     % userland.default_cache_dir())
+    _add_npf_up_options(up)
     fleet_commands.add_parser("down", help="stop everything the fleet started (idempotent)", parents=[common])
     fleet_commands.add_parser("status", help="print every host's status as JSON", parents=[common])
     states = fleet_commands.add_parser("states", help="print one host's state table in pfs text", parents=[common])
@@ -99,6 +101,7 @@ def build_parser():
     knobs.add_parser("limit", help="state limit").add_argument("states", type=int)
     knobs.add_parser("advance", help="advance the kernel clock").add_argument("seconds", type=float)
     knobs.add_parser("grow", help="add states right before the next DIOCGETSTATES").add_argument("count", type=int)
+    _add_npf_knobs(knobs)
     fault = knobs.add_parser("fault", help="make the nth next REQUEST fail with ERRNO")
     fault.add_argument("request", help="request name, e.g. DIOCADDSTATES")
     fault.add_argument("--nth", type=int, default=1)
@@ -111,6 +114,36 @@ def build_parser():
     daemon_command = commands.add_parser("daemon", help="run one host's daemon (used by fleet up)", add_help=False)
     daemon_command.add_argument("daemon_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _add_npf_up_options(up):
+    up.add_argument("--firewall", default="pf",
+                    help="pf, npf or both on every host, or one per host, comma-separated (pf,npf,both)")
+    up.add_argument("--npf-connections", type=int, default=0, help="connections to generate on every NPF host")
+
+
+def _add_npf_knobs(knobs):
+    npf_fill = knobs.add_parser("npf-fill", help="add N connections made by traffic to the host's NPF")
+    npf_fill.add_argument("count", type=int)
+    npf_fill.add_argument("--seed", type=int, default=0)
+    knobs.add_parser("npf-config", help="the NPF configuration rc.d/npf loads at the next boots: a preset "
+                     "(pass, none) or a JSON file (the LOAD nvlist, binaries as {\"hex\": ...})").add_argument("config")
+    knobs.add_parser("npf-boot", help="run what rc.d/npf does at boot now (load the configuration, start NPF)")
+
+
+def _npf_ctl_command(options):
+    if options.knob == "npf-fill":
+        return {"command": "npf-fill", "count": options.count, "seed": options.seed}
+    if options.knob == "npf-boot":
+        return {"command": "npf-boot"}
+    if options.config in daemon.NPF_BOOT_PRESETS:
+        return {"command": "npf-config", "preset": options.config}
+    try:
+        with open(options.config, encoding="utf-8") as config_file:
+            return {"command": "npf-config", "config": json.load(config_file)}
+    except (OSError, ValueError) as error:
+        raise FleetError("%s: not a preset (%s) nor a readable JSON file: %s"
+                         % (options.config, ", ".join(sorted(daemon.NPF_BOOT_PRESETS)), error)) from error
 
 
 def _abi_list(text):
@@ -136,6 +169,8 @@ def _userlands(options):
 
 def _ctl_command(options):
     knob = options.knob
+    if knob.startswith("npf-"):
+        return _npf_ctl_command(options)
     if knob in ("status", "purge"):
         return {"command": knob}
     if knob in ("lock", "running"):
@@ -199,7 +234,8 @@ def main(argv=None):
             state = fleet.up(options.count, flavour=options.flavour, states=options.states, seed=options.seed,
                              paramiko_hosts=options.paramiko_hosts, abi=options.abi, state_limit=options.limit,
                              clock=options.clock, hostid=options.hostid, abi_hosts=options.abi_hosts,
-                             userland_cache=options.userland_cache)
+                             userland_cache=options.userland_cache, firewall=options.firewall,
+                             npf_connections=options.npf_connections)
             print("fleet of %d %s hosts up in %.1f s; inventory: %s" % (
                 len(state["hosts"]), options.flavour, time.monotonic() - started, fleet.inventory_path()))
             return 0

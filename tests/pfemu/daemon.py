@@ -8,7 +8,13 @@ host's ``run/`` directory.  A connection is either
   descriptor; each ioctl runs in the kernel model, and whatever the model reads
   from or writes to user addresses is fetched from / stored into the calling
   process over the same connection (see ``ClientMemory``), or
+* an NPF device session (``/dev/npf``, on a host that runs NPF): the same, served by
+  the host's npfemu kernel, which also maps each reply into the calling process
+  (``ClientMemory.map_reply``), or
 * one control command (JSON), from the fleet CLI or the host's ``bin/reboot``.
+
+A host runs pf, NPF or both (``--firewall``); opening the device of a firewall the host
+does not run fails with ENXIO, as a device node without its driver does on NetBSD.
 
 Like NetBSD's purge thread it visits part of the state table once a second of its clock, and it
 emulates a reboot: kernel reset, ``var/run`` emptied (like rc.d/cleanvar), the
@@ -33,10 +39,15 @@ import sys
 import threading
 import time
 
+from ..npfemu.kernel import EmulatorRefusal as NpfRefusal
+from ..npfemu.kernel import Fail as NpfFailure
+from ..npfemu.kernel import NpfKernel
+from ..npfemu import generate as npf_generate
 from .kernel import EmulatorRefusal, Kernel, ManualClock, SystemClock
 from .shim.pfemu_shim import (
-    COUNT, MSG_CONTROL, MSG_COPIED, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_OPEN,
-    MSG_REFUSED, MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact, recv_header, send_message,
+    COUNT, MSG_CONTROL, MSG_COPIED, MSG_COPYIN, MSG_COPYOUT, MSG_DATA, MSG_IOCTL, MSG_IOCTL_ADDRESS, MSG_MAP_REPLY,
+    MSG_MAPPED, MSG_OPEN, MSG_OPEN_NPF, MSG_REFUSED, MSG_RESULT, REGION, REGION_READ, REGION_WRITE, recv_exact,
+    recv_header, send_message,
 )
 
 LOG = logging.getLogger("pfemu.daemon")
@@ -53,6 +64,22 @@ RC_SCRIPT_TIMEOUT = 300
 # copyout) before it hangs up: a stuck client must not hold the kernel lock forever.
 CLIENT_TIMEOUT = 30.0
 REFUSALS_KEPT = 20
+FIREWALLS = ("pf", "npf", "both")
+# The NPF configuration rc.d/npf loads at boot (what npf.conf and `npfctl start` give), in the host's etc/.
+NPF_BOOT_CONFIG_NAME = "npf.conf.json"
+# NPF_RULE_* of net/npf.h.
+NPF_RULE_PASS, NPF_RULE_GROUP, NPF_RULE_FINAL, NPF_RULE_STATEFUL = 0x1, 0x2, 0x4, 0x8
+NPF_RULE_IN, NPF_RULE_OUT = 0x10000000, 0x20000000
+# Boot configurations by name: "pass" is npfctl's rendering of `group default { pass stateful all }`
+# (the rules are kept, not evaluated, by the model); "none" is npf=NO: nothing loaded, NPF stopped.
+NPF_BOOT_PRESETS = {
+    "pass": {"rules": [
+        {"name": "default", "attr": NPF_RULE_GROUP | NPF_RULE_IN | NPF_RULE_OUT, "prio": 0, "skip-to": 2},
+        {"attr": NPF_RULE_PASS | NPF_RULE_STATEFUL | NPF_RULE_FINAL | NPF_RULE_IN | NPF_RULE_OUT, "prio": 0,
+         "skip-to": 0},
+    ]},
+    "none": None,
+}
 
 
 class ClientGone(Exception):
@@ -76,6 +103,7 @@ class ClientMemory(object):
     def __init__(self, sock, regions):
         self.sock = sock
         self.spans = {access: _spans(regions, access) for access in (REGION_READ, REGION_WRITE)}
+        self.replies_mapped = 0
 
     def _check(self, address, size, access):
         """Raise EFAULT unless [address, address + size) lies in one span with ``access``."""
@@ -113,6 +141,20 @@ class ClientMemory(object):
         except OSError as error:
             raise ClientGone(str(error)) from error
 
+    def map_reply(self, data):
+        """nvlist_copyout's uvm_mmap_anon: the client maps fresh pages holding ``data``; their address."""
+        try:
+            send_message(self.sock, MSG_MAP_REPLY, 0, len(data), bytes(data))
+            kind, address, error = recv_header(self.sock)
+        except OSError as error:
+            raise ClientGone(str(error)) from error
+        if kind != MSG_MAPPED:
+            raise ClientGone("protocol error during a reply mapping")
+        if error:
+            raise OSError(errno.ENOMEM, "the reply could not be mapped into the caller")
+        self.replies_mapped += 1
+        return address
+
 
 def _spans(regions, access):
     """Start and end lists of the maximal address ranges with ``access``, sorted."""
@@ -136,13 +178,18 @@ def decode_memory_map(payload):
 class EmulatedHost(object):
     """One emulated NetBSD host: its kernel, boot time, reboot and rc scripts."""
 
-    def __init__(self, host_dir, kernel, netns=None):
+    def __init__(self, host_dir, kernel, netns=None, firewall="pf", npf_kernel=None):
         self.host_dir = os.path.abspath(host_dir)
         self.run_dir = os.path.join(self.host_dir, "run")
         self.var_run_dir = os.path.join(self.host_dir, "var", "run")
         self.rc_dir = os.path.join(self.host_dir, "etc", "rc.d")
         self.kernel = kernel
         self.netns = netns
+        self.firewall = firewall
+        self.npf_kernel = npf_kernel
+        # NPF's own locks (npf_config_lock and the connection database) are not pf's.
+        self.npf_lock = threading.Lock()
+        self.npf_replies_mapped = 0
         # Serialises the kernel model like pf_consistency_lock plus the big kernel lock.
         self.kernel_lock = threading.Lock()
         self.rebooting = False
@@ -207,13 +254,89 @@ class EmulatedHost(object):
         with self.kernel_lock:
             answer = {
                 "running": kernel.running, "states": kernel.states, "hostid": kernel.hostid,
+                # Not in DIOCGETSTATUS: the states DIOCGETSTATES lists (``states`` also counts
+                # the unlinked ones the purge has not freed yet).
+                "linked_states": kernel.linked_states,
                 "state_limit": kernel.state_limit, "lock": kernel.lock, "securelevel": kernel.securelevel,
                 "boot_time": kernel.boot_time, "now": kernel.clock.now(), "abi": kernel.abi,
                 "panicked": kernel.panicked,
             }
         answer.update(rebooting=self.rebooting, sessions=len(self.sessions), refusals=list(self.refusals),
-                      pid=os.getpid(), socket=os.path.join(self.run_dir, SOCKET_NAME))
+                      pid=os.getpid(), socket=os.path.join(self.run_dir, SOCKET_NAME), firewall=self.firewall)
+        if self.npf_kernel is not None:
+            answer["npf"] = self.npf_status()
         return answer
+
+    # NPF ---------------------------------------------------------------------
+    def npf_status(self):
+        npf = self.npf_kernel
+        with self.npf_lock:
+            return {"active": npf.active, "tracking": npf.tracking, "connections": npf.connection_count,
+                    "nat_connections": sum(1 for conn in npf.conns if conn.nat is not None),
+                    "rules": len(npf.config["rules"]), "nat_policies": len(npf.config["nat"]),
+                    "params": dict(npf.params), "securelevel": npf.securelevel,
+                    "replies_mapped": self.npf_replies_mapped, "boot_config": self.npf_boot_config_name()}
+
+    def npf_boot_config_path(self):
+        return os.path.join(self.host_dir, "etc", NPF_BOOT_CONFIG_NAME)
+
+    def npf_boot_config_name(self):
+        try:
+            with open(self.npf_boot_config_path(), encoding="utf-8") as config_file:
+                return json.load(config_file).get("name", "custom")
+        except FileNotFoundError:
+            return "none"
+
+    def set_npf_boot_config(self, command):
+        """What the next boot's rc.d/npf loads: a preset by name, or a configuration given as JSON."""
+        if "preset" in command:
+            name = command["preset"]
+            if name not in NPF_BOOT_PRESETS:
+                raise ValueError("unknown NPF boot configuration %r (%s)" % (name, ", ".join(sorted(NPF_BOOT_PRESETS))))
+            config = NPF_BOOT_PRESETS[name]
+        else:
+            name, config = "custom", command["config"]
+            if not isinstance(config, dict):
+                raise ValueError("an NPF configuration is a JSON object (the LOAD nvlist, bytes as {\"hex\": ...})")
+            # Refused now, not at the next boot: a scratch kernel of this host loads it first.
+            scratch = NpfKernel(pointer_size=self.npf_kernel.pointer_size, byte_order=self.npf_kernel.byte_order)
+            try:
+                scratch._load(_from_json(config))   # pylint: disable=protected-access
+            except (NpfFailure, NpfRefusal, ValueError, TypeError, AttributeError) as failure:
+                reason = getattr(failure, "why", None) or failure
+                raise ValueError("the NPF kernel refuses this configuration: %s" % reason) from failure
+        path = self.npf_boot_config_path()
+        if config is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as config_file:
+            json.dump({"name": name, "config": config}, config_file, indent=1)
+        os.rename(path + ".tmp", path)
+
+    def npf_boot(self):
+        """rc.d/npf start at boot: `npfctl reload` of the boot configuration, then `npfctl start`."""
+        try:
+            with open(self.npf_boot_config_path(), encoding="utf-8") as config_file:
+                config = _from_json(json.load(config_file)["config"])
+        except FileNotFoundError:
+            return {"loaded": False}
+        npf = self.npf_kernel
+        with self.npf_lock:
+            npf._load(dict(config))   # pylint: disable=protected-access  # the kernel side of LOAD, as npfctl's
+            if not npf.active:
+                npf._switch(1)        # pylint: disable=protected-access
+        return {"loaded": True}
+
+    def npf_fill(self, count, seed):
+        """``count`` connections made by traffic (needs a loaded configuration)."""
+        npf = self.npf_kernel
+        with self.npf_lock:
+            records = npf_generate.generate_connections(count, seed, npf.byte_order, first=npf.connection_count)
+            npf.add_connections(records)
 
     def record_refusal(self, refusal):
         """The client did something that would crash or corrupt a real kernel: keep it for the tests."""
@@ -243,6 +366,9 @@ class EmulatedHost(object):
                 self.kernel.clock.advance(max(1.0, time.monotonic() - requested))
             self.kernel.reboot()
             self.purged_second = int(self.kernel.clock.now())
+        if self.npf_kernel is not None:
+            with self.npf_lock:
+                self.npf_kernel.reboot()
         self._kill_session_holders()
         self.clean_var_run()
         self.run_rc_scripts()
@@ -315,11 +441,16 @@ class EmulatedHost(object):
                 records = self.kernel.export_all()
                 byte_order = self.kernel.layout.byte_order
             return {"byte_order": byte_order, "records": base64.b64encode(records).decode("ascii")}
+        if name.startswith("npf"):
+            return self.npf_control(name, command)
         with self.kernel_lock:
             if name == "fill":
                 self.kernel.fill(int(command["count"]), seed=int(command.get("seed", 0)))
             elif name == "securelevel":
                 self.kernel.set_securelevel(int(command["level"]))
+                if self.npf_kernel is not None:   # kern.securelevel is the whole host's: NPF's kauth reads it too
+                    with self.npf_lock:
+                        self.npf_kernel.securelevel = int(command["level"])
             elif name == "limit":
                 self.kernel.state_limit = int(command["states"])
             elif name == "lock":
@@ -339,6 +470,33 @@ class EmulatedHost(object):
                 raise ValueError("unknown control command %r" % (name,))
         return self.status()
 
+    def npf_control(self, name, command):
+        if self.npf_kernel is None:
+            raise OSError(errno.ENXIO, "this host does not run NPF (firewall %s)" % self.firewall)
+        if name == "npf-boot":
+            answer = self.npf_boot()
+        elif name == "npf-config":
+            self.set_npf_boot_config(command)
+            answer = {}
+        elif name == "npf-fill":
+            self.npf_fill(int(command["count"]), int(command.get("seed", 0)))
+            answer = {}
+        else:
+            raise ValueError("unknown control command %r" % (name,))
+        answer.update(self.status())
+        return answer
+
+
+def _from_json(value):
+    """A configuration from its JSON form: {"hex": "..."} is a binary (nvlist type BINARY)."""
+    if isinstance(value, dict):
+        if set(value) == {"hex"}:
+            return bytes.fromhex(value["hex"])
+        return {key: _from_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
+
 
 class Session(socketserver.BaseRequestHandler):
     """One connection: a /dev/pf descriptor or a single control command."""
@@ -355,33 +513,40 @@ class Session(socketserver.BaseRequestHandler):
             return
         if kind == MSG_CONTROL:
             self._control(host, sock, recv_exact(sock, b))
-        elif kind == MSG_OPEN:
+        elif kind in (MSG_OPEN, MSG_OPEN_NPF):
             self.peer_pid = _peer_pid(sock)
-            if self._open(host, sock, int(a)):
+            if kind == MSG_OPEN:
+                kernel = host.kernel if host.firewall != "npf" else None
+                lock = host.kernel_lock
+            else:
+                kernel, lock = host.npf_kernel, host.npf_lock
+            if self._open(host, sock, int(a), kernel, lock):
                 host.register(self)
                 try:
-                    self._serve_ioctls(host, sock)
+                    self._serve_ioctls(host, sock, kernel, lock)
                 finally:
                     host.unregister(self)
-                    with host.kernel_lock:
+                    with lock:
                         try:
-                            host.kernel.close(self.kernel_handle)
-                        except (OSError, EmulatorRefusal):
+                            kernel.close(self.kernel_handle)
+                        except (OSError, EmulatorRefusal, NpfRefusal):
                             pass   # opened before a reboot or a panic: already gone
 
-    def _open(self, host, sock, flags):
+    def _open(self, host, sock, flags, kernel, lock):
         try:
-            with host.kernel_lock:
-                self.kernel_handle = host.kernel.open(flags)
+            if kernel is None:
+                raise OSError(errno.ENXIO, "no such device on this host")
+            with lock:
+                self.kernel_handle = kernel.open(flags)
             send_message(sock, MSG_RESULT)
             return True
         except OSError as failure:
             send_message(sock, MSG_RESULT, failure.errno or errno.ENXIO)
-        except EmulatorRefusal as refusal:
+        except (EmulatorRefusal, NpfRefusal) as refusal:
             _refuse(host, sock, refusal)
         return False
 
-    def _serve_ioctls(self, host, sock):
+    def _serve_ioctls(self, host, sock, kernel, lock):
         while True:
             sock.settimeout(None)   # an open descriptor may stay idle for as long as its process likes
             try:
@@ -399,8 +564,12 @@ class Session(socketserver.BaseRequestHandler):
             sock.settimeout(host.client_timeout)
             memory = ClientMemory(sock, decode_memory_map(memoryview(payload)[length:]))
             try:
-                with host.kernel_lock:
-                    host.kernel.ioctl(self.kernel_handle, request, arg, memory)
+                with lock:
+                    try:
+                        kernel.ioctl(self.kernel_handle, request, arg, memory)
+                    finally:
+                        if memory.replies_mapped:   # only NPF sessions map replies, under npf_lock
+                            host.npf_replies_mapped += memory.replies_mapped
                 if kind == MSG_IOCTL:
                     send_message(sock, MSG_RESULT, 0, len(arg), arg)
                 else:
@@ -410,7 +579,7 @@ class Session(socketserver.BaseRequestHandler):
             except OSError as failure:
                 if not _answer(sock, MSG_RESULT, failure.errno or errno.EIO):
                     return
-            except EmulatorRefusal as refusal:
+            except (EmulatorRefusal, NpfRefusal) as refusal:
                 if not _refuse(host, sock, refusal):
                     return
 
@@ -465,9 +634,15 @@ class DaemonServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 CLOCKS = {"manual": ManualClock, "system": SystemClock}
 
 
-def serve(host_dir, kernel_options, clock="manual", netns=None):
+def serve(host_dir, kernel_options, clock="manual", netns=None, firewall="pf"):
     """Run the daemon of one host until SIGTERM."""
-    host = EmulatedHost(host_dir, Kernel(clock=CLOCKS[clock](), **kernel_options), netns=netns)
+    kernel = Kernel(clock=CLOCKS[clock](), **kernel_options)
+    npf_kernel = None
+    if firewall != "pf":
+        # One clock for both firewalls of a host; NPF's processes have the host's ABI.
+        npf_kernel = NpfKernel(pointer_size=kernel.layout.pointer_size, byte_order=kernel.layout.byte_order,
+                               clock=kernel.clock, securelevel=kernel.securelevel)
+    host = EmulatedHost(host_dir, kernel, netns=netns, firewall=firewall, npf_kernel=npf_kernel)
     os.makedirs(host.run_dir, exist_ok=True)
     socket_path = os.path.join(host.run_dir, SOCKET_NAME)
     try:
@@ -509,11 +684,13 @@ def main(argv=None):
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="manual",
                         help="manual: kernel time moves only with `ctl HOST advance` and reboots; system: real time")
     parser.add_argument("--netns")
+    parser.add_argument("--firewall", choices=FIREWALLS, default="pf",
+                        help="the packet filters of this host: /dev/pf, /dev/npf or both")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     serve(options.host_dir, {"abi": options.abi, "state_limit": options.state_limit, "hostid": options.hostid,
                              "securelevel": options.securelevel, "seed": options.seed},
-          clock=options.clock, netns=options.netns)
+          clock=options.clock, netns=options.netns, firewall=options.firewall)
     return 0
 
 

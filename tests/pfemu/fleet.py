@@ -19,6 +19,12 @@ Flavours: ``local`` (ansible_connection local, no root needed) and ``ssh``
 through ``ip netns exec NS nc 127.0.0.1 22``; the last ``--paramiko-hosts``
 hosts use the paramiko_ssh connection plugin).
 
+Firewalls (``--firewall pf|npf|both``, or one per host: ``pf,npf,both``): a host
+running NPF gets ``/dev/npf`` from an npfemu kernel in its daemon, an
+``etc/rc.d/npf`` that loads ``etc/npf.conf.json`` and starts NPF at every boot
+(the "pass" configuration unless ``ctl HOST npf-config`` changes it), and the
+inventory variable ``pfemu_firewall``.
+
 Hosts of other ABIs (``--abi-hosts ilp32-le,lp64-be``): the last hosts of the
 fleet run the real Python of a Debian userland of that ABI (``userland.py``)
 through ``<fleet>/hosts/<name>/interpreter/python``, a wrapper that chroots into
@@ -134,11 +140,14 @@ class Fleet(object):
 
     # up ------------------------------------------------------------------------
     def up(self, count, flavour="local", states=0, seed=0, paramiko_hosts=0, abi="lp64-le", state_limit=None,
-           clock="manual", hostid="random", abi_hosts=(), userland_cache=None):
+           clock="manual", hostid="random", abi_hosts=(), userland_cache=None, firewall="pf", npf_connections=0):
         """``hostid``: "random" draws a new pf hostid at every emulated boot, like stock NetBSD (pfattach() in
         pf_ioctl.c: ``pf_status.hostid = cprng_fast32()``); "fixed" gives each host one that survives reboots,
         like ``set hostid`` in pf.conf (pfctl's DIOCSETHOSTID at every boot).
-        ``abi_hosts``: the ABIs of the last hosts, which run the Python of a userland of that ABI."""
+        ``abi_hosts``: the ABIs of the last hosts, which run the Python of a userland of that ABI.
+        ``firewall``: pf, npf or both for every host, or a comma-separated list of one per host;
+        ``npf_connections``: connections to generate on every host that runs NPF."""
+        firewalls = host_firewalls(firewall, count)
         if flavour not in ("local", "ssh"):
             raise FleetError("unknown flavour %r (local or ssh)" % flavour)
         if flavour == "ssh":
@@ -156,8 +165,10 @@ class Fleet(object):
         # The hosts start empty: an rc.d script or a dump left by the last fleet would act at the first boot.
         shutil.rmtree(hosts_dir, ignore_errors=True)
         try:
-            return self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid,
-                            [abi] * (count - len(abi_hosts)) + list(abi_hosts), userlands)
+            state = self._up(count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid,
+                             [abi] * (count - len(abi_hosts)) + list(abi_hosts), userlands, firewalls)
+            self._boot_npf(state, npf_connections, seed)
+            return state
         except BaseException:
             self.down()
             raise
@@ -175,7 +186,7 @@ class Fleet(object):
         return roots
 
     def _up(self, count, flavour, states, seed, paramiko_hosts, abi, state_limit, clock, hostid, host_abis,
-            userlands):
+            userlands, firewalls):
         os.makedirs(os.path.join(self.dir, "inventory"), exist_ok=True)
         pythons = find_pythons()
         names = ["fw%d" % index for index in range(1, count + 1)]
@@ -190,6 +201,7 @@ class Fleet(object):
                        "seed": _host_seed(seed, name),
                        "hostid": _host_seed(seed, name) if hostid == "fixed" else None,
                        "netns": self.netns_name(name) if flavour == "ssh" else None,
+                       "firewall": firewalls[index],
                        "connection": ("paramiko_ssh" if index >= count - paramiko_hosts else "ssh")
                        if flavour == "ssh" else "local"}
                       for index, name in enumerate(names)],
@@ -207,7 +219,7 @@ class Fleet(object):
                 self._start_sshd(host)
         for host in state["hosts"]:
             self._wait_for_daemon(host)
-            if states:
+            if states and host["firewall"] != "npf":
                 self.control(host["name"], {"command": "fill", "count": states, "seed": seed + host["seed"]})
         if flavour == "ssh":
             self._write_known_hosts(state)
@@ -215,6 +227,16 @@ class Fleet(object):
                 self._wait_for_sshd(host)
         self._write_inventory(state)
         return state
+
+    def _boot_npf(self, state, npf_connections, seed):
+        """The first boot's rc.d/npf (the daemon runs etc/rc.d only at emulated reboots), then traffic."""
+        for host in state["hosts"]:
+            if host["firewall"] == "pf":
+                continue
+            self.control(host["name"], {"command": "npf-boot"})
+            if npf_connections:
+                self.control(host["name"], {"command": "npf-fill", "count": npf_connections,
+                                            "seed": seed + host["seed"]})
 
     def _make_host(self, host):
         base = host["dir"]
@@ -245,17 +267,29 @@ class Fleet(object):
         with open(os.path.join(site_packages, "pfemu_shim.pth"), "w", encoding="utf-8") as pth:
             pth.write("import pfemu_shim; pfemu_shim.install_from_config()\n")
         with open(os.path.join(site_packages, pfemu_shim.CONFIG_NAME), "w", encoding="utf-8") as config:
-            json.dump({"socket": os.path.join(base, "run", daemon.SOCKET_NAME), "device": "/dev/pf"}, config)
+            json.dump({"socket": os.path.join(base, "run", daemon.SOCKET_NAME), "device": "/dev/pf",
+                       "npf_device": "/dev/npf"}, config)
         _write_executable(os.path.join(base, "bin", "reboot"),
                           "#!%s\n# Emulated reboot: asks this host's pfemu daemon to reboot in DELAY (1) seconds.\n"
                           "import sys\nimport pfemu_shim\nsys.exit(pfemu_shim.reboot_main())\n" % python)
         _write_executable(os.path.join(base, "bin", "shutdown"), _SHUTDOWN_SCRIPT % {"python": python})
         _write_executable(os.path.join(base, "bin", "sysctl"), _SYSCTL_SCRIPT % {
             "boottime": os.path.join(base, "run", daemon.BOOTTIME_NAME)})
+        if host.get("firewall", "pf") != "pf":
+            self._make_npf_boot(host, python)
+
+    @staticmethod
+    def _make_npf_boot(host, python):
+        """etc/rc.d/npf (sorts before the collection's pfstate, as rcorder puts npf before it) and npf.conf."""
+        base = host["dir"]
+        with open(os.path.join(base, "etc", daemon.NPF_BOOT_CONFIG_NAME), "w", encoding="utf-8") as config_file:
+            json.dump({"name": "pass", "config": daemon.NPF_BOOT_PRESETS["pass"]}, config_file, indent=1)
+        _write_executable(os.path.join(base, "etc", "rc.d", "npf"), _NPF_RC_SCRIPT % {"python": python})
 
     def _start_daemon(self, host, abi, state_limit, clock):
         command = [sys.executable, "-m", __package__, "daemon", "--host-dir", host["dir"], "--abi", abi,
-                   "--state-limit", str(state_limit), "--seed", str(host["seed"]), "--clock", clock]
+                   "--state-limit", str(state_limit), "--seed", str(host["seed"]), "--clock", clock,
+                   "--firewall", host.get("firewall", "pf")]
         if host["hostid"] is not None:
             command += ["--hostid", str(host["hostid"])]
         if host["netns"]:
@@ -356,6 +390,8 @@ class Fleet(object):
             "pfemu_python": os.path.basename(host["python"]),
             "pfemu_abi": host.get("abi", "lp64-le"),
             "pfemu_socket": self.socket_path(host["name"]),
+            # What the host runs: pf, npf or both (its /dev/pf, /dev/npf).
+            "pfemu_firewall": host.get("firewall", "pf"),
         }
         if host["hostid"] is not None:
             # Only a fixed hostid is known in advance; a random one is in DIOCGETSTATUS (`ctl HOST status`).
@@ -503,6 +539,16 @@ if "-r" not in sys.argv[1:]:
 sys.exit(pfemu_shim.reboot_main([]))
 """
 
+_NPF_RC_SCRIPT = """\
+#!%(python)s
+# rc.d/npf of an emulated NetBSD host: at boot, `npfctl reload` of the host's npf.conf
+# (etc/npf.conf.json, set with `ctl HOST npf-config`) and `npfctl start`, in its daemon.
+import sys
+import pfemu_shim
+if sys.argv[1:2] == ["start"]:
+    print(pfemu_shim.control(pfemu_shim.load_config()["socket"], {"command": "npf-boot"})["npf"])
+"""
+
 _SYSCTL_SCRIPT = """\
 #!/bin/sh
 # sysctl of an emulated NetBSD host: knows only kern.boottime, which the pfemu
@@ -522,6 +568,19 @@ fi
 printf '%%s' "$prefix"
 cat %(boottime)s
 """
+
+
+def host_firewalls(spec, count):
+    """The firewall of each of ``count`` hosts from ``pf``/``npf``/``both`` or one of them per host, comma-separated."""
+    names = [name.strip() for name in spec.split(",")] if isinstance(spec, str) else list(spec)
+    unknown = sorted(set(names) - set(daemon.FIREWALLS))
+    if unknown:
+        raise FleetError("unknown firewall %s (%s)" % (", ".join(unknown), "|".join(daemon.FIREWALLS)))
+    if len(names) == 1:
+        return names * count
+    if len(names) != count:
+        raise FleetError("--firewall names %d hosts' firewalls for a fleet of %d hosts" % (len(names), count))
+    return names
 
 
 def _host_seed(seed, name):

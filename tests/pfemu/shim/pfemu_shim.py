@@ -2,11 +2,13 @@
 
 Installed (together with a two-line ``sitecustomize.py``) into the site-packages
 of each emulated host's virtualenv.  It patches ``os.open``, ``os.close`` and
-``fcntl.ioctl`` so that opening ``/dev/pf`` connects to the host's pfemu daemon
-over a Unix socket, and ioctls on that descriptor are carried out by the
-daemon's kernel model.  The daemon reads and writes the caller's memory (the
-buffers that pointer fields of the argument point to) through this process, the
-way a kernel's copyin/copyout would.  Every other call passes through untouched.
+``fcntl.ioctl`` so that opening ``/dev/pf`` (or ``/dev/npf``) connects to the host's
+pfemu daemon over a Unix socket, and ioctls on that descriptor are carried out by the
+daemon's kernel model (pfemu, or npfemu for /dev/npf).  The daemon reads and writes the
+caller's memory (the buffers that pointer fields of the argument point to) through this
+process, the way a kernel's copyin/copyout would, and maps NPF's replies into it the way
+``uvm_mmap_anon`` does: anonymous pages made here with libc's mmap, owned by no Python
+object, so the client's own ``munmap`` releases them.  Every other call passes through untouched.
 
 Also the wire protocol shared with ``tests/pfemu/daemon.py`` and a small
 control client used by the host's ``bin/reboot``.
@@ -39,6 +41,9 @@ MSG_CONTROL = 7    # client: b = length; payload a JSON command; answer MSG_RESU
 MSG_REFUSED = 8    # daemon: b = length; payload why the kernel model refused (a real kernel would crash)
 MSG_IOCTL_ADDRESS = 9  # client: a = request, b = integer argument (a user address); payload memory map
 MSG_COPIED = 10    # client, after the MSG_DATA payload: a = errno of the copy (0 or EFAULT), b = bytes read before it
+MSG_OPEN_NPF = 11  # client: a = open flags, for /dev/npf; answer MSG_RESULT (a = errno)
+MSG_MAP_REPLY = 12  # daemon: b = length; payload the packed reply to map into the caller (nvlist_copyout)
+MSG_MAPPED = 13    # client: a = address of the new mapping, b = errno (0 or ENOMEM)
 REGION = struct.Struct("!QQB")   # start, end, REGION_READ | REGION_WRITE
 REGION_READ = 1
 REGION_WRITE = 2
@@ -160,6 +165,30 @@ def encode_memory_map(regions):
     return COUNT.pack(len(regions)) + b"".join(REGION.pack(*region) for region in regions)
 
 
+# Every reply mapping made in this process: (address, length). A test's client script checks
+# in /proc/self/maps that the collection's NpfDevice unmapped each one.
+mapped_replies = []
+
+
+def map_anonymous(data):
+    """uvm_mmap_anon + copyout: ``round_page(len)`` fresh read/write pages holding ``data``; their address.
+
+    Made with libc's mmap, not Python's mmap module, so no Python object owns (and later unmaps)
+    the pages: like the kernel's mapping, they live until the process munmaps them.
+    """
+    import mmap  # pylint: disable=import-outside-toplevel
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+    size = -(-max(len(data), 1) // mmap.PAGESIZE) * mmap.PAGESIZE
+    address = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    if address is None or address == ctypes.c_void_p(-1).value:
+        raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+    ctypes.memmove(address, bytes(data), len(data))
+    mapped_replies.append((address, len(data)))
+    return address
+
+
 def load_config(directory=None):
     """The shim's configuration, a JSON file next to this module."""
     directory = directory or os.path.dirname(os.path.abspath(__file__))
@@ -195,11 +224,15 @@ class _OpenDevice(object):
 
 
 class PfShim(object):
-    """Patches os.open/os.close/fcntl.ioctl of this interpreter for one device path."""
+    """Patches os.open/os.close/fcntl.ioctl of this interpreter for /dev/pf and, if given, /dev/npf."""
 
-    def __init__(self, socket_path, device_path="/dev/pf"):
+    def __init__(self, socket_path, device_path="/dev/pf", npf_device_path=None):
         self.socket_path = socket_path
         self.device_path = device_path
+        # The open message of each emulated device path.
+        self.open_kinds = {device_path: MSG_OPEN}
+        if npf_device_path:
+            self.open_kinds[npf_device_path] = MSG_OPEN_NPF
         self.devices = {}
         self.registry_lock = threading.Lock()
         self.real_open = os.open
@@ -219,11 +252,12 @@ class PfShim(object):
         for device in self.devices.values():
             device.lock = threading.Lock()
 
-    def _is_device(self, path):
+    def _open_kind(self, path):
+        """The open message for ``path`` if it is an emulated device, else None."""
         try:
-            return os.path.normpath(os.fsdecode(path)) == self.device_path
+            return self.open_kinds.get(os.path.normpath(os.fsdecode(path)))
         except TypeError:
-            return False
+            return None
 
     def _lookup(self, fd):
         """The emulated device behind ``fd``, or None (also when the fd number was recycled)."""
@@ -242,12 +276,13 @@ class PfShim(object):
         return device
 
     def open(self, path, flags, mode=0o777, **kwargs):
-        if not self._is_device(path) or kwargs.get("dir_fd") is not None:
+        open_kind = self._open_kind(path)
+        if open_kind is None or kwargs.get("dir_fd") is not None:
             return self.real_open(path, flags, mode, **kwargs)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.socket_path)
-            send_message(sock, MSG_OPEN, flags & 0xFFFFFFFF)
+            send_message(sock, open_kind, flags & 0xFFFFFFFF)
             kind, error, length = recv_header(sock)
         except FileNotFoundError as error:
             sock.close()
@@ -335,6 +370,12 @@ class PfShim(object):
                     _drain(sock, b)   # the kernel stopped at its first failed copyout
                 elif recv_user_memory(sock, a, b) != b:
                     copyout_fault = True
+            elif kind == MSG_MAP_REPLY:
+                data = recv_exact(sock, b)
+                try:
+                    send_message(sock, MSG_MAPPED, map_anonymous(data), 0)
+                except OSError:
+                    send_message(sock, MSG_MAPPED, 0, errno.ENOMEM)
             elif kind == MSG_RESULT:
                 result = recv_exact(sock, b)
                 # A failed copyout fails the request with EFAULT; the argument is not copied back.
@@ -375,7 +416,7 @@ def install_from_config(directory=None):
         config = load_config(directory)
     except (OSError, ValueError):
         return None
-    shim = PfShim(config["socket"], config.get("device", "/dev/pf"))
+    shim = PfShim(config["socket"], config.get("device", "/dev/pf"), config.get("npf_device"))
     shim.install()
     _installed.append(shim)
     return shim
