@@ -198,9 +198,11 @@ def main(argv=None):
         if tree == "floor":
             # A child's peak RSS starts at its parent's (Linux keeps the pre-exec peak): not cp's own.
             del row["peak_rss_mib"], row["rss_added_per_table"]
+        is_floor = tree == "floor"
         print("%-8s %-28s %7.3f %7.3f %9s %8s %9s %-21s %s" % (
             tree, case, cpu, wall, "%.0f" % row["cpu_states_per_s"] if "cpu_states_per_s" in row else "",
-            "%.1f" % rss if tree != "floor" else "-", "%.2f" % row["rss_added_per_table"] if tree != "floor" else "-", "%.1fx %s" % (cpu / floors[floor], floor) if tree != "floor" else "",
+            "-" if is_floor else "%.1f" % rss, "-" if is_floor else "%.2f" % row["rss_added_per_table"],
+            "" if is_floor else "%.1fx %s" % (cpu / floors[floor], floor),
             "%.2fx" % row["cpu_ratio_to_codec_alone"] if "cpu_ratio_to_codec_alone" in row else ""))
     os.makedirs(args.out, exist_ok=True)
     result_path = os.path.join(args.out, "cli-%d-%s.json" % (args.states, time.strftime("%Y%m%dT%H%M%S")))
