@@ -18,11 +18,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import mmap
 import os
 import struct
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import IOC_IN, IOC_INOUT, IOC_OUT, IOCPARM_MASK, Abi
+from ansible_collections.netbsd.pf.plugins.module_utils import pfdev
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import NvlistError, decode, encode
 
 NPF_VERSION = 22
@@ -124,22 +124,8 @@ def npf_ioctls(abi):
     }
 
 
-class HostSyscalls:
-    """The real system calls; functions are looked up at call time so tests can patch them."""
-
-    def open(self, path, flags):
-        return os.open(path, flags)
-
-    def close(self, fd):
-        os.close(fd)
-
-    def ioctl(self, fd, request, arg):
-        import fcntl  # imported here so that a host without fcntl can still decode files
-        fcntl.ioctl(fd, request, arg, True)
-
-    def alloc(self, size):
-        memory = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
-        return ctypes.addressof(ctypes.c_char.from_buffer(memory)), memory
+class HostSyscalls(pfdev.HostSyscalls):
+    """pf's real system calls, plus reading and unmapping the reply NPF maps into the caller."""
 
     def read(self, address, length):
         return ctypes.string_at(address, length)
