@@ -297,7 +297,7 @@ def _decode_nat(nvl, byte_order, alen, problems):
     tport = _typed(nvl, "tport", "number", problems, label) or 0
     policy = _typed(nvl, "nat-policy", "number", problems, label)
     if nat_alen is not None:
-        if nat_alen != alen:
+        if alen is not None and nat_alen != alen:     # a missing connection alen is reported already
             problems.append("nat address length %d differs from the connection's %d" % (nat_alen, alen))
         if len(oaddr) != nat_alen or len(taddr) != nat_alen:
             problems.append("nat addresses are not %d bytes" % nat_alen)
