@@ -8,42 +8,25 @@ test; the emulated kernel (pfemu_kernel) is shared by all of them.
 import json
 import os
 import stat
-import struct
-import sys
 import threading
 import time
 
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import operations, restore as restore_mod
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_BINARY, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     EXPIRED, HELD, LeaseError, arm_lease, end_lease, lease_view, read_lease, release_lease,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
-from ansible_collections.netbsd.pf.plugins.module_utils.records import OFF_EXPIRE
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import BUCKETS, RestoreError, restore_file
-from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import dump_file, records as matrix_records
 
 RECORD_SIZE = 240
-ORDER = sys.byteorder
-U32 = struct.Struct(("<" if ORDER == "little" else ">") + "I")
-NOW = 1700000000
 
 
 def records(count, seed=7):
-    """``count`` generated states that load into an empty table, none expired (age none keeps them all)."""
-    block = bytearray(generate_records(count, seed=seed, byte_order=ORDER, now=NOW, first_stateid=1 << 40))
-    for offset in range(0, len(block), RECORD_SIZE):
-        if U32.unpack_from(block, offset + OFF_EXPIRE)[0] == 0:
-            U32.pack_into(block, offset + OFF_EXPIRE, 60)    # a remaining lifetime: no state is dropped as expired
-    return bytes(block)
-
-
-def dump_file(tmp_path, block, name="dump.bin"):
-    path = str(tmp_path / name)
-    write_dump(path, PFS_BINARY, [block], ORDER, count=len(block) // RECORD_SIZE)
-    return path
+    """``count`` generated states that load into an empty table, none expired (test_matrix's, ids from 2**40)."""
+    return matrix_records(count, seed, first_stateid=1 << 40)
 
 
 def run_restore(path, tmp_path, **options):
