@@ -9,9 +9,13 @@ where host is the host the module ran on (the delegated host under
 controller user owns it (whoever owns it could swap captures) and set to 0700 on
 every run, the file 0600 from its first byte (umask 077 and a 0600 ``.part``
 file created before the transfer), moved into place only after its SHA-256
-matched the one the module computed on the target.  The transfer itself is
-ansible.builtin.fetch (which handles become and large files).  A failure on the
-controller side fails the task with a message and keeps the module's result.
+matched the one the module computed on the target.  The transfer is the
+connection's own file copy, checked by that SHA-256 alone: ansible.builtin.fetch
+would first run a stat module on the target for a SHA-1 of the file (one more
+module round trip per host) and hash the copy twice more.  Under become, where the
+connection user may not read the file, it is ansible.builtin.fetch (which slurps
+it through the become user).  A failure on the controller side fails the task
+with a message and keeps the module's result.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -102,9 +106,7 @@ class ActionModule(ActionBase):
                 os.unlink(partial)
             os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
             created_partial = True
-            fetched = self._run_builtin_fetch(remote_path, partial, task_vars)
-            if fetched.get("failed"):
-                raise _FetchError(fetched.get("msg", "ansible.builtin.fetch failed"))
+            self._transfer(remote_path, partial, task_vars)
             os.chmod(partial, 0o600)
             actual = _sha256(partial)
             if actual != expected_sha256:
@@ -116,6 +118,15 @@ class ActionModule(ActionBase):
             if created_partial and os.path.lexists(partial):
                 os.unlink(partial)
         return final
+
+    def _transfer(self, remote_path, local_path, task_vars):
+        """Copy the target's file to ``local_path``; the caller checks its SHA-256."""
+        if not self._connection.become:
+            self._connection.fetch_file(remote_path, local_path)
+            return
+        fetched = self._run_builtin_fetch(remote_path, local_path, task_vars)
+        if fetched.get("failed"):
+            raise _FetchError(fetched.get("msg", "ansible.builtin.fetch failed"))
 
     def _run_builtin_fetch(self, remote_path, local_path, task_vars):
         task = self._task.copy()

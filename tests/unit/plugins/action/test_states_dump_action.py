@@ -23,17 +23,22 @@ class _PlayContext(object):
     remote_addr = "192.0.2.1"
 
 
-def _action(transfer, args=None, module_result=None, delegate_to=None):
-    """The action plugin with ansible.builtin.fetch replaced by ``transfer(remote, local)``
-    and the module's run by ``module_result``."""
+def _action(transfer, args=None, module_result=None, delegate_to=None, become=None):
+    """The action plugin with the connection's file copy replaced by ``transfer(remote, local)``
+    and the module's run by ``module_result``; every module run is recorded in ``action.modules_run``."""
     action = states_dump_action.ActionModule.__new__(states_dump_action.ActionModule)
     action._loader = _Loader()
     action._play_context = _PlayContext()
     action._task = SimpleNamespace(args=dict(args or {}), async_val=0, check_mode=False, delegate_to=delegate_to,
                                    action="netbsd.pf.states_dump")
-    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/tmp/ansible-tmp-test"))
-    action._run_builtin_fetch = lambda remote, local, task_vars: transfer(remote, local)
-    action._execute_module = lambda module_name, module_args, task_vars: dict(module_result or {})
+    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/tmp/ansible-tmp-test"), become=become,
+                                         fetch_file=transfer)
+    action.modules_run = []
+
+    def execute_module(module_name, module_args, task_vars):
+        action.modules_run.append(module_name)
+        return dict(module_result or {})
+    action._execute_module = execute_module
     return action
 
 
@@ -191,3 +196,41 @@ def test_base_directory_created_by_another_host_at_the_same_moment(tmp_path, ope
     final = _action(_write(b"x"))._fetch("/d/s.pfstate", hashlib.sha256(b"x").hexdigest(), str(base),
                                          {"inventory_hostname": "fw2"})
     assert open(final, "rb").read() == b"x"
+
+
+def test_fetch_is_one_copy_through_the_connection_without_a_stat_module(tmp_path, open_umask):
+    """Speed (issue 13): no ansible.builtin.fetch, whose stat module on the target (for a SHA-1) was one more module
+    round trip per host; the module's SHA-256 checks the copy."""
+    copied = []
+
+    def transfer(remote, local):
+        copied.append(remote)
+        return _write(b"x")(remote, local)
+
+    action = _action(transfer, args={"path": DUMP_RESULT["path"], "fetch_to": str(tmp_path)}, module_result=DUMP_RESULT)
+    action._run_builtin_fetch = lambda *args: pytest.fail("ansible.builtin.fetch used without become")
+    result = action.run(task_vars={"inventory_hostname": "fw1"})
+    assert "failed" not in result and open(result["fetched"], "rb").read() == b"x"
+    assert action.modules_run == ["netbsd.pf.states_dump"] and copied == [DUMP_RESULT["path"]]
+
+
+def test_fetch_under_become_goes_through_builtin_fetch(tmp_path, open_umask):
+    """Under become the connection user may not read the dump: ansible.builtin.fetch reads it through the become user."""
+    action = _action(lambda remote, local: pytest.fail("direct copy under become"), become=object())
+    fetched = []
+
+    def builtin_fetch(remote, local, task_vars):
+        fetched.append(remote)
+        return _write(b"x")(remote, local)
+    action._run_builtin_fetch = builtin_fetch
+    final = action._fetch("/d/s.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path), {"inventory_hostname": "fw1"})
+    assert fetched == ["/d/s.pfstate"] and open(final, "rb").read() == b"x"
+
+
+def test_failed_builtin_fetch_under_become_is_a_message(tmp_path, open_umask):
+    action = _action(None, args={"path": DUMP_RESULT["path"], "fetch_to": str(tmp_path)}, module_result=DUMP_RESULT,
+                     become=object())
+    action._run_builtin_fetch = lambda remote, local, task_vars: {"failed": True, "msg": "file not found"}
+    result = action.run(task_vars={"inventory_hostname": "fw1"})
+    assert result["failed"] is True and result["msg"].endswith("but not fetched: file not found")
+    assert os.listdir(str(tmp_path / "fw1")) == []
