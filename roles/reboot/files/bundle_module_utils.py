@@ -7,11 +7,14 @@ Usage: python bundle_module_utils.py MODULE_UTILS_DIR
 
 Writes ``module_utils.zip`` into a new temporary directory and prints its path.
 The archive holds the Python sources only (no caches) under
-``ansible_collections/netbsd/pf/plugins/module_utils/``, with an entry for every
-directory (zipimport finds namespace packages only through those), so that
-``sys.path.insert(0, ZIP)`` is all the pfstate launcher needs: Python imports
-from a zip natively.  Entries are sorted and dated 1980-01-01, so the same
-sources give the same bytes and an unchanged library is not copied again.
+``ansible_collections/netbsd/pf/plugins/module_utils/``, sub-packages included
+(every ``*.py`` of every folder but ``__pycache__`` and hidden ones), with an
+entry for every directory (zipimport finds namespace packages only through
+those), so that ``sys.path.insert(0, ZIP)`` is enough to import from it.
+Entries are sorted and dated 1980-01-01, so the same sources give the same bytes
+and an unchanged library is not copied again.  On the target the reboot role
+unpacks it and byte-compiles it with the target's Python (install_library.py):
+from the zip itself Python would compile every module at every start.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,15 +34,24 @@ def _entry(name, mode):
     return info
 
 
+def _source_tree(source_dir):
+    """Yield (relative folder, file names) of the folders holding the library, sorted, caches left out."""
+    for folder, subfolders, files in os.walk(source_dir):
+        subfolders[:] = sorted(name for name in subfolders if name != "__pycache__" and not name.startswith("."))
+        yield os.path.relpath(folder, source_dir), sorted(name for name in files if name.endswith(".py"))
+
+
 def write_bundle(source_dir, zip_path):
     parts = PACKAGE.split("/")
     with zipfile.ZipFile(zip_path, "w") as bundle:
-        for depth in range(1, len(parts) + 1):
+        for depth in range(1, len(parts)):
             bundle.writestr(_entry("/".join(parts[:depth]) + "/", 0o40755), b"")
-        for name in sorted(os.listdir(source_dir)):
-            if name.endswith(".py"):
-                with open(os.path.join(source_dir, name), "rb") as source:
-                    bundle.writestr(_entry(PACKAGE + "/" + name, 0o100644), source.read(), zipfile.ZIP_DEFLATED)
+        for folder, names in _source_tree(source_dir):
+            prefix = PACKAGE + "/" if folder == "." else "%s/%s/" % (PACKAGE, folder.replace(os.sep, "/"))
+            bundle.writestr(_entry(prefix, 0o40755), b"")
+            for name in names:
+                with open(os.path.join(source_dir, folder, name), "rb") as source:
+                    bundle.writestr(_entry(prefix + name, 0o100644), source.read(), zipfile.ZIP_DEFLATED)
 
 
 def main(argv):
