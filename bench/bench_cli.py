@@ -101,20 +101,22 @@ def _floors(paths, out):
     ]
 
 
-def _imports(collections, bundle):
+def _imports(collections, bundle, library):
     def importing(path, module):
         return [PYTHON, "-c", "import sys; sys.path.insert(0, %r); import ansible_collections.netbsd.pf.plugins.%s"
                 % (path, module)]
     return [
         ("import pfstate_cli", importing(collections, "module_utils.pfstate_cli")),
         ("import pfstate_cli from zip", importing(bundle, "module_utils.pfstate_cli")),
+        ("import pfstate_cli from installed library", importing(library, "module_utils.pfstate_cli")),
         ("import states_dump", importing(collections, "modules.states_dump")),
     ]
 
 
 def _prepare(collections, folder, name):
     """Byte-compile the tree (as an installed collection is) and bundle its module_utils like the reboot role
-    (a zip: Python compiles its modules at every start, it cannot cache bytecode there); returns the zip."""
+    (a zip: Python compiles its modules at every start, it cannot cache bytecode there), and install the zip
+    as the role does on a target (unpacked and byte-compiled); returns the zip and the installed library."""
     plugins = os.path.join(collections, "ansible_collections", "netbsd", "pf", "plugins")
     subprocess.run([PYTHON, "-m", "compileall", "-q", plugins], check=True, stdout=subprocess.DEVNULL)
     bundle = subprocess.run([PYTHON, os.path.join(REPO, "roles", "reboot", "files", "bundle_module_utils.py"),
@@ -123,7 +125,10 @@ def _prepare(collections, folder, name):
     target = os.path.join(folder, "module_utils-%s.zip" % name)
     os.rename(bundle, target)
     os.rmdir(os.path.dirname(bundle))
-    return target
+    library = os.path.join(folder, "library-%s" % name)
+    subprocess.run([PYTHON, os.path.join(REPO, "roles", "reboot", "files", "install_library.py"), target, library],
+                   check=True, stdout=subprocess.DEVNULL)
+    return target, library
 
 
 def main(argv=None):
@@ -160,7 +165,7 @@ def main(argv=None):
         for _round in range(args.rounds):
             for tree, collections in trees:
                 for case, argv, _rate in _cases(launchers[tree], paths, out) + [
-                        (case, argv, False) for case, argv in _imports(os.path.abspath(collections), bundles[tree])] + [
+                        (case, argv, False) for case, argv in _imports(os.path.abspath(collections), *bundles[tree])] + [
                         (case, argv, True) for case, argv in _codec(os.path.abspath(collections), paths)]:
                     samples.setdefault((tree, case), []).append(_run(argv))
                     if os.path.exists(out):
