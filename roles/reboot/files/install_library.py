@@ -27,6 +27,7 @@ import sys
 import tempfile
 import zipfile
 
+
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
