@@ -59,7 +59,9 @@ def check_private_directory(path):
 
 class ActionModule(ActionBase):
 
-    TRANSFERS_FILES = True
+    # Nothing is put on the target: no remote temporary directory before the module runs (with
+    # pipelining that would be a round trip of its own, and one more to remove it).
+    TRANSFERS_FILES = False
 
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)

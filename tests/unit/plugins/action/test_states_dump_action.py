@@ -234,3 +234,9 @@ def test_failed_builtin_fetch_under_become_is_a_message(tmp_path, open_umask):
     result = action.run(task_vars={"inventory_hostname": "fw1"})
     assert result["failed"] is True and result["msg"].endswith("but not fetched: file not found")
     assert os.listdir(str(tmp_path / "fw1")) == []
+
+
+def test_no_remote_temporary_directory_is_made_before_the_module_runs():
+    """Speed: the fetch puts nothing on the target, so ActionBase.run must not make a remote tmp dir
+    up front (one round trip, and one more to remove it, even with pipelining)."""
+    assert _action(None)._early_needs_tmp_path() is False
