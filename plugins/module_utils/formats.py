@@ -421,6 +421,26 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
     return staged
 
 
+def stage_written(path, write, mode=0o600):
+    """Stage what ``write(fileobj)`` writes beside ``path``, with stage_dump's naming, cleanup and hashing.
+
+    For files of other kinds than pf records (NPF snapshots); returns (StagedDump, what ``write`` returned).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_staged_files(directory)
+    handle, temp_path = _create_staged(directory, os.path.basename(path))
+    staged = StagedDump(path, temp_path, handle, mode)
+    try:
+        sink = _HashingFile(handle)
+        written = write(sink)
+        handle.flush()
+        staged.size, staged.sha256 = sink.size_and_sha256()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged, written
+
+
 def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compress="zlib", mode=0o600):
     """Write `blocks` to `path` atomically; returns (bytes written, SHA-256 hex of the file, records).
 
