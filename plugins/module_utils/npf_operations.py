@@ -284,14 +284,14 @@ def _captured_at(header):
         return None
 
 
-def _pf_source(path, running, remove_after_open, floating_interface, age_of):
+def _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt=None, byte_order=None):
     """A pf dump converted for the NPF host ``running`` (NPF reference 5.2-5.4)."""
     try:
-        dump = load_dump(path, remove_after_open=remove_after_open)
+        dump = load_dump(path, fmt, byte_order, text_byte_order=running.byte_order, remove_after_open=remove_after_open)
     except RestoreError as exc:
         raise NpfOperationError(str(exc))
     age = age_of(dump.header_captured_at, dump.mtime)
-    result = convert_states([bytes(dump.block)], dump.byte_order, nat_rules=running.config["nat"],
+    result = convert_states([dump.block], dump.byte_order, nat_rules=running.config["nat"],
                             key_interface=bool(running.params.get("state.key.interface", 1)),
                             key_direction=bool(running.params.get("state.key.direction", 1)),
                             floating_interface=floating_interface, age=age[0] if age[1] != "none" else None)
@@ -301,10 +301,12 @@ def _pf_source(path, running, remove_after_open, floating_interface, age_of):
 
 def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=None, source_mtime=None, nat="drop",
                 limit_policy="refuse", running_conns="merge", floating_interface=None, check_mode=False,
-                remove_after_open=False, restore_lock_file=None, restore_lock_timeout=60, now=None):
+                remove_after_open=False, restore_lock_file=None, restore_lock_timeout=60, now=None, fmt=None,
+                byte_order=None):
     """Restore the connections of ``path`` (an NPF snapshot, or a pf dump converted) into the running NPF.
 
-    Returns the states_restore result: every input record is in exactly one of ``loaded``
+    ``fmt`` and ``byte_order`` are those of a pf dump (restore.load_dump's). Returns the
+    states_restore result: every input record is in exactly one of ``loaded``
     (less the running connections merged back), ``already_running``, ``unconvertible`` and the
     drop reasons; ``accounted`` says so. Nothing is loaded in check mode or on any error.
     """
@@ -328,7 +330,7 @@ def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=No
         header, snapshot = _read_snapshot(path, remove_after_open)
         source = _Source("npf", snapshot, len(snapshot.connections), age_of(_captured_at(header), None))
     else:
-        source = _pf_source(path, running, remove_after_open, floating_interface, age_of)
+        source = _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt, byte_order)
     try:
         plan = plan_restore(source.snapshot, running, age=source.captured_at[0] if kind == "npf" and
                             source.captured_at[1] != "none" else None, nat=nat, limit_policy=limit_policy,
@@ -353,6 +355,7 @@ def _restore_result(path, source, running, plan, report):
     conversion = source.conversion.summary() if source.conversion else None
     unconvertible = conversion["unconvertible"] if conversion else 0
     result = dict(report)
+    result["rejected_connections"] = result.pop("rejected")
     result.update({
         "firewall": "npf", "path": path, "source_kind": source.kind, "format": source.format,
         "read": source.read, "count": source.read, "unconvertible": unconvertible,
