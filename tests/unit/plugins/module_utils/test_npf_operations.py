@@ -62,7 +62,7 @@ def test_dump_writes_a_private_native_npf_file_and_is_idempotent(npfemu_host, tm
     assert len(snapshot.connections) == 40 and header["sha256"] == result["header"]["sha256"]
     again = dump_npf(path)
     assert not again["changed"] and again["sha256"] == result["sha256"]
-    assert [name for name in os.listdir(str(tmp_path))] == ["npf.pfstate"]
+    assert os.listdir(str(tmp_path)) == ["npf.pfstate"]
 
 
 def test_dump_refuses_a_missing_directory(npfemu_host, tmp_path):
