@@ -34,11 +34,14 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import PROTOCOL_NAMES, NpfSnapshot, NpfSnapshotError
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import ENOENT, ENXIO, NpfDevice, NpfError, NpfUnsupported
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import backup_file, file_sha256
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
+    OperationError, apply_transforms, backup_file, file_sha256, start_detached,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     RestoreError, exclusive_restore, load_dump, parse_timestamp, resolve_age,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformStats
 
 FIREWALL_CHOICES = ("auto", "pf", "npf")
 DEFAULT_NPF_DEVICE = "/dev/npf"
@@ -169,11 +172,12 @@ def _existing_digest(path):
 
 
 def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, mode=0o600, check_mode=False,
-             now=None):
+             now=None, run_after=None):
     """Save the NPF state (configuration and connections) to ``path``; returns the states_dump result.
 
     The file is replaced atomically, and only when its content (byte order, compression, the
-    snapshot) differs; in check mode the state is read and nothing is written.
+    snapshot) differs; in check mode the state is read and nothing is written. ``run_after``
+    (an argv) is started detached once the file is in place (the reboot role's reboot).
     """
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -206,6 +210,11 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
     result["bytes"], result["sha256"] = file_sha256(path)
     with open_regular(path) as handle:
         result["header"] = read_npf_header(handle, os.fstat(handle.fileno()).st_size, path)
+    if run_after:
+        try:
+            result["run_after_pid"] = start_detached(run_after)
+        except OperationError as exc:
+            raise NpfOperationError(str(exc))
     return result
 
 
@@ -221,7 +230,7 @@ def npf_info(device_path=DEFAULT_NPF_DEVICE, connections=False, limit=None):
         "npf": {"version": snapshot.version, "active": snapshot.active, "params": snapshot.params,
                 "rules": len(snapshot.config["rules"]), "nat_rules": len(snapshot.config["nat"]),
                 "tables": len(snapshot.config["tables"]), "stats": stats},
-        "summary": dict(snapshot.summary(), **breakdown(snapshot.connections)),
+        "summary": dict(snapshot.summary(), count=len(snapshot.connections), **breakdown(snapshot.connections)),
     }
     if connections:
         shown = snapshot.connections if limit is None else snapshot.connections[:limit]
@@ -267,13 +276,14 @@ def _remove_quietly(path):
 class _Source:
     """What a restore loads: an NPF snapshot, and how the input became it."""
 
-    def __init__(self, kind, snapshot, read, captured_at, conversion=None, fmt="native"):
+    def __init__(self, kind, snapshot, read, captured_at, conversion=None, fmt="native", filtered=0):
         self.kind = kind
         self.snapshot = snapshot
         self.read = read
         self.captured_at = captured_at
         self.conversion = conversion
         self.format = fmt
+        self.filtered = filtered
 
 
 def _captured_at(header):
@@ -284,28 +294,34 @@ def _captured_at(header):
         return None
 
 
-def _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt=None, byte_order=None):
-    """A pf dump converted for the NPF host ``running`` (NPF reference 5.2-5.4)."""
+def _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt=None, byte_order=None,
+               transforms=None):
+    """A pf dump, filtered and renamed by ``transforms``, converted for the NPF host ``running`` (NPF reference 5.2-5.4)."""
     try:
         dump = load_dump(path, fmt, byte_order, text_byte_order=running.byte_order, remove_after_open=remove_after_open)
     except RestoreError as exc:
         raise NpfOperationError(str(exc))
     age = age_of(dump.header_captured_at, dump.mtime)
-    result = convert_states([dump.block], dump.byte_order, nat_rules=running.config["nat"],
+    stats = TransformStats()
+    try:
+        blocks = list(apply_transforms([dump.block], dump.byte_order, transforms, stats))
+    except OperationError as exc:
+        raise NpfOperationError(str(exc))
+    result = convert_states(blocks, dump.byte_order, nat_rules=running.config["nat"],
                             key_interface=bool(running.params.get("state.key.interface", 1)),
                             key_direction=bool(running.params.get("state.key.direction", 1)),
                             floating_interface=floating_interface, age=age[0] if age[1] != "none" else None)
     snapshot = to_snapshot(result, running, "%s (pf states converted for NPF)" % path)
-    return _Source("pf", snapshot, result.input, age, result, dump.format.replace("-", "_"))
+    return _Source("pf", snapshot, stats.read, age, result, dump.format.replace("-", "_"), stats.filtered)
 
 
 def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=None, source_mtime=None, nat="drop",
                 limit_policy="refuse", running_conns="merge", floating_interface=None, check_mode=False,
                 remove_after_open=False, restore_lock_file=None, restore_lock_timeout=60, now=None, fmt=None,
-                byte_order=None):
+                byte_order=None, transforms=None):
     """Restore the connections of ``path`` (an NPF snapshot, or a pf dump converted) into the running NPF.
 
-    ``fmt`` and ``byte_order`` are those of a pf dump (restore.load_dump's). Returns the
+    ``fmt``, ``byte_order`` and ``transforms`` (filters, rename) apply to a pf dump only. Returns the
     states_restore result: every input record is in exactly one of ``loaded``
     (less the running connections merged back), ``already_running``, ``unconvertible`` and the
     drop reasons; ``accounted`` says so. Nothing is loaded in check mode or on any error.
@@ -327,10 +343,12 @@ def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=No
     kind = file_kind(path)
     running, _reply = _save(device_path)
     if kind == "npf":
+        if transforms and any(transforms.values()):
+            raise NpfOperationError("%s is an NPF snapshot: filters and rename apply to pf dumps only" % path)
         header, snapshot = _read_snapshot(path, remove_after_open)
         source = _Source("npf", snapshot, len(snapshot.connections), age_of(_captured_at(header), None))
     else:
-        source = _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt, byte_order)
+        source = _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt, byte_order, transforms)
     try:
         plan = plan_restore(source.snapshot, running, age=source.captured_at[0] if kind == "npf" and
                             source.captured_at[1] != "none" else None, nat=nat, limit_policy=limit_policy,
@@ -353,22 +371,28 @@ def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=No
 
 def _restore_result(path, source, running, plan, report):
     conversion = source.conversion.summary() if source.conversion else None
-    unconvertible = conversion["unconvertible"] if conversion else 0
+    # States that had expired before the conversion count as expired, like the snapshot's.
+    expired_before = conversion["reasons"].get("expired", 0) if conversion else 0
+    unconvertible = conversion["unconvertible"] - expired_before if conversion else 0
     result = dict(report)
     result["rejected_connections"] = result.pop("rejected")
     result.update({
         "firewall": "npf", "path": path, "source_kind": source.kind, "format": source.format,
-        "read": source.read, "count": source.read, "unconvertible": unconvertible,
+        "read": source.read, "count": source.read - source.filtered, "filtered": source.filtered,
+        "unconvertible": unconvertible, "expired": report["expired"] + expired_before,
         "restored": report["loaded"] - report["merged_running"],
         "age_seconds": source.captured_at[0], "age_source": source.captured_at[1],
         "captured_at": source.captured_at[2],
     })
     if conversion is not None:
         result["conversion"] = conversion
-    dropped = sum(report[reason] for reason in DROP_REASONS)
-    result["accounted"] = (result["restored"] + report["already_running"] + dropped + unconvertible == source.read
-                           and plan.accounted())
+    dropped = sum(result[reason] for reason in DROP_REASONS)
+    # pf's accounting, for roles and reports that work on both: read = restored + already_present
+    # + rejected + expired + filtered.
+    result.update(already_present=report["already_running"], rejected=dropped - result["expired"] + unconvertible)
+    result["accounted"] = (result["restored"] + report["already_running"] + dropped + unconvertible
+                           + source.filtered == source.read and plan.accounted())
     before = _diff_counts(running.connections)
     result["diff_before"] = summary_text(before)
-    result["diff_after"] = summary_text(_diff_counts(plan.loaded) if report["changed"] or plan.changes else before)
+    result["diff_after"] = summary_text(_diff_counts(plan.loaded) if plan.changes else before)
     return result

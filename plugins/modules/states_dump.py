@@ -126,8 +126,9 @@ notes:
   - >-
     With NPF (O(firewall=npf)) the whole NPF state - configuration and every connection - is saved with one C(IOC_NPF_SAVE)
     into a V(native) file of format version 2, kind C(npf), which older readers refuse as an unsupported kind. NPF has no
-    table lock; one SAVE is one consistent snapshot, so O(lock) is not used and O(lock=hold), O(run_after), O(filters),
-    O(rename) and the pfs formats are refused. See the NPF guide (docs/guide-npf.md).
+    table lock; one SAVE is one consistent snapshot, so O(lock) is not used. O(lock=hold) is accepted only with O(run_after),
+    which then starts once the file is written (nothing is locked); O(filters), O(rename) and the pfs formats are refused.
+    See the NPF guide (docs/guide-npf.md).
 seealso:
   - module: netbsd.pf.states_restore
   - module: netbsd.pf.states_convert
@@ -342,15 +343,17 @@ def _firewall(module):
 def _dump_npf(module, started):
     """The NPF branch: one SAVE into a native NPF file; the pf-only options are refused, not ignored."""
     params = module.params
+    # lock=hold is how run_after is asked for (the reboot role); NPF needs no lock for it.
     refused = [name for name, value in (("format=%s" % params["format"], params["format"] != "native"),
-                                        ("lock=hold", params["lock"] == "hold"), ("run_after", params["run_after"]),
+                                        ("lock=hold", params["lock"] == "hold" and not params["run_after"]),
                                         ("filters", params["filters"]), ("rename", params["rename"])) if value]
     if refused:
         module.fail_json(msg="%s: not supported with firewall=npf (NPF is saved whole, in the native format, by one "
                              "request that needs no table lock)" % ", ".join(refused))
     try:
         result = dump_npf(params["path"], device_path=params["npf_device"], compress=params["compress"],
-                          backup=params["backup"], mode=creation_mode(params["mode"]), check_mode=module.check_mode)
+                          backup=params["backup"], mode=creation_mode(params["mode"]), check_mode=module.check_mode,
+                          run_after=params["run_after"])
     except (NpfOperationError, NpfError) as exc:
         module.fail_json(msg=str(exc))
     if not module.check_mode:

@@ -228,7 +228,8 @@ notes:
     C(IOC_NPF_LOAD) carries the running configuration, the snapshot's connections (validated, keys repaired, deduplicated)
     and the running connections (O(npf_running)), under NPF's 4 MiB cap (O(limit_policy=fit) keeps established TCP first).
     Every input record is in exactly one of RV(restored), RV(already_running), RV(unconvertible), RV(expired), RV(nat),
-    RV(duplicate), RV(invalid) and RV(over_limit). O(filters), O(rename), O(on_conflict=fail) and O(chunk_size) are pf-only.
+    RV(duplicate), RV(invalid), RV(over_limit) and RV(filtered). O(filters) and O(rename) apply to a pf dump (before the
+    conversion) and are refused for an NPF snapshot; O(on_conflict=fail) and O(chunk_size) are pf-only.
     See docs/guide-npf.md.
 seealso:
   - module: netbsd.pf.states_dump
@@ -375,7 +376,10 @@ appeared_during_restore:
   returned: success
   type: int
 rejected:
-  description: States not restored because of a conflict, the state limit or a kernel error.
+  description:
+    - States not restored because of a conflict, the state limit or a kernel error.
+    - On NPF, the connections left out for any reason but expiry (RV(invalid), RV(nat), RV(duplicate), RV(over_limit),
+      RV(unconvertible)); RV(already_present) equals RV(already_running) and RV(filtered) is 0, so the sum above holds on both.
   returned: success
   type: int
 expired:
@@ -547,13 +551,11 @@ def argument_spec():
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
-def _restore_npf(module, started, stale_copies):
+def _restore_npf(module, started, stale_copies, transforms):
     """The NPF branch: one planned IOC_NPF_LOAD of an NPF snapshot or of a pf dump converted."""
     params = module.params
-    refused = [name for name, value in (("filters", params["filters"]), ("rename", params["rename"]),
-                                        ("on_conflict=fail", params["on_conflict"] == "fail")) if value]
-    if refused:
-        module.fail_json(msg="%s: pf-only, not supported with firewall=npf" % ", ".join(refused))
+    if params["on_conflict"] == "fail":
+        module.fail_json(msg="on_conflict=fail: pf-only, not supported with firewall=npf (see npf_running)")
     fmt = params["format"].replace("_", "-")
     try:
         result = restore_npf(
@@ -562,7 +564,7 @@ def _restore_npf(module, started, stale_copies):
             running_conns=params["npf_running"], floating_interface=params["npf_floating_interface"],
             check_mode=module.check_mode, remove_after_open=params["pushed_copy"],
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            fmt=None if fmt == "auto" else fmt, byte_order=params["byte_order"])
+            fmt=None if fmt == "auto" else fmt, byte_order=params["byte_order"], transforms=transforms)
     except (NpfOperationError, NpfError) as exc:
         module.fail_json(msg=str(exc))
     before, after = result.pop("diff_before"), result.pop("diff_after")
@@ -617,7 +619,7 @@ def main():
     except NpfOperationError as exc:
         module.fail_json(msg=str(exc))
     if firewall == "npf":
-        _restore_npf(module, started, stale_copies)
+        _restore_npf(module, started, stale_copies, transforms)
     try:
         report = restore_file(
             params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"], transforms=transforms,

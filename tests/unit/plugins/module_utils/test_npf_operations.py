@@ -17,8 +17,11 @@ DROPS = ("invalid", "expired", "nat", "duplicate", "over_limit")
 
 
 def adds_up(result):
+    """Both accountings: NPF's reasons, and pf's (what roles that work on both firewalls read)."""
     dropped = sum(result[reason] for reason in DROPS)
-    return result["restored"] + result["already_running"] + dropped + result["unconvertible"] == result["read"]
+    npf = result["restored"] + result["already_running"] + dropped + result["unconvertible"] + result["filtered"]
+    pf = result["restored"] + result["already_present"] + result["rejected"] + result["expired"] + result["filtered"]
+    return npf == pf == result["read"]
 
 
 def connections(host):
@@ -142,7 +145,26 @@ def test_pf_dump_migrates_to_npf_and_names_what_it_cannot_keep(npfemu_host, tmp_
     result = restore_npf(path, age="none")
     conversion = result["conversion"]
     assert result["source_kind"] == "pf" and result["read"] == 150 == conversion["input"]
-    assert result["unconvertible"] == conversion["unconvertible"] > 0
-    assert len(conversion["rejected"]) == result["unconvertible"]
+    # States already expired in the pf dump count as expired, the others that did not convert as unconvertible.
+    assert result["unconvertible"] + result["expired"] == conversion["unconvertible"]
+    assert result["unconvertible"] > 0 and result["expired"] == conversion["reasons"]["expired"]
+    assert len(conversion["rejected"]) == conversion["unconvertible"]
     assert adds_up(result) and result["accounted"]
     assert npfemu_host.kernel.connection_count == result["restored"] > 0
+
+
+def test_pf_dump_filtered_and_renamed_before_the_conversion(npfemu_host, tmp_path):
+    path = str(tmp_path / "pf.pfstate")
+    write_dump(path, "native", [generate_records(150, seed=5, now=1700000000, interfaces=("em0", "em1"),
+                                                 floating_share=0.3)], "little")
+    transforms = {"filters": {"protocols": [6]}, "rename": {"em0": "wm0", "em1": "wm1"}}
+    result = restore_npf(path, age="none", transforms=transforms)
+    assert result["filtered"] > 0 and result["count"] == result["read"] - result["filtered"] == result["conversion"]["input"]
+    assert adds_up(result) and result["accounted"] and result["restored"] > 0
+    with npfemu_host.device() as device:
+        loaded = NpfSnapshot(device.save(), "little", "test").connections
+    assert {conn.proto for conn in loaded} == {6} and {conn.ifname for conn in loaded} <= {"wm0", "wm1"}
+    npfemu_host.boot()
+    dump_npf(str(tmp_path / "npf.pfstate"))
+    with pytest.raises(NpfOperationError, match="filters and rename apply to pf dumps only"):
+        restore_npf(str(tmp_path / "npf.pfstate"), transforms=transforms)

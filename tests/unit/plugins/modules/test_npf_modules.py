@@ -13,8 +13,10 @@ info = partial(run_module, states_info.main)
 
 
 def adds_up(result):
-    return (result["restored"] + result["already_running"] + result["unconvertible"]
-            + sum(result[reason] for reason in DROPS)) == result["read"]
+    npf = (result["restored"] + result["already_running"] + result["unconvertible"] + result["filtered"]
+           + sum(result[reason] for reason in DROPS))
+    pf = result["restored"] + result["already_present"] + result["rejected"] + result["expired"] + result["filtered"]
+    return npf == pf == result["read"]
 
 
 def test_auto_on_an_npf_host_dumps_reboots_and_restores(npfemu_host, tmp_path, capsys):
