@@ -251,6 +251,20 @@ def file_kind(path):
     return "npf" if magic == MAGIC and version == NPF_FORMAT_VERSION else "pf"
 
 
+def capture_time(path):
+    """When the dump at ``path`` was captured (seconds since the epoch), from its header; None if unknown."""
+    if file_kind(path) == "pf":
+        try:
+            return load_dump(path).header_captured_at
+        except RestoreError as exc:
+            raise NpfOperationError(str(exc))
+    try:
+        with open_regular(path) as handle:
+            return _captured_at(read_npf_header(handle, os.fstat(handle.fileno()).st_size, path))
+    except NativeFormatError as exc:
+        raise NpfOperationError("refusing to restore %s, nothing was loaded: %s" % (path, exc))
+
+
 def _read_snapshot(path, remove_after_open):
     try:
         handle = open_regular(path)

@@ -38,6 +38,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
+    DEFAULT_NPF_DEVICE, NpfOperationError, capture_time, detect_firewall, dump_npf, restore_npf,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
 )
@@ -88,7 +92,31 @@ def _written(result, path):
     return "already in %s (same content, file left alone)" % path
 
 
+def _npf_chosen(args):
+    """Whether this command works on NPF (--firewall npf, or auto finding NPF)."""
+    if args.firewall == "pf":
+        return False
+    try:
+        return detect_firewall(args.firewall, args.device, args.npf_device) == "npf"
+    except NpfOperationError as exc:
+        raise CommandError(str(exc))
+
+
+def cmd_dump_npf(args):
+    """NPF: one SAVE into a native NPF file; NPF has no table lock, so --lock is not used."""
+    if args.format != NATIVE or _transforms(args).get("filters"):
+        raise CommandError("NPF is saved whole in the native format: --format and the state selection are pf-only")
+    try:
+        result = dump_npf(args.file, device_path=args.npf_device)
+    except (NpfOperationError, NpfError) as exc:
+        raise CommandError(str(exc))
+    _say(args, "%d NPF connections %s (native, kind npf)" % (result["count"], _written(result, args.file)))
+    return EXIT_OK
+
+
 def cmd_dump(args):
+    if _npf_chosen(args):
+        return cmd_dump_npf(args)
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
@@ -120,7 +148,32 @@ def _rename_map(pairs):
     return mapping or None
 
 
+def cmd_restore_npf(args):
+    """NPF: one planned load of an NPF snapshot, or of a pf dump converted (docs/guide-npf.md)."""
+    try:
+        if args.max_age is not None:
+            captured = capture_time(args.file)
+            if captured is not None and time.time() - captured > args.max_age:
+                _say(args, "not restoring %s: captured %d s ago, more than --max-age %d s"
+                     % (args.file, time.time() - captured, args.max_age), always=True)
+                return EXIT_OK
+        report = restore_npf(args.file, device_path=args.npf_device, age=args.age, limit_policy=args.limit_policy,
+                             restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+                             fmt=_input_format(args), byte_order=args.byte_order,
+                             transforms=_transforms(args, _rename_map(args.rename)))
+    except (NpfOperationError, NpfError) as exc:
+        raise CommandError(str(exc))
+    _say(args, "%s%d restored, %d already running, %d rejected, %d expired, %d filtered out of %d in %s (aged %d s)" % (
+        "would be: " if args.dry_run else "", report["restored"], report["already_running"], report["rejected"],
+        report["expired"], report["filtered"], report["read"], args.file, report["age_seconds"]))
+    for rejected in report["rejected_connections"]:
+        _warn("not restored (%s): %s: %s" % (rejected["reason"], rejected["connection"], rejected["why"]))
+    return EXIT_OK
+
+
 def cmd_restore(args):
+    if _npf_chosen(args):
+        return cmd_restore_npf(args)
     if args.max_age is not None:
         dump = load_dump(args.file, _input_format(args))
         _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
@@ -285,6 +338,10 @@ def build_parser():
         prog=PROG, description="Save, restore, show and convert the pf(4) state table of NetBSD (a pfs(8) replacement).",
         epilog="Exit status: 0 success, 1 failure, 2 usage error, 3 restore with states refused by the kernel.")
     parser.add_argument("-d", "--device", default=DEFAULT_DEVICE, help="pf device (default %(default)s)")
+    parser.add_argument("--firewall", choices=("pf", "npf", "auto"), default="pf",
+                        help="dump and restore pf's states (the default), NPF's connections, or those of the one "
+                             "present and filtering (auto)")
+    parser.add_argument("--npf-device", default=DEFAULT_NPF_DEVICE, help="NPF device (default %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
