@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netbsd.pf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""High-level state-table operations: dump, inspect, convert, lock, and summaries.
+"""High-level state-table operations: dump, inspect, convert, info and lock.
 
 What the modules (states_dump, states_info, states_lock, states_convert) call;
 nothing here knows of Ansible.  Expected failures raise OperationError with a
