@@ -27,7 +27,7 @@ import struct
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, PF_OUT, protocol_number,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import state_views
+from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views
 
 # pf_rule_addr port operators (pfvar.h PF_OP_*), the two a selection uses.
 PF_OP_NONE = 0

@@ -50,9 +50,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_b
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
+from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views, summarize_views
 
 PROG = "pfstate"
 EXIT_OK = 0

@@ -192,7 +192,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, 
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
+from ansible_collections.netbsd.pf.plugins.module_utils.views import merged_counts, summarize_views, summary_text
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import state_filter_from
 
 CRITERIA = ("filters", "interface", "address_family", "protocol", "source", "destination", "source_port", "destination_port")

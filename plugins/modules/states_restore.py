@@ -521,8 +521,9 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file, summary_text,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.views import summary_text
 
 
 def argument_spec():
