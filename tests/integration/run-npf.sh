@@ -13,8 +13,10 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 connections=${NPF_CONNECTIONS:-60}
+# shellcheck disable=SC2154  # repo: set by lib.sh
 fleet_dir=$repo/tests/output/pfemu-npf
 work_dir=$repo/tests/output/npf-work
+# shellcheck disable=SC2034  # collections: read by lib.sh's fleet_playbook
 collections=$(collections_path run-npf "${1:-}")
 
 rm -rf "$work_dir"
