@@ -20,6 +20,7 @@ import hashlib
 import os
 import socket
 import struct
+import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_regular, stage_written
@@ -58,18 +59,22 @@ class NpfOperationError(Exception):
 
 # --- which firewall ----------------------------------------------------------------
 
-def _pf_presence(device_path):
-    """"absent", "active" or "inactive" (pf present but not enabled), "unknown" (present, unreadable)."""
+def _pf_presence(device_path, activity):
+    """"absent", "present" (``activity`` False), "active", "inactive" (not enabled), or "unknown" (unreadable)."""
     try:
         with PfDevice(device_path) as device:
+            if not activity:
+                return "present"
             return "active" if device.get_status()["running"] else "inactive"
     except PfError as exc:
         return "absent" if exc.errno in _ABSENT_ERRNOS else "unknown"
 
 
-def _npf_presence(device_path):
+def _npf_presence(device_path, activity):
     try:
         with NpfDevice(device_path) as device:
+            if not activity:
+                return "present"
             device.probe()
             return "active" if device.save().get("active") is True else "inactive"
     except NpfUnsupported:
@@ -88,13 +93,16 @@ def detect_firewall(firewall="auto", pf_device="/dev/pf", npf_device=DEFAULT_NPF
         return firewall
     if firewall != "auto":
         raise NpfOperationError("firewall must be auto, pf or npf, not %r" % (firewall,))
-    seen = {"pf": _pf_presence(pf_device), "npf": _npf_presence(npf_device)}
+    # Opening tells presence; whether a firewall filters is read only when both are present
+    # (for NPF that is a whole SAVE).
+    seen = {"pf": _pf_presence(pf_device, False), "npf": _npf_presence(npf_device, False)}
     present = [name for name in ("pf", "npf") if seen[name] != "absent"]
     if len(present) == 1:
         return present[0]
     if not present:
         raise NpfOperationError("firewall=auto found no packet filter: neither %s nor %s is present (no pf or NPF in "
                                 "the kernel); load one, or set firewall and device explicitly" % (pf_device, npf_device))
+    seen = {"pf": _pf_presence(pf_device, True), "npf": _npf_presence(npf_device, True)}
     active = [name for name in present if seen[name] == "active"]
     if len(active) == 1:
         return active[0]
@@ -308,13 +316,17 @@ def _captured_at(header):
         return None
 
 
-def _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt=None, byte_order=None,
-               transforms=None):
-    """A pf dump, filtered and renamed by ``transforms``, converted for the NPF host ``running`` (NPF reference 5.2-5.4)."""
+def _read_pf_dump(path, remove_after_open, fmt=None, byte_order=None):
+    """A pf dump read and checked whole (pfs text is read in this host's byte order, the NPF kernel's)."""
     try:
-        dump = load_dump(path, fmt, byte_order, text_byte_order=running.byte_order, remove_after_open=remove_after_open)
+        return load_dump(path, fmt, byte_order, text_byte_order=sys.byteorder, remove_after_open=remove_after_open)
     except RestoreError as exc:
         raise NpfOperationError(str(exc))
+
+
+def _pf_source(path, dump, running, floating_interface, age_of, transforms=None):
+    """The pf ``dump``, filtered and renamed by ``transforms``, converted for the NPF host ``running`` (NPF
+    reference 5.2-5.4)."""
     age = age_of(dump.header_captured_at, dump.mtime)
     stats = TransformStats()
     try:
@@ -354,15 +366,25 @@ def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=No
         except RestoreError as exc:
             raise NpfOperationError(str(exc))
 
-    kind = file_kind(path)
-    running, _reply = _save(device_path)
+    # The file is read (and a pushed copy removed) before the device is touched.
+    try:
+        kind = file_kind(path)
+    except NpfOperationError:
+        if remove_after_open:
+            _remove_quietly(path)
+        raise
     if kind == "npf":
         if transforms and any(transforms.values()):
+            if remove_after_open:
+                _remove_quietly(path)
             raise NpfOperationError("%s is an NPF snapshot: filters and rename apply to pf dumps only" % path)
         header, snapshot = _read_snapshot(path, remove_after_open)
         source = _Source("npf", snapshot, len(snapshot.connections), age_of(_captured_at(header), None))
+        running, _reply = _save(device_path)
     else:
-        source = _pf_source(path, running, remove_after_open, floating_interface, age_of, fmt, byte_order, transforms)
+        dump = _read_pf_dump(path, remove_after_open, fmt, byte_order)
+        running, _reply = _save(device_path)
+        source = _pf_source(path, dump, running, floating_interface, age_of, transforms)
     try:
         plan = plan_restore(source.snapshot, running, age=source.captured_at[0] if kind == "npf" and
                             source.captured_at[1] != "none" else None, nat=nat, limit_policy=limit_policy,

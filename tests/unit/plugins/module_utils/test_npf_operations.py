@@ -11,6 +11,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 
 DROPS = ("invalid", "expired", "nat", "duplicate", "over_limit")
@@ -168,3 +169,16 @@ def test_pf_dump_filtered_and_renamed_before_the_conversion(npfemu_host, tmp_pat
     dump_npf(str(tmp_path / "npf.pfstate"))
     with pytest.raises(NpfOperationError, match="filters and rename apply to pf dumps only"):
         restore_npf(str(tmp_path / "npf.pfstate"), transforms=transforms)
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_pushed_copy_is_removed_before_the_device_is_touched(npfemu_host, tmp_path, damaged):
+    npfemu_host.fill(5)
+    path = str(tmp_path / "pushed.pfstate")
+    dump_npf(path)
+    if damaged:
+        with open(path, "r+b") as handle:
+            handle.truncate(100)
+    with pytest.raises((NpfOperationError, NpfError)):
+        restore_npf(path, device_path=str(tmp_path / "no-npf"), remove_after_open=True)
+    assert not os.path.exists(path)
