@@ -5,8 +5,6 @@ import importlib
 import inspect
 import pkgutil
 
-import pytest
-
 from ansible_collections.netbsd.pf.plugins import module_utils
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, OperationError
@@ -92,8 +90,3 @@ def test_do_fail_hands_everything_to_fail_json():
 
     RestoreError("stopped", {"restored": 2}).do_fail(Module(), path="/d.bin", hint="!")
     assert calls == [{"msg": "stopped!", "restored": 2}]
-
-
-def test_the_result_is_a_keyword_only_argument():
-    with pytest.raises(TypeError):
-        OperationError("x", other={})

@@ -99,7 +99,7 @@ MID_WAY_FAILURES = [
 
 @pytest.mark.parametrize("name, operation, arguments, error", MID_WAY_FAILURES, ids=[case[0] for case in MID_WAY_FAILURES])
 def test_a_failure_carries_its_partial_result_into_fail_json(pfemu_kernel, tmp_path, capsys, monkeypatch,
-                                                               name, operation, arguments, error):
+                                                             name, operation, arguments, error):
     module = importlib.import_module("ansible_collections.netbsd.pf.plugins.modules." + name)
     monkeypatch.setattr(module, operation, _raising(error))
     result = run_module(module.main, capsys, tmp_path, **arguments)
