@@ -27,6 +27,7 @@ import struct
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, PF_OUT, protocol_number,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views
 
 # pf_rule_addr port operators (pfvar.h PF_OP_*), the two a selection uses.
@@ -37,7 +38,7 @@ PF_OP_RRG = 9     # a1 <= p <= a2
 _PORT_RE = re.compile(r"^\s*(\d+)\s*(?:[-:]\s*(\d+)\s*)?$")
 
 
-class SelectionError(ValueError):
+class SelectionError(PfStateError, ValueError):
     """Options that do not describe a usable selection (the message says why)."""
 
 

@@ -21,8 +21,10 @@ import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import canonical_format
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
+    NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
@@ -41,22 +43,12 @@ from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
 from ansible_collections.netbsd.pf.plugins.module_utils.views import summarize, table_occupancy
 
 LOCK_MODES = ("none", "during", "hold")
-# Option spellings accepted for the dump formats (the issue's underscores and formats.py's hyphens).
-FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 # Errors that mean "this file is not a usable dump".
 DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
 
 
-class OperationError(Exception):
+class OperationError(PfStateError):
     """An operation that cannot be done as asked; the message says why and what to change."""
-
-
-def canonical_format(name):
-    """formats.py's name for an option value (pfs_binary -> pfs-binary)."""
-    fmt = name.replace("_", "-")
-    if fmt not in FORMATS:
-        raise OperationError("unknown dump format %r; use native, pfs_binary or pfs_text" % name)
-    return fmt
 
 
 def apply_transforms(blocks, byte_order, transforms, stats):

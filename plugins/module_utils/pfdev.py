@@ -27,6 +27,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, MAX_IFNAME_LEN, PF_LIMIT_STATES, PF_STATUS_COUNTER_NAMES,
     PF_STATUS_FCOUNTER_NAMES, PF_STATUS_LCOUNTER_NAMES, PFTM_MAX, PFTM_NAMES, RECORD_SIZE, Abi, protocol_number,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 
 INT_MAX = 0x7fffffff
@@ -63,7 +64,7 @@ _REQUEST_MESSAGES = {
 }
 
 
-class PfError(Exception):
+class PfError(PfStateError):
     """A /dev/pf operation failed; .errno, .request (ioctl name or "open") and a NetBSD-specific message."""
 
     def __init__(self, err, request, message=None, added=None):

@@ -33,6 +33,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     OTHER_STATE_NAMES, PF_IN, PF_OUT, PF_TCPS_PROXY_SRC, TCP_STATE_NAMES, UDP_STATE_NAMES,
     PROTOCOL_NAMES, PROTOCOL_NUMBERS, RECORD_SIZE, peer_state_names, protocol_name, protocol_number,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     StateCodec, inet_ntop, inet_pton, ordered_struct, prefix_for, record_count,
 )
@@ -47,8 +48,10 @@ _NUMERIC_STATE_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
 PROTOCOL_TEXT = tuple(PROTOCOL_NAMES.get(number) or str(number) for number in range(256))
 
 
-class TextFormatError(ValueError):
+class TextFormatError(PfStateError, ValueError):
     """A pfs text file that cannot be read; the message starts with `line N:`."""
+
+    message_lacks_file = True
 
 
 # --- writer ---------------------------------------------------------------------

@@ -35,20 +35,20 @@ import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS, FORMAT_CHOICES, canonical_format,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, convert_dump, dump_states, lock_table, unlock_table
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file,
+    DEFAULT_PURGE_WAIT, load_dump, resolve_age, restore_file,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views, summarize_views
 
 PROG = "pfstate"
@@ -61,7 +61,7 @@ DEFAULT_DEVICE = "/dev/pf"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-class CommandError(Exception):
+class CommandError(PfStateError):
     """An expected failure: printed as ``pfstate: message``, exit status 1."""
 
 
@@ -353,9 +353,6 @@ def build_parser():
     return parser
 
 
-_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
-
-
 def main(argv=None):
     parser = build_parser()
     try:
@@ -371,7 +368,7 @@ def main(argv=None):
     args.progress = _progress_bar(args)
     try:
         return args.handler(args)
-    except _EXPECTED_ERRORS as exc:
+    except PfStateError as exc:
         _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE

@@ -26,6 +26,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NAMES, PF_OUT, PFTM_CONSTANT_NAMES, PFTM_UNTIL_PACKET,
     RECORD_SIZE, peer_state_names, protocol_name,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 
 BYTE_ORDERS = ("little", "big")
 
@@ -77,8 +78,10 @@ HOST_ORDER_FIELDS = tuple(
 )
 
 
-class RecordError(ValueError):
+class RecordError(PfStateError, ValueError):
     """A block or record that is not a whole number of 240-byte records or has a bad field."""
+
+    message_lacks_file = True
 
 
 def prefix_for(byte_order):

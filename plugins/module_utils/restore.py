@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_predates_boot, lease_view, open_record_file,
@@ -63,12 +64,15 @@ BUCKETS = ("restored", "already_present", "rejected", "expired", "filtered")
 _MSS_OFFSETS = (118, 150)
 
 
-class RestoreError(Exception):
-    """A restore refused or aborted; ``report`` holds the counts known at that point (or None)."""
+class RestoreError(PfStateError):
+    """A restore refused or aborted; ``report`` (the root's ``result``) holds the counts known at that point (or None)."""
 
     def __init__(self, message, report=None):
-        super(RestoreError, self).__init__(message)
-        self.report = report
+        super(RestoreError, self).__init__(message, result=report)
+
+    @property
+    def report(self):
+        return self.result
 
 
 # --- ageing ------------------------------------------------------------------

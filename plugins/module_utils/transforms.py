@@ -18,6 +18,7 @@ import struct
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, MAX_IFNAME_LEN, PF_IN, PF_OUT, RECORD_SIZE, protocol_number,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
     OFF_AF, OFF_DIRECTION, OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, prefix_for, record_count,
 )
@@ -26,7 +27,7 @@ _HOSTS = struct.Struct("24x16s2s6x16s2s6x16s2s150x")    # lan, gwy, ext (addr, p
 _IFNAME = struct.Struct("8x16s216x")
 
 
-class TransformError(ValueError):
+class TransformError(PfStateError, ValueError):
     """Invalid filter or rename arguments."""
 
 

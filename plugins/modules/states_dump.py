@@ -284,13 +284,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
+    FORMAT_CHOICES, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, creation_mode, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
-)
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import LOCK_MODES, dump_states
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -315,22 +312,19 @@ def main():
     )
     started = time.monotonic()
     params = module.params
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
     if params["run_after"] is not None and (not params["run_after"] or params["lock"] != "hold"):
         module.fail_json(msg="run_after needs a non-empty command and lock=hold (the command runs while the table stays locked)")
     if params["lock"] != "none" and params["lease"] == 0:
         module.warn("lease=0: no watchdog guards the lock; a killed module could leave the table locked")
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
         result = dump_states(
             params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
             lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
             check_mode=module.check_mode, device_path=params["device"], run_after=params["run_after"])
-    except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
-        module.fail_json(msg=str(exc))
-    except DUMP_ERRORS as exc:
-        module.fail_json(msg="%s: %s" % (params["path"], exc))
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])

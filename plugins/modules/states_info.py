@@ -217,12 +217,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import TRANSFORM_ARGSPEC, module_argspec, transforms_from_params
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -245,8 +243,8 @@ def main():
         transforms = transforms_from_params(params)
         result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
                             transforms=transforms, limit=params["limit"] or None)
-    except (TransformOptionError, OperationError, PfError) as exc:
-        module.fail_json(msg=str(exc))
+    except PfStateError as exc:
+        exc.do_fail(module)
     result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
     result.update(timing(started, result["summary"]["total_in_table"]), read=result["summary"]["total_in_table"],
                   count=result["summary"]["count"])

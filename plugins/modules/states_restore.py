@@ -409,13 +409,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, restore_file,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.views import summary_text
 
@@ -455,8 +455,6 @@ def _check_options(module):
         module.fail_json(msg="restore_lock_timeout must not be negative")
     if params["purge_wait"] < 0:
         module.fail_json(msg="purge_wait must be 0 (never wait for the kernel's purge) or a number of seconds")
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
 
 
 def main():
@@ -475,10 +473,8 @@ def main():
             module.warn("could not look for copies left by interrupted pushes: %s" % exc)
     _check_options(module)
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
-    except TransformOptionError as exc:
-        module.fail_json(msg=str(exc))
-    try:
         report = restore_file(
             params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"], transforms=transforms,
             age=params["age"], captured_at=params["captured_at"], source_mtime=params["source_mtime"],
@@ -487,10 +483,8 @@ def main():
             restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
             purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
             remove_after_open=params["pushed_copy"])
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), **(exc.report or {}))
-    except PfError as exc:
-        module.fail_json(msg=str(exc))
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
     for warning in report.pop("warnings", []):
         module.warn(warning)
     before = report.pop("summary_before")
