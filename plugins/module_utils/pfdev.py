@@ -27,7 +27,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, MAX_IFNAME_LEN, PF_LIMIT_STATES, PF_STATUS_COUNTER_NAMES,
     PF_STATUS_FCOUNTER_NAMES, PF_STATUS_LCOUNTER_NAMES, PFTM_MAX, PFTM_NAMES, RECORD_SIZE, Abi, protocol_number,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
+from ansible_collections.netbsd.pf.plugins.module_utils.records import ifname_text, record_count
 
 INT_MAX = 0x7fffffff
 DEFAULT_CHUNK_RECORDS = 4096
@@ -216,7 +216,7 @@ class PfDevice:
         return {
             "running": bool(running), "states": states, "src_nodes": src_nodes, "since": since, "debug": debug,
             "hostid": hostid, "stateid": stateid,
-            "ifname": ifname.split(b"\0", 1)[0].decode("ascii", "replace"), "checksum": checksum.hex(),
+            "ifname": ifname_text(ifname), "checksum": checksum.hex(),
             "counters": dict(zip(PF_STATUS_COUNTER_NAMES, counters)),
             "state_locked_drops": counters[15],
             "limit_counters": dict(zip(PF_STATUS_LCOUNTER_NAMES, lcounters)),

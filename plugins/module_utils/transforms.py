@@ -19,11 +19,11 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NUMBERS, MAX_IFNAME_LEN, PF_IN, PF_OUT, RECORD_SIZE, protocol_number,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_AF, OFF_DIRECTION, OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, prefix_for, record_count,
+    OFF_AF, OFF_DIRECTION, OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, ifname_bytes, partial_struct, record_count,
 )
 
-_HOSTS = struct.Struct("24x16s2s6x16s2s6x16s2s150x")    # lan, gwy, ext (addr, port)
-_IFNAME = struct.Struct("8x16s216x")
+_HOSTS = partial_struct(None, ("lan_addr", "lan_port", "gwy_addr", "gwy_port", "ext_addr", "ext_port"))
+_IFNAME = partial_struct(None, ("ifname",))
 
 
 class TransformError(ValueError):
@@ -95,7 +95,7 @@ class StateFilter:
 
     def _ifname_matches(self, raw):
         # compare like the kernel: the name up to its NUL
-        return raw.split(b"\0", 1)[0].ljust(16, b"\0") in self.interfaces
+        return ifname_bytes(raw).ljust(16, b"\0") in self.interfaces
 
     def _hosts_match(self, af, hosts):
         if self.ports is not None and not (hosts[1] in self.ports or hosts[3] in self.ports or hosts[5] in self.ports):
@@ -142,7 +142,7 @@ def rename_interfaces(block, mapping):
     out = None
     renamed = 0
     for index, (raw,) in enumerate(_IFNAME.iter_unpack(block)):
-        new = encoded.get(raw.split(b"\0", 1)[0])
+        new = encoded.get(ifname_bytes(raw))
         if new is not None:
             if out is None:
                 out = bytearray(block)
@@ -161,8 +161,8 @@ def age_block(block, byte_order, elapsed):
     """
     if elapsed < 0:
         raise TransformError("elapsed time must not be negative")
-    expire_struct = struct.Struct(prefix_for(byte_order) + "%dxI%dx" % (OFF_EXPIRE, RECORD_SIZE - OFF_EXPIRE - 4))
-    pack_into = struct.Struct(prefix_for(byte_order) + "I").pack_into
+    expire_struct = partial_struct(byte_order, ("expire",))
+    pack_into = partial_struct(byte_order, ("expire",), whole_record=False).pack_into
     expires = [value for (value,) in expire_struct.iter_unpack(block)]
     keep = [value > elapsed for value in expires]
     expired = len(keep) - sum(keep)
