@@ -73,6 +73,7 @@ def test_direction_decides_source_side(pfemu_kernel):
     ({"destination_port": "90-80"}, "empty"),
     ({"protocol": "nosuch"}, "unknown protocol"),
     ({"source": "300.1.1.1"}, "CIDR"),
+    ({"interface": "w\u00e90"}, "not ASCII"),
 ])
 def test_bad_selections(criteria, message):
     with pytest.raises(SelectionError, match=message):

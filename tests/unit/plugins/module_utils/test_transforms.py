@@ -8,7 +8,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import protocol_numb
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec, state_to_dict
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     AddressMatch, KernelCriteria, PortMatch, StateFilter, TransformError, TransformStats, rename_interfaces,
-    transform_blocks,
+    state_filter_from, transform_blocks,
 )
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.statefactory import random_block
 
@@ -170,3 +170,10 @@ def test_kill_arguments_are_the_built_fields():
     assert criteria.kill_arguments() == {
         "af": 24, "proto": 6, "src": (bytes.fromhex("20010db8") + bytes(12), b"\xff" * 4 + bytes(12)), "dst": None,
         "src_port": (9, 1024, 2048), "dst_port": (2, 443, 0), "ifname": b"wm0"}
+
+
+def test_a_non_ascii_interface_is_a_clear_error():
+    class OptionError(Exception):
+        pass
+    with pytest.raises(OptionError, match="filters: interface name 'w\u00e90' is not ASCII"):
+        state_filter_from({"filters": {"interfaces": ["w\u00e90"]}}, OptionError)
