@@ -51,9 +51,9 @@ class OperationError(PfStateError):
     """An operation that cannot be done as asked; the message says why and what to change."""
 
 
-def apply_transforms(blocks, byte_order, transforms, stats):
+def apply_transforms(blocks, transforms, stats):
     """Blocks after the filters and renames of ``transforms`` (argspec.transforms_from_params)."""
-    return transform_blocks(blocks, byte_order, state_filter=state_filter_from(transforms, OperationError),
+    return transform_blocks(blocks, state_filter=state_filter_from(transforms, OperationError),
                             rename=(transforms or {}).get("rename"), stats=stats)
 
 
@@ -320,7 +320,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
-    block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    block = _one_block(apply_transforms([snapshot.block], transforms, stats))
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
                         check_mode=check_mode, now=now, progress=progress)
@@ -435,7 +435,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
     with _open(src, src_format, text_byte_order) as reader:
         stats = TransformStats()
         try:
-            summary = summarize(apply_transforms(reader.blocks(), reader.byte_order, transforms, stats),
+            summary = summarize(apply_transforms(reader.blocks(), transforms, stats),
                                 reader.byte_order)
         except DUMP_ERRORS as exc:
             raise OperationError("%s: %s" % (src, exc))
@@ -511,7 +511,7 @@ def _converted_blocks(reader, src, transforms, stats, target_order, progress):
     if progress is not None:
         blocks = reported_blocks(blocks, progress, "writing", reader.count)
     try:
-        for block in apply_transforms(blocks, reader.byte_order, transforms, stats):
+        for block in apply_transforms(blocks, transforms, stats):
             yield swap_records(block, reader.byte_order, target_order)
     except DUMP_ERRORS as exc:
         raise OperationError("%s: %s" % (src, exc))
@@ -548,7 +548,7 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         block = device.get_states()
         byte_order = device.abi.byte_order
     stats = TransformStats()
-    selected = _one_block(apply_transforms([block], byte_order, transforms, stats))
+    selected = _one_block(apply_transforms([block], transforms, stats))
     result = {
         "status": {
             "running": status["running"], "states": status["states"], "src_nodes": status["src_nodes"],
