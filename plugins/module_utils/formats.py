@@ -18,6 +18,7 @@ import sys
 import threading
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.native import MAGIC, NativeReader, NativeWriter
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import (
     BinaryFormatError, PfsBinaryReader, PfsBinaryWriter, infer_layout,
@@ -39,8 +40,10 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-class DumpFormatError(ValueError):
+class DumpFormatError(PfStateError, ValueError):
     """A dump file whose format cannot be determined or that cannot be used as asked."""
+
+    message_lacks_file = True
 
 
 def open_regular(path):

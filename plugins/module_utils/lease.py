@@ -48,6 +48,7 @@ import stat
 import syslog
 import time
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 
 LEASE_FORMAT_VERSION = 1
@@ -63,7 +64,7 @@ UNLOCK_ATTEMPTS = 5
 UNLOCK_RETRY_SECONDS = 2.0
 
 
-class LeaseError(Exception):
+class LeaseError(PfStateError):
     """The lease could not be armed, read or released (the message says why and what to do)."""
 
 

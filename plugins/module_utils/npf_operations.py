@@ -23,6 +23,7 @@ import struct
 import sys
 import time
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_regular, stage_written
 from ansible_collections.netbsd.pf.plugins.module_utils.native import (
     MAGIC, NPF_FORMAT_VERSION, NativeFormatError,
@@ -36,7 +37,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import PROTOCOL_NAMES, NpfSnapshot, NpfSnapshotError
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import ENOENT, ENXIO, NpfDevice, NpfError, NpfUnsupported
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    OperationError, apply_transforms, backup_file, file_sha256, start_detached,
+    apply_transforms, backup_file, file_sha256, start_detached,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
@@ -53,7 +54,7 @@ _ABSENT_ERRNOS = (ENOENT, ENXIO, 19)        # 19: ENODEV, the same on NetBSD and
 _VERSION_FIELD = struct.Struct(">8sH")
 
 
-class NpfOperationError(Exception):
+class NpfOperationError(PfStateError):
     """An NPF operation that cannot be done as asked; the message says why and what to change."""
 
 
@@ -83,12 +84,22 @@ def _npf_presence(device_path, activity):
         return "absent" if exc.errno in _ABSENT_ERRNOS else "unknown"
 
 
-def detect_firewall(firewall="auto", pf_device="/dev/pf", npf_device=DEFAULT_NPF_DEVICE):
+def detect_firewall(firewall="auto", pf_device="/dev/pf", npf_device=DEFAULT_NPF_DEVICE, discard_on_error=None):
     """``firewall`` itself unless "auto"; then the one whose device is present, or of two the one filtering.
 
     Neither device present, or both present and both (or neither) filtering, is an error that
-    asks for an explicit choice: guessing would dump or replace the wrong table.
+    asks for an explicit choice: guessing would dump or replace the wrong table. The file
+    ``discard_on_error`` (a pushed copy) is removed when that error is raised.
     """
+    try:
+        return _detect_firewall(firewall, pf_device, npf_device)
+    except NpfOperationError:
+        if discard_on_error:
+            _remove_quietly(discard_on_error)
+        raise
+
+
+def _detect_firewall(firewall, pf_device, npf_device):
     if firewall in ("pf", "npf"):
         return firewall
     if firewall != "auto":
@@ -219,10 +230,7 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
     with open_regular(path) as handle:
         result["header"] = read_npf_header(handle, os.fstat(handle.fileno()).st_size, path)
     if run_after:
-        try:
-            result["run_after_pid"] = start_detached(run_after)
-        except OperationError as exc:
-            raise NpfOperationError(str(exc))
+        result["run_after_pid"] = start_detached(run_after)
     return result
 
 
@@ -238,7 +246,8 @@ def npf_info(device_path=DEFAULT_NPF_DEVICE, connections=False, limit=None):
         "npf": {"version": snapshot.version, "active": snapshot.active, "params": snapshot.params,
                 "rules": len(snapshot.config["rules"]), "nat_rules": len(snapshot.config["nat"]),
                 "tables": len(snapshot.config["tables"]), "stats": stats},
-        "summary": dict(snapshot.summary(), count=len(snapshot.connections), **breakdown(snapshot.connections)),
+        "summary": dict(snapshot.summary(), count=len(snapshot.connections), total_in_table=len(snapshot.connections),
+                        **breakdown(snapshot.connections)),
     }
     if connections:
         shown = snapshot.connections if limit is None else snapshot.connections[:limit]
@@ -329,10 +338,7 @@ def _pf_source(path, dump, running, floating_interface, age_of, transforms=None)
     reference 5.2-5.4)."""
     age = age_of(dump.header_captured_at, dump.mtime)
     stats = TransformStats()
-    try:
-        blocks = list(apply_transforms([dump.block], dump.byte_order, transforms, stats))
-    except OperationError as exc:
-        raise NpfOperationError(str(exc))
+    blocks = list(apply_transforms([dump.block], transforms, stats))
     result = convert_states(blocks, dump.byte_order, nat_rules=running.config["nat"],
                             key_interface=bool(running.params.get("state.key.interface", 1)),
                             key_direction=bool(running.params.get("state.key.direction", 1)),

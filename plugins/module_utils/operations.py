@@ -21,8 +21,10 @@ import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import canonical_format
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
+    NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
@@ -41,27 +43,17 @@ from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
 from ansible_collections.netbsd.pf.plugins.module_utils.views import summarize, table_occupancy
 
 LOCK_MODES = ("none", "during", "hold")
-# Option spellings accepted for the dump formats (the issue's underscores and formats.py's hyphens).
-FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 # Errors that mean "this file is not a usable dump".
 DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
 
 
-class OperationError(Exception):
+class OperationError(PfStateError):
     """An operation that cannot be done as asked; the message says why and what to change."""
 
 
-def canonical_format(name):
-    """formats.py's name for an option value (pfs_binary -> pfs-binary)."""
-    fmt = name.replace("_", "-")
-    if fmt not in FORMATS:
-        raise OperationError("unknown dump format %r; use native, pfs_binary or pfs_text" % name)
-    return fmt
-
-
-def apply_transforms(blocks, byte_order, transforms, stats):
+def apply_transforms(blocks, transforms, stats):
     """Blocks after the filters and renames of ``transforms`` (argspec.transforms_from_params)."""
-    return transform_blocks(blocks, byte_order, state_filter=state_filter_from(transforms, OperationError),
+    return transform_blocks(blocks, state_filter=state_filter_from(transforms, OperationError),
                             rename=(transforms or {}).get("rename"), stats=stats)
 
 
@@ -328,7 +320,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
-    block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    block = _one_block(apply_transforms([snapshot.block], transforms, stats))
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
                         check_mode=check_mode, now=now, progress=progress)
@@ -443,7 +435,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
     with _open(src, src_format, text_byte_order) as reader:
         stats = TransformStats()
         try:
-            summary = summarize(apply_transforms(reader.blocks(), reader.byte_order, transforms, stats),
+            summary = summarize(apply_transforms(reader.blocks(), transforms, stats),
                                 reader.byte_order)
         except DUMP_ERRORS as exc:
             raise OperationError("%s: %s" % (src, exc))
@@ -519,7 +511,7 @@ def _converted_blocks(reader, src, transforms, stats, target_order, progress):
     if progress is not None:
         blocks = reported_blocks(blocks, progress, "writing", reader.count)
     try:
-        for block in apply_transforms(blocks, reader.byte_order, transforms, stats):
+        for block in apply_transforms(blocks, transforms, stats):
             yield swap_records(block, reader.byte_order, target_order)
     except DUMP_ERRORS as exc:
         raise OperationError("%s: %s" % (src, exc))
@@ -556,7 +548,7 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         block = device.get_states()
         byte_order = device.abi.byte_order
     stats = TransformStats()
-    selected = _one_block(apply_transforms([block], byte_order, transforms, stats))
+    selected = _one_block(apply_transforms([block], transforms, stats))
     result = {
         "status": {
             "running": status["running"], "states": status["states"], "src_nodes": status["src_nodes"],

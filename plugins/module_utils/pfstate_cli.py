@@ -35,24 +35,23 @@ import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS, FORMAT_CHOICES, canonical_format,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, NpfOperationError, capture_time, detect_firewall, dump_npf, restore_npf,
+    DEFAULT_NPF_DEVICE, capture_time, detect_firewall, dump_npf, restore_npf,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
-)
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, convert_dump, dump_states, lock_table, unlock_table
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file,
+    DEFAULT_PURGE_WAIT, load_dump, resolve_age, restore_file,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
 from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views, summarize_views
 
 PROG = "pfstate"
@@ -65,7 +64,7 @@ DEFAULT_DEVICE = "/dev/pf"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-class CommandError(Exception):
+class CommandError(PfStateError):
     """An expected failure: printed as ``pfstate: message``, exit status 1."""
 
 
@@ -95,22 +94,14 @@ def _written(result, path):
 
 def _npf_chosen(args):
     """Whether this command works on NPF (--firewall npf, or auto finding NPF)."""
-    if args.firewall == "pf":
-        return False
-    try:
-        return detect_firewall(args.firewall, args.device, args.npf_device) == "npf"
-    except NpfOperationError as exc:
-        raise CommandError(str(exc))
+    return args.firewall != "pf" and detect_firewall(args.firewall, args.device, args.npf_device) == "npf"
 
 
 def cmd_dump_npf(args):
     """NPF: one SAVE into a native NPF file; NPF has no table lock, so --lock is not used."""
     if args.format != NATIVE or _transforms(args).get("filters"):
         raise CommandError("NPF is saved whole in the native format: --format and the state selection are pf-only")
-    try:
-        result = dump_npf(args.file, device_path=args.npf_device)
-    except (NpfOperationError, NpfError) as exc:
-        raise CommandError(str(exc))
+    result = dump_npf(args.file, device_path=args.npf_device)
     _say(args, "%d NPF connections %s (native, kind npf)" % (result["count"], _written(result, args.file)))
     return EXIT_OK
 
@@ -151,19 +142,16 @@ def _rename_map(pairs):
 
 def cmd_restore_npf(args):
     """NPF: one planned load of an NPF snapshot, or of a pf dump converted (docs/guide-npf.md)."""
-    try:
-        if args.max_age is not None:
-            captured = capture_time(args.file)
-            if captured is not None and time.time() - captured > args.max_age:
-                _say(args, "not restoring %s: captured %d s ago, more than --max-age %d s"
-                     % (args.file, time.time() - captured, args.max_age), always=True)
-                return EXIT_OK
-        report = restore_npf(args.file, device_path=args.npf_device, age=args.age, limit_policy=args.limit_policy,
-                             restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
-                             fmt=_input_format(args), byte_order=args.byte_order,
-                             transforms=_transforms(args, _rename_map(args.rename)))
-    except (NpfOperationError, NpfError) as exc:
-        raise CommandError(str(exc))
+    if args.max_age is not None:
+        captured = capture_time(args.file)
+        if captured is not None and time.time() - captured > args.max_age:
+            _say(args, "not restoring %s: captured %d s ago, more than --max-age %d s"
+                 % (args.file, time.time() - captured, args.max_age), always=True)
+            return EXIT_OK
+    report = restore_npf(args.file, device_path=args.npf_device, age=args.age, limit_policy=args.limit_policy,
+                         restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+                         fmt=_input_format(args), byte_order=args.byte_order,
+                         transforms=_transforms(args, _rename_map(args.rename)))
     _say(args, "%s%d restored, %d already running, %d rejected, %d expired, %d filtered out of %d in %s (aged %d s)" % (
         "would be: " if args.dry_run else "", report["restored"], report["already_running"], report["rejected"],
         report["expired"], report["filtered"], report["read"], args.file, report["age_seconds"]))
@@ -410,9 +398,6 @@ def build_parser():
     return parser
 
 
-_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
-
-
 def main(argv=None):
     parser = build_parser()
     try:
@@ -428,7 +413,7 @@ def main(argv=None):
     args.progress = _progress_bar(args)
     try:
         return args.handler(args)
-    except _EXPECTED_ERRORS as exc:
+    except PfStateError as exc:
         _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE

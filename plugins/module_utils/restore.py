@@ -28,7 +28,6 @@ import errno
 import fcntl
 import os
 import re
-import struct
 import time
 from array import array
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_predates_boot, lease_view, open_record_file,
@@ -45,11 +45,12 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, P
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, OFF_TIMEOUT, RECORD_SIZE, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_TIMEOUT, OFFSET, RECORD_SIZE, ifname_bytes, ifname_text, partial_struct,
+    record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
 from ansible_collections.netbsd.pf.plugins.module_utils.views import (
-    add_counts, keys_at, raw_interface_name, record_keys, state_summary, summarize_records,
+    add_counts, keys_at, record_keys, state_summary, summarize_records,
     table_occupancy, verify_records,
 )
 
@@ -60,15 +61,18 @@ PFTM_TCP_ESTABLISHED = 2
 BUCKETS = ("restored", "already_present", "rejected", "expired", "filtered")
 
 # Offsets of the two peers' mss (reference 3.4/3.5): the kernel ntohs()es them on import.
-_MSS_OFFSETS = (118, 150)
+_MSS_OFFSETS = (OFFSET["src_mss"], OFFSET["dst_mss"])
 
 
-class RestoreError(Exception):
-    """A restore refused or aborted; ``report`` holds the counts known at that point (or None)."""
+class RestoreError(PfStateError):
+    """A restore refused or aborted; ``report`` (the root's ``result``) holds the counts known at that point (or None)."""
 
     def __init__(self, message, report=None):
-        super(RestoreError, self).__init__(message)
-        self.report = report
+        super(RestoreError, self).__init__(message, result=report)
+
+    @property
+    def report(self):
+        return self.result
 
 
 # --- ageing ------------------------------------------------------------------
@@ -160,13 +164,13 @@ class TableModel:
 
     def _holder_name(self, holder):
         record = self.record(holder)
-        return raw_interface_name(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
+        return ifname_bytes(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
 
     def insert(self, holder, ident, raw_ifname, key1, key2):
         if ident != _ZERO_IDENT:
             self.by_ident[ident] = holder
         if key1 in self.by_key1:
-            self.key1_elsewhere[key1 + raw_interface_name(raw_ifname)] = holder
+            self.key1_elsewhere[key1 + ifname_bytes(raw_ifname)] = holder
         else:
             self.by_key1[key1] = holder
             self.by_key2.setdefault(key2, holder)
@@ -177,12 +181,12 @@ class TableModel:
             twin = self.by_ident.get(ident)
             if twin is not None:
                 twin_keys = next(record_keys(self.record(twin), self.byte_order))
-                if twin_keys[2] == key1 and raw_interface_name(twin_keys[1]) == raw_interface_name(raw_ifname):
+                if twin_keys[2] == key1 and ifname_bytes(twin_keys[1]) == ifname_bytes(raw_ifname):
                     return ALREADY_PRESENT, twin
                 return SAME_ID, twin
         first = self.by_key1.get(key1)
         if first is not None:
-            name = raw_interface_name(raw_ifname)
+            name = ifname_bytes(raw_ifname)
             holder = first if self._holder_name(first) == name else self.key1_elsewhere.get(key1 + name)
             if holder is None:
                 return NEW, None        # joins the key held on other interfaces
@@ -199,16 +203,16 @@ class TableModel:
         if verdict == SAME_ID:
             return "id and creatorid already used by %s" % other
         if verdict == SAME_CONNECTION:
-            return "same connection already in the table on %s as %s" % (raw_interface_name(raw_ifname).decode("ascii", "replace"), other)
+            return "same connection already in the table on %s as %s" % (ifname_text(raw_ifname), other)
         return "translated (ext/gwy) side collides with %s" % other
 
 
-_PRIORITY = struct.Struct("%dxB3xB2x" % OFF_PROTO)   # proto, timeout (single bytes: no byte order)
+_PRIORITY = partial_struct(None, ("proto", "timeout"))
 
 
 def limit_priority(block, byte_order):
     """Sort key over record indexes for limit_policy=fit: established TCP, other TCP, UDP, other, ICMP; longer-lived first."""
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
 
     def priority(index):
         offset = index * RECORD_SIZE
@@ -307,7 +311,7 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
         block = bytearray(block)
     outcome = Outcome(total, block, byte_order)
     model = TableModel(byte_order, live_block, block)
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     candidates = array("i")
     without_identity = set()
     conflicts = []
@@ -760,7 +764,7 @@ def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_state
               "compensated": 0, "shortened": 0, "shortened_by_max": 0}
     if not report["scaling"]:
         return report
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     for index in indexes:
         offset = index * RECORD_SIZE
         timeout_index = block[offset + OFF_TIMEOUT]

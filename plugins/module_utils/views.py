@@ -21,26 +21,25 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NAMES, IFNAMSIZ, IPPROTO_TCP, PF_OUT, PFTM_ACCEPTED, RECORD_SIZE, protocol_name,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, OFF_RULE, OFF_SRC,
-    column, inet_ntop, ordered_struct, peer_state_name, prefix_for, record_count,
+    OFF_AF, OFF_DIRECTION, OFF_IFNAME, OFF_PROTO, OFFSET, column, ifname_text, inet_ntop, partial_struct,
+    peer_state_name, record_count,
 )
 
 # The rule number of states created by the default rule (pfsync exports nr -1).
 DEFAULT_RULE = 0xFFFFFFFF
 
-_PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
 _NATIVE_WORD = struct.Struct("=Q")
-_IFNAME_FIELD = struct.Struct("%dx16s%dx" % (OFF_IFNAME, RECORD_SIZE - OFF_IFNAME - 16))
-_IFNAME_AND_CREATOR = struct.Struct(
-    "%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16, RECORD_SIZE - OFF_CREATORID - 4))
-_SUMMARY_FIELDS = struct.Struct("%dx%ds%dxB%dx" % (OFF_IFNAME, IFNAMSIZ, OFF_PROTO - OFF_IFNAME - IFNAMSIZ, RECORD_SIZE - OFF_PROTO - 1))
+_IFNAME_FIELD = partial_struct(None, ("ifname",))
+_IFNAME_AND_CREATOR = partial_struct(None, ("ifname", ("creatorid", "4s")))
+_SUMMARY_FIELDS = partial_struct(None, ("ifname", "proto"))
 
-# One pass over a record for everything the planner needs (byte order added per codec).
-_VIEW_FORMAT = "8s16s16s2s6x16s2s6x16s2s6x96xI32x4sBBB2xB2x"
+# One pass over a record for everything the planner needs.
+_VIEW_FIELDS = ("id", "ifname", "lan_addr", "lan_port", "gwy_addr", "gwy_port", "ext_addr", "ext_port", "expire",
+                ("creatorid", "4s"), "af", "proto", "direction", "timeout")
 
 
 def _view_struct(byte_order):
-    return ordered_struct(byte_order, _VIEW_FORMAT)
+    return partial_struct(byte_order, _VIEW_FIELDS)
 
 
 # --- one state ---------------------------------------------------------------------
@@ -65,7 +64,7 @@ class StateView:
          self.expire, raw_creatorid, self.af, self.proto, self.direction, self.timeout) = fields
         self.index = index
         self.ident = raw_id + raw_creatorid
-        self.ifname = raw_ifname.split(b"\0", 1)[0].decode("ascii", "replace")
+        self.ifname = ifname_text(raw_ifname)
         head = bytes((self.proto, self.af))
         lan, gwy, ext = (_addr_key(self.af, addr) for addr in (self.lan, self.gwy, self.ext))
         # pf's key trees (reference 5.5 step 6): lan/ext per interface, ext/gwy global.
@@ -125,11 +124,6 @@ def verify_records(block, byte_order, limit=10):
 
 # --- the keys pf compares -------------------------------------------------------
 
-def raw_interface_name(raw_ifname):
-    """The bytes of a 16-byte interface-name field before its NUL."""
-    return raw_ifname.split(b"\0", 1)[0]
-
-
 def _keys(fields):
     """(ident, raw ifname, key1, key2, expire) of one unpacked record (see record_keys)."""
     raw_id, raw_ifname, lan, lan_port, gwy, gwy_port, ext, ext_port, expire, raw_creatorid, af, proto = fields[:12]
@@ -167,9 +161,6 @@ def state_summary(record, byte_order):
 
 # --- the pool and the counts ------------------------------------------------------
 
-_RULE_AND_EXPIRE = struct.Struct("%dxI%dxI%dx" % (OFF_RULE, OFF_EXPIRE - OFF_RULE - 4, RECORD_SIZE - OFF_EXPIRE - 4))
-
-
 def table_occupancy(live_block, byte_order, status_states):
     """What holds the state pool: states the purge will free, and the default rule's live states.
 
@@ -177,7 +168,7 @@ def table_occupancy(live_block, byte_order, status_states):
     (unlinked, not yet freed) plus the shown ones exported with expire 0 (expired, not yet
     reached by the purge, which unlinks and frees them when it gets there).
     """
-    fields = struct.Struct(prefix_for(byte_order) + _RULE_AND_EXPIRE.format)
+    fields = partial_struct(byte_order, ("rule", "expire"))
     shown = expired = on_default_rule = 0
     for rule, expire in fields.iter_unpack(live_block):
         shown += 1
@@ -204,7 +195,7 @@ def summarize_records(block, indexes=None):
         raw_counts[pair] = raw_counts.get(pair, 0) + 1
     counts = {}
     for (raw_ifname, proto), count in raw_counts.items():
-        key = (raw_interface_name(raw_ifname).decode("ascii", "replace"), protocol_name(proto))
+        key = (ifname_text(raw_ifname), protocol_name(proto))
         counts[key] = counts.get(key, 0) + count
     return counts
 
@@ -263,11 +254,11 @@ def summarize(blocks, byte_order, brief=False):
             creators[raw_creator] += n
         directions.update(_byte_counts(column(block, OFF_DIRECTION)))
         if IPPROTO_TCP in proto:
-            peers = Counter(zip(proto, column(block, OFF_SRC + _PEER_STATE), column(block, OFF_DST + _PEER_STATE)))
+            peers = Counter(zip(proto, column(block, OFFSET["src_state"]), column(block, OFFSET["dst_state"])))
             tcp_states.update(dict(((src, dst), n) for (number, src, dst), n in peers.items() if number == IPPROTO_TCP))
     names = Counter()
     for raw, n in interfaces.items():
-        names[raw.split(b"\0", 1)[0].decode("ascii", "replace")] += n
+        names[ifname_text(raw)] += n
     summary = {
         "count": total,
         "by_interface": dict(names),

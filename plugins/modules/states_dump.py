@@ -303,17 +303,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
+    FORMAT_CHOICES, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, creation_mode, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
-)
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NpfOperationError, detect_firewall, dump_npf,
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, dump_npf,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import LOCK_MODES, dump_states
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -332,15 +328,7 @@ def argument_spec():
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
-def _firewall(module):
-    params = module.params
-    try:
-        return detect_firewall(params["firewall"], params["device"], params["npf_device"])
-    except NpfOperationError as exc:
-        module.fail_json(msg=str(exc))
-
-
-def _dump_npf(module, started):
+def _dump_npf(module):
     """The NPF branch: one SAVE into a native NPF file; the pf-only options are refused, not ignored."""
     params = module.params
     # lock=hold is how run_after is asked for (the reboot role); NPF needs no lock for it.
@@ -350,17 +338,9 @@ def _dump_npf(module, started):
     if refused:
         module.fail_json(msg="%s: not supported with firewall=npf (NPF is saved whole, in the native format, by one "
                              "request that needs no table lock)" % ", ".join(refused))
-    try:
-        result = dump_npf(params["path"], device_path=params["npf_device"], compress=params["compress"],
-                          backup=params["backup"], mode=creation_mode(params["mode"]), check_mode=module.check_mode,
-                          run_after=params["run_after"])
-    except (NpfOperationError, NpfError) as exc:
-        module.fail_json(msg=str(exc))
-    if not module.check_mode:
-        result["changed"] = module.set_fs_attributes_if_different(module.load_file_common_arguments(params),
-                                                                  result["changed"])
-    result.update(timing(started, result["read"]))
-    module.exit_json(**result)
+    return dump_npf(params["path"], device_path=params["npf_device"], compress=params["compress"],
+                    backup=params["backup"], mode=creation_mode(params["mode"]), check_mode=module.check_mode,
+                    run_after=params["run_after"])
 
 
 def main():
@@ -371,24 +351,23 @@ def main():
     )
     started = time.monotonic()
     params = module.params
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
     if params["run_after"] is not None and (not params["run_after"] or params["lock"] != "hold"):
         module.fail_json(msg="run_after needs a non-empty command and lock=hold (the command runs while the table stays locked)")
     if params["lock"] != "none" and params["lease"] == 0:
         module.warn("lease=0: no watchdog guards the lock; a killed module could leave the table locked")
-    if _firewall(module) == "npf":
-        _dump_npf(module, started)
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
-        result = dump_states(
-            params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
-            lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
-            check_mode=module.check_mode, device_path=params["device"], run_after=params["run_after"])
-    except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
-        module.fail_json(msg=str(exc))
-    except DUMP_ERRORS as exc:
-        module.fail_json(msg="%s: %s" % (params["path"], exc))
+        if detect_firewall(params["firewall"], params["device"], params["npf_device"]) == "npf":
+            result = _dump_npf(module)
+        else:
+            result = dump_states(
+                params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms,
+                lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"],
+                mode=creation_mode(params["mode"]), check_mode=module.check_mode, device_path=params["device"],
+                run_after=params["run_after"])
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])

@@ -243,16 +243,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import TRANSFORM_ARGSPEC, module_argspec, transforms_from_params
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NpfOperationError, detect_firewall, npf_info,
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, npf_info,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -267,20 +264,13 @@ def argument_spec():
     ), TRANSFORM_ARGSPEC)
 
 
-def _info_npf(module, started):
+def _info_npf(module):
     """The NPF branch: configuration sizes, statistics and the connections of one SAVE."""
     params = module.params
     refused = [name for name in ("timeouts", "filters", "rename") if params[name]]
     if refused:
         module.fail_json(msg="%s: pf-only, not supported with firewall=npf" % ", ".join(refused))
-    try:
-        result = npf_info(params["npf_device"], connections=params["states"], limit=params["limit"] or None)
-    except (NpfOperationError, NpfError) as exc:
-        module.fail_json(msg=str(exc))
-    result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
-    total = result["summary"]["connections"]
-    result.update(timing(started, total), read=total, count=total)
-    module.exit_json(changed=False, **result)
+    return npf_info(params["npf_device"], connections=params["states"], limit=params["limit"] or None)
 
 
 def main():
@@ -290,17 +280,14 @@ def main():
     if params["limit"] < 0:
         module.fail_json(msg="limit must be 0 (no limit) or a positive number of states, not %d" % params["limit"])
     try:
-        firewall = detect_firewall(params["firewall"], params["device"], params["npf_device"])
-    except NpfOperationError as exc:
-        module.fail_json(msg=str(exc))
-    if firewall == "npf":
-        _info_npf(module, started)
-    try:
         transforms = transforms_from_params(params)
-        result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
-                            transforms=transforms, limit=params["limit"] or None)
-    except (TransformOptionError, OperationError, PfError) as exc:
-        module.fail_json(msg=str(exc))
+        if detect_firewall(params["firewall"], params["device"], params["npf_device"]) == "npf":
+            result = _info_npf(module)
+        else:
+            result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"],
+                                states=params["states"], transforms=transforms, limit=params["limit"] or None)
+    except PfStateError as exc:
+        exc.do_fail(module)
     result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
     result.update(timing(started, result["summary"]["total_in_table"]), read=result["summary"]["total_in_table"],
                   count=result["summary"]["count"])

@@ -511,17 +511,16 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, module_argspec, transforms_from_params,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, NpfOperationError, detect_firewall, restore_npf,
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, detect_firewall, restore_npf,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, restore_file,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.views import summary_text
 
@@ -552,25 +551,26 @@ def argument_spec():
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
 
 
-def _restore_npf(module, started, stale_copies, transforms):
+def _restore_npf(module, transforms):
     """The NPF branch: one planned IOC_NPF_LOAD of an NPF snapshot or of a pf dump converted."""
     params = module.params
     if params["on_conflict"] == "fail":
         module.fail_json(msg="on_conflict=fail: pf-only, not supported with firewall=npf (see npf_running)")
     fmt = params["format"].replace("_", "-")
-    try:
-        result = restore_npf(
-            params["path"], device_path=params["npf_device"], age=params["age"], captured_at=params["captured_at"],
-            source_mtime=params["source_mtime"], nat=params["npf_nat"], limit_policy=params["limit_policy"],
-            running_conns=params["npf_running"], floating_interface=params["npf_floating_interface"],
-            check_mode=module.check_mode, remove_after_open=params["pushed_copy"],
-            restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            fmt=None if fmt == "auto" else fmt, byte_order=params["byte_order"], transforms=transforms)
-    except (NpfOperationError, NpfError) as exc:
-        module.fail_json(msg=str(exc))
+    return restore_npf(
+        params["path"], device_path=params["npf_device"], age=params["age"], captured_at=params["captured_at"],
+        source_mtime=params["source_mtime"], nat=params["npf_nat"], limit_policy=params["limit_policy"],
+        running_conns=params["npf_running"], floating_interface=params["npf_floating_interface"],
+        check_mode=module.check_mode, remove_after_open=params["pushed_copy"],
+        restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
+        fmt=None if fmt == "auto" else fmt, byte_order=params["byte_order"], transforms=transforms)
+
+
+def _exit_npf(module, result, started, stale_copies):
+    """The NPF result: its own diff (connections by interface and protocol)."""
     before, after = result.pop("diff_before"), result.pop("diff_after")
     result.update(timing(started, result["read"]))
-    if params["pushed_copy"]:
+    if module.params["pushed_copy"]:
         result["removed_stale_copies"] = stale_copies
     if module._diff:
         result["diff"] = {"before": before, "after": after, "before_header": "NPF connections (by interface, protocol)",
@@ -592,8 +592,6 @@ def _check_options(module):
         module.fail_json(msg="restore_lock_timeout must not be negative")
     if params["purge_wait"] < 0:
         module.fail_json(msg="purge_wait must be 0 (never wait for the kernel's purge) or a number of seconds")
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
 
 
 def main():
@@ -612,28 +610,26 @@ def main():
             module.warn("could not look for copies left by interrupted pushes: %s" % exc)
     _check_options(module)
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
-    except TransformOptionError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        firewall = detect_firewall(params["firewall"], params["device"], params["npf_device"])
-    except NpfOperationError as exc:
-        module.fail_json(msg=str(exc))
-    if firewall == "npf":
-        _restore_npf(module, started, stale_copies, transforms)
-    try:
-        report = restore_file(
-            params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"], transforms=transforms,
-            age=params["age"], captured_at=params["captured_at"], source_mtime=params["source_mtime"],
-            on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
-            fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
-            restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
-            remove_after_open=params["pushed_copy"])
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), **(exc.report or {}))
-    except PfError as exc:
-        module.fail_json(msg=str(exc))
+        npf = detect_firewall(params["firewall"], params["device"], params["npf_device"],
+                              discard_on_error=params["path"] if params["pushed_copy"] else None) == "npf"
+        if npf:
+            report = _restore_npf(module, transforms)
+        else:
+            report = restore_file(
+                params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"],
+                transforms=transforms, age=params["age"], captured_at=params["captured_at"],
+                source_mtime=params["source_mtime"], on_conflict=params["on_conflict"],
+                limit_policy=params["limit_policy"], chunk_size=params["chunk_size"], fix_mss=params["fix_mss"],
+                lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
+                restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
+                purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
+                remove_after_open=params["pushed_copy"])
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
+    if npf:
+        _exit_npf(module, report, started, stale_copies)
     for warning in report.pop("warnings", []):
         module.warn(warning)
     before = report.pop("summary_before")

@@ -71,6 +71,17 @@ def test_the_bundle_carries_every_module(graph):
     assert graph
 
 
+def _class_attributes(node):
+    """Methods, nested classes, class variables and the ``self.x`` a class's methods assign."""
+    for item in ast.walk(node):
+        if isinstance(item, (ast.FunctionDef, ast.ClassDef)) and item is not node:
+            yield item.name
+        elif isinstance(item, ast.Name) and isinstance(item.ctx, ast.Store):
+            yield item.id
+        elif isinstance(item, ast.Attribute) and isinstance(item.ctx, ast.Store) and getattr(item.value, "id", "") == "self":
+            yield item.attr
+
+
 def _defined_names():
     """{module name: names it defines}, and {class name: its attributes}, over module_utils."""
     modules, classes = {}, {}
@@ -88,8 +99,7 @@ def _defined_names():
             elif isinstance(node, ast.ImportFrom):
                 names.update(alias.asname or alias.name for alias in node.names)
             if isinstance(node, ast.ClassDef):
-                classes.setdefault(node.name, set()).update(
-                    item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.ClassDef)))
+                classes.setdefault(node.name, set()).update(_class_attributes(node))
     return modules, classes
 
 

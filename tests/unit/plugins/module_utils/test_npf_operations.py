@@ -45,8 +45,12 @@ def test_auto_picks_pf_on_a_pf_host(pfemu_router, tmp_path):
 def test_auto_refuses_two_active_firewalls_and_none(npfemu_host, pfemu_router, tmp_path):
     with pytest.raises(NpfOperationError, match="cannot choose: /dev/pf is active and /dev/npf is active"):
         detect_firewall("auto")
+    pushed = tmp_path / "pushed.pfstate"
+    pushed.write_bytes(b"x")
     with pytest.raises(NpfOperationError, match="found no packet filter"):
-        detect_firewall("auto", pf_device=str(tmp_path / "a"), npf_device=str(tmp_path / "b"))
+        detect_firewall("auto", pf_device=str(tmp_path / "a"), npf_device=str(tmp_path / "b"),
+                        discard_on_error=str(pushed))
+    assert not pushed.exists()
     npfemu_host.boot(start=False)
     assert detect_firewall("auto") == "pf"
     assert detect_firewall("npf") == "npf"

@@ -6,6 +6,7 @@ import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import operations as ops
 from ansible_collections.netbsd.pf.plugins.module_utils import views
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import OptionError
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec, swap_records
 
@@ -84,8 +85,8 @@ def test_convert_is_byte_identical_whatever_the_running_host(kernel, tmp_path, m
 
 
 def test_unknown_format_and_bad_byte_order(tmp_path, kernel):
-    with pytest.raises(ops.OperationError, match="unknown dump format"):
-        ops.canonical_format("pfs_json")
+    with pytest.raises(OptionError, match="unknown dump format"):
+        ops.dump_states(str(tmp_path / "x.bin"), fmt="pfs_json", lock="none", lease_file=str(tmp_path / "lease"))
     src = str(tmp_path / "src.bin")
     ops.dump_states(src, fmt="pfs_binary", lock="none", lease_file=str(tmp_path / "lease"))
     with pytest.raises(ops.OperationError, match="byte_order"):
