@@ -282,7 +282,7 @@ def capture_time(path):
         raise NpfOperationError("refusing to restore %s, nothing was loaded: %s" % (path, exc))
 
 
-def _read_snapshot(path, remove_after_open):
+def _read_snapshot(path, remove_after_open, refusal="refusing to restore %s, nothing was loaded"):
     try:
         handle = open_regular(path)
     except (OSError, ValueError) as exc:
@@ -294,7 +294,17 @@ def _read_snapshot(path, remove_after_open):
         try:
             return read_npf_file(handle, os.fstat(handle.fileno()).st_size, path)
         except NativeFormatError as exc:
-            raise NpfOperationError("refusing to restore %s, nothing was loaded: %s" % (path, exc))
+            raise NpfOperationError("%s: %s" % (refusal % path, exc))
+
+
+def inspect_npf_file(path):
+    """(what the header says, NpfSnapshot) of a native NPF snapshot file, read and checked whole."""
+    header, snapshot = _read_snapshot(path, remove_after_open=False, refusal="cannot show %s")
+    metadata = header.get("metadata") or {}
+    info = {"file": path, "format": "native", "kind": "npf", "byte_order": snapshot.byte_order,
+            "connections": len(snapshot.connections)}
+    info.update((key, metadata[key]) for key in ("captured_at", "hostname") if key in metadata)
+    return info, snapshot
 
 
 def _remove_quietly(path):

@@ -42,7 +42,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateErr
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, capture_time, detect_firewall, dump_npf, restore_npf,
+    DEFAULT_NPF_DEVICE, capture_time, detect_firewall, dump_npf, file_kind, inspect_npf_file, restore_npf,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, convert_dump, dump_states, lock_table, unlock_table
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
@@ -208,7 +208,28 @@ def _read_for_show(args):
     return block, info
 
 
+def cmd_show_npf(args):
+    """An NPF snapshot file: its header and counts, or every connection (--list) as npf_snapshot prints them."""
+    info, snapshot = inspect_npf_file(args.file)
+    if args.list:
+        sys.stdout.write(snapshot.to_text())
+        return EXIT_OK
+    summary = snapshot.summary()
+    if args.json:
+        info["summary"] = summary
+        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        return EXIT_OK
+    for key in sorted(info):
+        _out("%s: %s" % (key, info[key]))
+    _out("valid: %d, invalid: %d" % (summary["valid"], summary["invalid"]))
+    for name, count in sorted(summary["by_state"].items()):
+        _out("  %-26s %8d" % (name, count))
+    return EXIT_OK
+
+
 def cmd_show(args):
+    if args.file and not args.format and file_kind(args.file) == "npf":
+        return cmd_show_npf(args)
     if args.file:
         block, info = _read_for_show(args)
         byte_order = info["byte_order"]
@@ -369,7 +390,7 @@ def build_parser():
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)
 
-    show = commands.add_parser("show", help="summarise the table or a dump file")
+    show = commands.add_parser("show", help="summarise the table, a dump file or an NPF snapshot file")
     show.add_argument("file", nargs="?", help="dump file (default: the live table)")
     show.add_argument("-F", "--format", choices=FORMAT_CHOICES, help="file format (default: detected)")
     show.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file")

@@ -51,3 +51,31 @@ def test_errors_are_one_line_without_traceback(npfemu_host, tmp_path, capsys):
     assert err.startswith("pfstate: refusing to restore %s, nothing was loaded" % bad) and "Traceback" not in err
     assert run("--firewall", "npf", "dump", "-F", "pfs_text", tmp_path / "x") == 1
     assert "--format and the state selection are pf-only" in capsys.readouterr().err
+
+
+def test_show_reads_an_npf_snapshot_file(npfemu_host, tmp_path, capsys):
+    npfemu_host.fill(12)
+    path = tmp_path / "boot.pfstate"
+    assert run("--firewall", "npf", "dump", path) == 0
+    capsys.readouterr()
+    assert run("show", path) == 0
+    out = capsys.readouterr().out
+    assert "kind: npf" in out and "connections: 12" in out and "valid: 12, invalid: 0" in out
+    assert run("show", "--list", path) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("# 12 connections (12 valid, 0 invalid)") and len(lines) == 3 + 12
+    assert run("show", "--json", path) == 0
+    assert '"valid": 12' in capsys.readouterr().out
+
+
+def test_show_of_a_damaged_npf_file_names_it(npfemu_host, tmp_path, capsys):
+    npfemu_host.fill(3)
+    path = tmp_path / "boot.pfstate"
+    assert run("--firewall", "npf", "dump", path) == 0
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xff
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert run("show", path) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pfstate: cannot show %s: " % path) and "Traceback" not in err
