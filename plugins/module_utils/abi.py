@@ -35,6 +35,10 @@ PF_INOUT = 0
 PF_IN = 1
 PF_OUT = 2
 
+# pf_rule_addr port operators (pfvar.h PF_OP_*), the two a selection uses.
+PF_OP_EQ = 2
+PF_OP_RRG = 9       # a1 <= p <= a2
+
 PFSYNC_SCRUB_FLAG_VALID = 0x01
 FLOATING_IFNAME = "all"     # kif name of states not bound to an interface
 PFRES_STATELOCKED = 15      # NetBSD-only reason counter: packets dropped while locked

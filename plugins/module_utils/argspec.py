@@ -13,10 +13,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import MAX_IFNAME_LEN, protocol_number
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import FORMATS
 
 DEFAULT_LEASE_SECONDS = 300
 DEFAULT_LEASE_FILE = "/var/run/netbsd_pf_lock.lease"
 DEFAULT_DEVICE = "/dev/pf"
+# Option spellings accepted for the dump formats (the issue's underscores and formats.py's hyphens).
+FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 
 # Every member of the netbsd.pf.states action group accepts these, so that
 # module_defaults for group/netbsd.pf.states never makes a member fail on an
@@ -70,8 +74,26 @@ def creation_mode(mode):
         return 0o600
 
 
-class TransformOptionError(ValueError):
+class OptionError(PfStateError, ValueError):
+    """An option value that passed the argspec but cannot be used (the message says why)."""
+
+
+class TransformOptionError(OptionError):
     """A filters/rename option that passed the argspec but makes no sense (the message says why)."""
+
+
+def canonical_format(name):
+    """formats.py's name for an option value (pfs_binary -> pfs-binary)."""
+    fmt = name.replace("_", "-")
+    if fmt not in FORMATS:
+        raise OptionError("unknown dump format %r; use native, pfs_binary or pfs_text" % name)
+    return fmt
+
+
+def check_lease(lease):
+    """Refuse a negative ``lease`` option (0 means no watchdog)."""
+    if lease < 0:
+        raise OptionError("lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % lease)
 
 
 def transforms_from_params(params):

@@ -18,6 +18,7 @@ import sys
 import threading
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.native import MAGIC, NativeReader, NativeWriter
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import (
     BinaryFormatError, PfsBinaryReader, PfsBinaryWriter, infer_layout,
@@ -39,8 +40,10 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S
                (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-class DumpFormatError(ValueError):
+class DumpFormatError(PfStateError, ValueError):
     """A dump file whose format cannot be determined or that cannot be used as asked."""
+
+    message_lacks_file = True
 
 
 def open_regular(path):
@@ -419,6 +422,26 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
         staged.discard()
         raise
     return staged
+
+
+def stage_written(path, write, mode=0o600):
+    """Stage what ``write(fileobj)`` writes beside ``path``, with stage_dump's naming, cleanup and hashing.
+
+    For files of other kinds than pf records (NPF snapshots); returns (StagedDump, what ``write`` returned).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_staged_files(directory)
+    handle, temp_path = _create_staged(directory, os.path.basename(path))
+    staged = StagedDump(path, temp_path, handle, mode)
+    try:
+        sink = _HashingFile(handle)
+        written = write(sink)
+        handle.flush()
+        staged.size, staged.sha256 = sink.size_and_sha256()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged, written
 
 
 def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compress="zlib", mode=0o600):

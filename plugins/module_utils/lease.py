@@ -48,6 +48,7 @@ import stat
 import syslog
 import time
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 
 LEASE_FORMAT_VERSION = 1
@@ -63,7 +64,7 @@ UNLOCK_ATTEMPTS = 5
 UNLOCK_RETRY_SECONDS = 2.0
 
 
-class LeaseError(Exception):
+class LeaseError(PfStateError):
     """The lease could not be armed, read or released (the message says why and what to do)."""
 
 
@@ -523,3 +524,26 @@ def _log_outcome(outcome, lease_file, device_path):
     elif outcome == "unlock_failed":
         syslog.syslog(syslog.LOG_ERR, "netbsd.pf: lock lease %s ran out but unlocking %s failed; the pf state table may still be locked"
                       % (lease_file, device_path))
+
+
+# A lease recorded this long before the computed boot time is from an earlier boot (absorbs clock steps at boot).
+STALE_LEASE_MARGIN = 120
+
+
+def _seconds_since_boot():
+    """The monotonic clock: on NetBSD (CLOCK_MONOTONIC, the kernel's uptime) and Linux it counts from boot."""
+    return time.monotonic()
+
+
+def lease_predates_boot(lease, now=None):
+    """Whether a held lease was recorded before the host last booted, with no watchdog of it running.
+
+    The kernel forgets DIOCSETLCK at boot, but the lease file may survive
+    (on NetBSD /var/run is cleared at boot; a lease_file elsewhere is not).
+    """
+    now = time.time() if now is None else now
+    locked_at = lease.get("locked_at")
+    if not isinstance(locked_at, (int, float)):
+        return False
+    booted_at = now - _seconds_since_boot()
+    return locked_at < booted_at - STALE_LEASE_MARGIN and not process_alive(lease.get("watchdog_pid"))

@@ -23,6 +23,7 @@ import tempfile
 import zlib
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 
 MAGIC = b"\x89PFSTAT\n"
@@ -50,8 +51,10 @@ MAX_METADATA_DEPTH = 16
 MAX_EPOCH_SECONDS = 253402300799
 
 
-class NativeFormatError(ValueError):
+class NativeFormatError(PfStateError, ValueError):
     """A .pfstate file that is damaged, truncated or of an unknown version."""
+
+    message_lacks_file = True
 
 
 def _code_name(codes, code, what):

@@ -21,7 +21,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import (
     CONN_ACTIVE, CONN_PASS, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Connection, ConnKey, ConnState, NatEntry,
     NpfSnapshot, PeerWindow,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.records import FIELD_INDEX, StateCodec, inet_ntop
+from ansible_collections.netbsd.pf.plugins.module_utils.records import FIELD_INDEX, StateCodec, ifname_bytes, inet_ntop
 
 # pf TCP peer states that pf_test_state_tcp uses (reference 5.3).
 PF_CLOSED, PF_LISTEN, PF_SYN_SENT, PF_ESTABLISHED, PF_CLOSING, PF_FIN_WAIT_2, PF_TIME_WAIT = 0, 1, 2, 4, 7, 9, 10
@@ -178,7 +178,7 @@ def _convert_one(index, values, result, nat_rules, key_interface, key_direction,
             return
     else:
         state = _generic_state(values, proto)
-    raw_ifname = values[_F["ifname"]].split(b"\0", 1)[0]
+    raw_ifname = ifname_bytes(values[_F["ifname"]])
     if raw_ifname == FLOATING_IFNAME or not raw_ifname:
         if floating_interface is None and (key_interface or key_direction):
             result.refuse(index, describe, "floating interface: pf did not record where the state was made")

@@ -62,8 +62,10 @@ def write_npf_file(fileobj, reply, byte_order, metadata=None, compression="zlib"
             "sha256": digest.hex()}
 
 
-def read_npf_file(fileobj, size, source="snapshot"):
-    """(header dict, NpfSnapshot) of a version 2 file; NativeFormatError names ``source`` and the defect."""
+def read_npf_header(fileobj, size, source="snapshot"):
+    """The checked header of a version 2 file (prelude, CRC-checked metadata, size), without its payload.
+
+    Leaves ``fileobj`` at the start of the payload."""
     head = fileobj.read(PRELUDE_SIZE)
     if len(head) < PRELUDE_SIZE:
         raise NativeFormatError("%s: truncated header: %d of %d bytes" % (source, len(head), PRELUDE_SIZE))
@@ -89,10 +91,17 @@ def read_npf_file(fileobj, size, source="snapshot"):
     expected = PRELUDE_SIZE + meta_len + payload_length
     if size != expected:
         raise NativeFormatError("%s: file is %d bytes, its header says %d" % (source, size, expected))
-    byte_order = _name(BYTE_ORDER_CODES, order, "byte order", source)
-    compression_name = _name(COMPRESSION_CODES, compression, "compression", source)
+    return {"format_version": version, "kind": KIND, "byte_order": _name(BYTE_ORDER_CODES, order, "byte order", source),
+            "compression": _name(COMPRESSION_CODES, compression, "compression", source), "count": count,
+            "payload_length": payload_length, "sha256": digest.hex(), "metadata": metadata}
+
+
+def read_npf_file(fileobj, size, source="snapshot"):
+    """(header dict, NpfSnapshot) of a version 2 file; NativeFormatError names ``source`` and the defect."""
+    header = read_npf_header(fileobj, size, source)
+    payload_length, byte_order, count = header["payload_length"], header["byte_order"], header["count"]
     payload = fileobj.read(payload_length)
-    if compression_name == "zlib":
+    if header["compression"] == "zlib":
         inflater = zlib.decompressobj()
         try:
             packed = inflater.decompress(payload, min(MAX_SNAPSHOT_BYTES, payload_length * MAX_INFLATION))
@@ -102,7 +111,7 @@ def read_npf_file(fileobj, size, source="snapshot"):
             raise NativeFormatError("%s: compressed payload is truncated, too large or followed by garbage" % source)
     else:
         packed = payload
-    if hashlib.sha256(packed).digest() != digest:
+    if hashlib.sha256(packed).hexdigest() != header["sha256"]:
         raise NativeFormatError("%s: SHA-256 of the snapshot does not match the header (damaged)" % source)
     try:
         snapshot = NpfSnapshot.from_packed(packed, source)
@@ -111,6 +120,4 @@ def read_npf_file(fileobj, size, source="snapshot"):
     if snapshot.byte_order != byte_order or len(snapshot.connections) != count:
         raise NativeFormatError("%s: header says %d connections in %s byte order, the snapshot holds %d in %s" % (
             source, count, byte_order, len(snapshot.connections), snapshot.byte_order))
-    header = {"format_version": version, "kind": KIND, "byte_order": byte_order, "compression": compression_name,
-              "count": count, "payload_length": payload_length, "sha256": digest.hex(), "metadata": metadata}
     return header, snapshot

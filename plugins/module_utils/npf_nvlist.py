@@ -34,6 +34,8 @@ __metaclass__ = type
 
 import struct
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+
 NV_TYPE_NULL = 1
 NV_TYPE_BOOL = 2
 NV_TYPE_NUMBER = 3
@@ -71,7 +73,7 @@ MAX_DEPTH = 32
 UINT64_MAX = (1 << 64) - 1
 
 
-class NvlistError(ValueError):
+class NvlistError(PfStateError, ValueError):
     """A buffer is not a valid packed nvlist, or a value cannot be packed. Says where and why."""
 
 

@@ -19,6 +19,7 @@ __metaclass__ = type
 import collections
 import copy
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import (
     CONN_DIRECTION_MASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PFIL_IN, PFIL_OUT,
@@ -43,7 +44,7 @@ CONN_LIST_PAIR = 20 + len("conn-list")
 OPERATION_PAIR = 28 + len("operation")
 
 
-class NpfRestoreError(Exception):
+class NpfRestoreError(PfStateError):
     """The restore cannot be planned or was refused; nothing was sent to the kernel."""
 
 

@@ -18,6 +18,7 @@ import collections
 import ipaddress
 import struct
 
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import NvlistError, byte_order_of, decode
 
 NPF_VERSION = 22
@@ -50,7 +51,7 @@ def exported_key_proto(proto, di):
 PeerWindow = collections.namedtuple("PeerWindow", "end maxend maxwin wscale")
 
 
-class NpfSnapshotError(ValueError):
+class NpfSnapshotError(PfStateError, ValueError):
     """A snapshot that cannot be read at all; names the source and what is wrong."""
 
 

@@ -23,6 +23,7 @@ import struct
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import IOC_IN, IOC_INOUT, IOC_OUT, IOCPARM_MASK, Abi
 from ansible_collections.netbsd.pf.plugins.module_utils import pfdev
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import NvlistError, decode, encode
 
 NPF_VERSION = 22
@@ -83,7 +84,7 @@ _REQUEST_MESSAGES = {
 }
 
 
-class NpfError(Exception):
+class NpfError(PfStateError):
     """A /dev/npf operation failed: .errno (NetBSD number or None), .request (ioctl name or "open")."""
 
     def __init__(self, err, request, message=None):

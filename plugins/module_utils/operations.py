@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netbsd.pf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""High-level state-table operations: dump, inspect, convert, lock, and summaries.
+"""High-level state-table operations: dump, inspect, convert, info and lock.
 
 What the modules (states_dump, states_info, states_lock, states_convert) call;
 nothing here knows of Ansible.  Expected failures raise OperationError with a
@@ -16,17 +16,15 @@ __metaclass__ = type
 import hashlib
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
-from collections import Counter
 
-from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    AF_NAMES, IPPROTO_TCP, PF_OUT, RECORD_SIZE, protocol_name,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import canonical_format
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    FORMATS, NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
+    NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
@@ -37,124 +35,25 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import Binary
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_AF, OFF_CREATORID, OFF_DIRECTION, OFF_DST, OFF_IFNAME, OFF_PROTO, OFF_SRC, RecordError, column,
-    peer_state_name,
-    record_count, state_to_dict, swap_records,
+    RecordError, record_count, state_to_dict, swap_records,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import table_occupancy
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import (
     TransformStats, state_filter_from, transform_blocks,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.views import summarize, table_occupancy
 
 LOCK_MODES = ("none", "during", "hold")
-# Option spellings accepted for the dump formats (the issue's underscores and formats.py's hyphens).
-FORMAT_CHOICES = ("native", "pfs_binary", "pfs_text", "pfs-binary", "pfs-text")
 # Errors that mean "this file is not a usable dump".
 DUMP_ERRORS = (DumpFormatError, NativeFormatError, BinaryFormatError, TextFormatError, RecordError)
-_PEER_STATE = 24            # offset of `state` inside pfsync_state_peer
-_NATIVE_WORD = struct.Struct("=Q")
-_IFNAME_FIELD = struct.Struct("%dx16s%dx" % (OFF_IFNAME, RECORD_SIZE - OFF_IFNAME - 16))
-_IFNAME_AND_CREATOR = struct.Struct(
-    "%dx16s%dx4s%dx" % (OFF_IFNAME, OFF_CREATORID - OFF_IFNAME - 16, RECORD_SIZE - OFF_CREATORID - 4))
 
 
-class OperationError(Exception):
+class OperationError(PfStateError):
     """An operation that cannot be done as asked; the message says why and what to change."""
 
 
-def canonical_format(name):
-    """formats.py's name for an option value (pfs_binary -> pfs-binary)."""
-    fmt = name.replace("_", "-")
-    if fmt not in FORMATS:
-        raise OperationError("unknown dump format %r; use native, pfs_binary or pfs_text" % name)
-    return fmt
-
-
-# --- summaries -------------------------------------------------------------------
-
-def summarize(blocks, byte_order, brief=False):
-    """Counts of the states in ``blocks`` by interface, protocol, family, direction, TCP state and creator.
-
-    Counts raw fields (byte columns, 16-byte interface names, 4-byte creator
-    ids) at C speed and decodes only the distinct values, so a million states
-    cost a few passes over bytes, not one Python object per field.  ``brief``
-    stops at count, interfaces, protocols and families (what states_dump returns).
-    """
-    interfaces, protocols, families, directions, tcp_states, creators = (
-        Counter(), Counter(), Counter(), Counter(), Counter(), Counter())
-    total = 0
-    for block in blocks:
-        count = record_count(block)
-        if not count:
-            continue
-        total += count
-        proto = column(block, OFF_PROTO)
-        protocols.update(_byte_counts(proto))
-        families.update(_byte_counts(column(block, OFF_AF)))
-        if brief:
-            interfaces.update(_ifname_counts(block))
-            continue
-        for (raw_ifname, raw_creator), n in Counter(_IFNAME_AND_CREATOR.iter_unpack(block)).items():
-            interfaces[raw_ifname] += n
-            creators[raw_creator] += n
-        directions.update(_byte_counts(column(block, OFF_DIRECTION)))
-        if IPPROTO_TCP in proto:
-            peers = Counter(zip(proto, column(block, OFF_SRC + _PEER_STATE), column(block, OFF_DST + _PEER_STATE)))
-            tcp_states.update(dict(((src, dst), n) for (number, src, dst), n in peers.items() if number == IPPROTO_TCP))
-    names = Counter()
-    for raw, n in interfaces.items():
-        names[raw.split(b"\0", 1)[0].decode("ascii", "replace")] += n
-    summary = {
-        "count": total,
-        "by_interface": dict(names),
-        "by_protocol": dict((protocol_name(number), n) for number, n in protocols.items()),
-        "by_address_family": dict((AF_NAMES.get(af, str(af)), n) for af, n in families.items()),
-    }
-    if brief:
-        return summary
-    creator_order = "<I" if byte_order == "little" else ">I"
-    summary.update({
-        "by_direction": dict(("out" if d == PF_OUT else "in", n) for d, n in directions.items()),
-        "by_tcp_state": dict(("%s:%s" % (peer_state_name(IPPROTO_TCP, s), peer_state_name(IPPROTO_TCP, d)), n)
-                             for (s, d), n in tcp_states.items()),
-        "by_creatorid": dict(("%08x" % _u32(raw, creator_order), n) for raw, n in creators.items()),
-    })
-    return summary
-
-
-def _ifname_counts(block):
-    """{raw 16-byte interface name: states} of a block.
-
-    ifname sits 8-byte aligned (offset 8 of a 240-byte record), so when no name
-    is longer than 8 bytes (the usual case: wm0, vioif0, pppoe0) each record's
-    name is one native 8-byte word, counted as an int; otherwise the 16-byte fields.
-    """
-    words = memoryview(block).cast("B").cast("Q")
-    per_record = RECORD_SIZE // 8
-    first, second = OFF_IFNAME // 8, OFF_IFNAME // 8 + 1
-    if words[second::per_record].tobytes().strip(b"\0"):
-        return Counter(raw for (raw,) in _IFNAME_FIELD.iter_unpack(block))
-    return dict((_NATIVE_WORD.pack(word) + bytes(8), n) for word, n in Counter(words[first::per_record].tolist()).items())
-
-
-def _byte_counts(values):
-    """{byte value: occurrences} of a bytes column: one C-speed count per distinct value."""
-    counts = {}
-    rest = values
-    while rest:
-        value = rest[0]
-        counts[value] = values.count(value)
-        rest = rest.translate(None, bytes((value,)))
-    return counts
-
-
-def _u32(raw, fmt):
-    return struct.unpack(fmt, raw)[0]
-
-
-def apply_transforms(blocks, byte_order, transforms, stats):
+def apply_transforms(blocks, transforms, stats):
     """Blocks after the filters and renames of ``transforms`` (argspec.transforms_from_params)."""
-    return transform_blocks(blocks, byte_order, state_filter=state_filter_from(transforms, OperationError),
+    return transform_blocks(blocks, state_filter=state_filter_from(transforms, OperationError),
                             rename=(transforms or {}).get("rename"), stats=stats)
 
 
@@ -421,7 +320,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
 def _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress, summary):
     byte_order = snapshot.byte_order
     stats = TransformStats()
-    block = _one_block(apply_transforms([snapshot.block], byte_order, transforms, stats))
+    block = _one_block(apply_transforms([snapshot.block], transforms, stats))
     metadata = capture_metadata(snapshot.status["hostid"], now) if fmt == NATIVE else None
     stored = store_dump(path, fmt, block, byte_order, stats.kept, compression, metadata, backup=backup, mode=mode,
                         check_mode=check_mode, now=now, progress=progress)
@@ -536,7 +435,7 @@ def inspect_dump(src, src_format=None, text_byte_order=None, transforms=None):
     with _open(src, src_format, text_byte_order) as reader:
         stats = TransformStats()
         try:
-            summary = summarize(apply_transforms(reader.blocks(), reader.byte_order, transforms, stats),
+            summary = summarize(apply_transforms(reader.blocks(), transforms, stats),
                                 reader.byte_order)
         except DUMP_ERRORS as exc:
             raise OperationError("%s: %s" % (src, exc))
@@ -612,7 +511,7 @@ def _converted_blocks(reader, src, transforms, stats, target_order, progress):
     if progress is not None:
         blocks = reported_blocks(blocks, progress, "writing", reader.count)
     try:
-        for block in apply_transforms(blocks, reader.byte_order, transforms, stats):
+        for block in apply_transforms(blocks, transforms, stats):
             yield swap_records(block, reader.byte_order, target_order)
     except DUMP_ERRORS as exc:
         raise OperationError("%s: %s" % (src, exc))
@@ -649,7 +548,7 @@ def table_info(device_path="/dev/pf", lease_file=None, timeouts=False, states=Fa
         block = device.get_states()
         byte_order = device.abi.byte_order
     stats = TransformStats()
-    selected = _one_block(apply_transforms([block], byte_order, transforms, stats))
+    selected = _one_block(apply_transforms([block], transforms, stats))
     result = {
         "status": {
             "running": status["running"], "states": status["states"], "src_nodes": status["src_nodes"],

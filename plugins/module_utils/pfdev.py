@@ -17,25 +17,23 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import ipaddress
 import mmap
 import os
 import signal
 import struct
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    AF_INET, AF_INET6, AF_NUMBERS, IFNAMSIZ, MAX_IFNAME_LEN, PF_LIMIT_STATES, PF_STATUS_COUNTER_NAMES,
-    PF_STATUS_FCOUNTER_NAMES, PF_STATUS_LCOUNTER_NAMES, PFTM_MAX, PFTM_NAMES, RECORD_SIZE, Abi, protocol_number,
+    IFNAMSIZ, MAX_IFNAME_LEN, PF_LIMIT_STATES, PF_STATUS_COUNTER_NAMES,
+    PF_STATUS_FCOUNTER_NAMES, PF_STATUS_LCOUNTER_NAMES, PFTM_MAX, PFTM_NAMES, RECORD_SIZE, Abi,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.records import ifname_text, record_count
 
 INT_MAX = 0x7fffffff
 DEFAULT_CHUNK_RECORDS = 4096
 # Room for states created between the size query and the fetch (a full reply is fetched again).
 STATES_HEADROOM = 0.02
 STATES_MINIMUM_EXTRA = 256
-# pf.conf port operators -> PF_OP_* (pfvar.h)
-PORT_OPS = {"><": 1, "=": 2, "!=": 3, "<": 4, "<=": 5, ">": 6, ">=": 7, "<>": 8, ":": 9}
 
 _GENERIC_MESSAGES = {
     errno.EACCES: "the /dev/pf descriptor is not open for writing (this request needs a read-write open)",
@@ -63,7 +61,7 @@ _REQUEST_MESSAGES = {
 }
 
 
-class PfError(Exception):
+class PfError(PfStateError):
     """A /dev/pf operation failed; .errno, .request (ioctl name or "open") and a NetBSD-specific message."""
 
     def __init__(self, err, request, message=None, added=None):
@@ -216,7 +214,7 @@ class PfDevice:
         return {
             "running": bool(running), "states": states, "src_nodes": src_nodes, "since": since, "debug": debug,
             "hostid": hostid, "stateid": stateid,
-            "ifname": ifname.split(b"\0", 1)[0].decode("ascii", "replace"), "checksum": checksum.hex(),
+            "ifname": ifname_text(ifname), "checksum": checksum.hex(),
             "counters": dict(zip(PF_STATUS_COUNTER_NAMES, counters)),
             "state_locked_drops": counters[15],
             "limit_counters": dict(zip(PF_STATUS_LCOUNTER_NAMES, lcounters)),
@@ -277,34 +275,33 @@ class PfDevice:
                 progress(added)
         return added
 
-    def _kill_arg(self, af=None, proto=None, src=None, dst=None, src_port=None, dst_port=None, ifname=None):
+    def _kill_arg(self, af=0, proto=0, src=None, dst=None, src_port=None, dst_port=None, ifname=b""):
+        """pfioc_state_kill of already-built fields (see transforms.KernelCriteria.kill_arguments).
+
+        af, proto: numbers (0: any); src, dst: (16-byte address, 16-byte mask);
+        src_port, dst_port: (PF_OP_*, port1, port2); ifname: bytes (b"": any).
+        """
         offsets = self.abi.kill_offsets
         arg = bytearray(self.abi.pfioc_state_kill_size)
-        af_number = AF_NUMBERS[af] if isinstance(af, str) else (af or 0)
         for side, network, port in (("src", src, src_port), ("dst", dst, dst_port)):
             if network is not None:
-                net = ipaddress.ip_network(network, strict=False)
-                net_af = AF_INET if net.version == 4 else AF_INET6
-                if af_number and af_number != net_af:
-                    raise ValueError("%s network %s does not match address family %s" % (side, network, af))
-                af_number = net_af
-                arg[offsets[side + ".addr"]:offsets[side + ".addr"] + 16] = net.network_address.packed.ljust(16, b"\0")
-                arg[offsets[side + ".mask"]:offsets[side + ".mask"] + 16] = net.netmask.packed.ljust(16, b"\0")
+                address, mask = network
+                arg[offsets[side + ".addr"]:offsets[side + ".addr"] + 16] = address
+                arg[offsets[side + ".mask"]:offsets[side + ".mask"] + 16] = mask
             if port is not None:
-                operator, first, second = ("=", port, 0) if isinstance(port, int) else tuple(port) + (0,) * (3 - len(port))
-                op_code = PORT_OPS[operator] if not isinstance(operator, int) else operator
+                op_code, first, second = port
                 struct.pack_into(">HH", arg, offsets[side + ".port"], first, second)
                 arg[offsets[side + ".port_op"]] = op_code
-        arg[offsets["af"]] = af_number
-        struct.pack_into(self._prefix + "i", arg, offsets["proto"], protocol_number(proto) if proto is not None else 0)
+        arg[offsets["af"]] = af
+        struct.pack_into(self._prefix + "i", arg, offsets["proto"], proto)
         if ifname:
             if len(ifname) > MAX_IFNAME_LEN:
                 raise ValueError("interface name %r longer than %d characters" % (ifname, MAX_IFNAME_LEN))
-            arg[offsets["ifname"]:offsets["ifname"] + IFNAMSIZ] = ifname.encode("ascii").ljust(IFNAMSIZ, b"\0")
+            arg[offsets["ifname"]:offsets["ifname"] + IFNAMSIZ] = ifname.ljust(IFNAMSIZ, b"\0")
         return arg
 
-    def clear_states(self, ifname=None):
-        """DIOCCLRSTATES: every state, or those whose kif is `ifname` ("all" for floating ones).
+    def clear_states(self, ifname=b""):
+        """DIOCCLRSTATES: every state, or those whose kif is `ifname` (bytes; b"all" for floating ones).
 
         Returns the kernel's count, which is modulo 256.
         """
@@ -313,8 +310,8 @@ class PfDevice:
         self._ioctl("DIOCCLRSTATES", arg)
         return arg[0]
 
-    def kill_states(self, af=None, proto=None, src=None, dst=None, src_port=None, dst_port=None, ifname=None):
-        """DIOCKILLSTATES with pfctl -k like criteria; ports are an int (equal) or (op, port[, port2]).
+    def kill_states(self, af=0, proto=0, src=None, dst=None, src_port=None, dst_port=None, ifname=b""):
+        """DIOCKILLSTATES with built criteria (see _kill_arg).
 
         Returns the kernel's count of killed states, modulo 256.
         """

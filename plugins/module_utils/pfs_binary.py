@@ -15,14 +15,17 @@ __metaclass__ = type
 import struct
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import prefix_for, record_count
 
 COUNT_SIZE = 4
 INT32_MAX = 0x7fffffff
 
 
-class BinaryFormatError(ValueError):
+class BinaryFormatError(PfStateError, ValueError):
     """A pfs binary file that cannot be read as such."""
+
+    message_lacks_file = True
 
 
 def infer_layout(size, head, byte_order=None, host_order="little"):

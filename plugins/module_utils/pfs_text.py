@@ -33,8 +33,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     OTHER_STATE_NAMES, PF_IN, PF_OUT, PF_TCPS_PROXY_SRC, TCP_STATE_NAMES, UDP_STATE_NAMES,
     PROTOCOL_NAMES, PROTOCOL_NUMBERS, RECORD_SIZE, peer_state_names, protocol_name, protocol_number,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    StateCodec, inet_ntop, inet_pton, ordered_struct, prefix_for, record_count,
+    DST_BASE, OFF_DST, OFF_SRC, OFFSET, PEER_FIELDS, SRC_BASE, StateCodec, inet_ntop, inet_pton, partial_struct,
+    record_count,
 )
 
 ENCODING = "latin-1"
@@ -42,13 +44,15 @@ U32_MAX = 0xffffffff
 U64_MAX = 0xffffffffffffffff
 
 # Field indices of StateCodec tuples used below.
-_SRC, _DST = 8, 19
+_SRC, _DST = SRC_BASE, DST_BASE
 _NUMERIC_STATE_PROTOS = (IPPROTO_ICMP, IPPROTO_ICMPV6)
 PROTOCOL_TEXT = tuple(PROTOCOL_NAMES.get(number) or str(number) for number in range(256))
 
 
-class TextFormatError(ValueError):
+class TextFormatError(PfStateError, ValueError):
     """A pfs text file that cannot be read; the message starts with `line N:`."""
+
+    message_lacks_file = True
 
 
 # --- writer ---------------------------------------------------------------------
@@ -122,7 +126,10 @@ def format_record(values, id_number, peer_cache=None):
 # Record layout the writer and the fast reader work on: the text-carried fields of
 # pfsync_state in memory order (reference 3.5), everything else skipped.  id and
 # creatorid are numbers in the file's byte order; ports stay raw network-order bytes.
-_TEXT_FIELDS = "Q16s" + "16s2s6x" * 3 + "HBBIIIIHHBB6x" * 2 + "32xI32xIBBB2xB2x"
+_HOST_FIELDS = ("lan_addr", "lan_port", "gwy_addr", "gwy_port", "ext_addr", "ext_port")
+_TAIL_FIELDS = ("expire", "creatorid", "af", "proto", "direction", "timeout")
+_TEXT_FIELDS = ((("id", "Q"), "ifname") + _HOST_FIELDS
+                + tuple(peer + "_" + name for peer in ("src", "dst") for name in PEER_FIELDS) + _TAIL_FIELDS)
 
 
 class _Cache(dict):
@@ -226,7 +233,7 @@ def format_block(block, byte_order, shown=False):
     for (state_id, ifname, lan, lan_port, gwy, gwy_port, ext, ext_port,
          f1, t1, s1, m1, lo1, hi1, d1, w1, ms1, st1, ws1,
          f2, t2, s2, m2, lo2, hi2, d2, w2, ms2, st2, ws2,
-         expire, creatorid, af, proto, direction, timeout) in ordered_struct(byte_order, _TEXT_FIELDS).iter_unpack(block):
+         expire, creatorid, af, proto, direction, timeout) in partial_struct(byte_order, _TEXT_FIELDS).iter_unpack(block):
         names = _ADDRESS_TEXT.get(af, _UNKNOWN_AF_TEXT)
         # The far end of a state seldom repeats: formatted directly, it neither misses in the
         # cache nor evicts the local addresses (lan) that do repeat.
@@ -282,7 +289,7 @@ class PfsTextWriter:
 
     def _first_uncarried(self, block):
         """'N (id I)' of the first state of ``block`` whose interface name pfs text cannot carry."""
-        for index, (state_id, ifname) in enumerate(ordered_struct(self.byte_order, "Q16s216x").iter_unpack(block)):
+        for index, (state_id, ifname) in enumerate(partial_struct(self.byte_order, (("id", "Q"), "ifname")).iter_unpack(block)):
             try:
                 _IFNAME_TEXT[ifname]
             except TextFormatError:
@@ -332,10 +339,16 @@ _FAST_LINES = re.compile(
  _ID, _CID, _EXPIRE, _TIMEOUT) = range(13)
 _FIRST_PEER, _SECOND_PEER = 13, 24
 _P_STATE, _P_SEQLO, _P_SEQHI, _P_SEQDIFF, _P_MAX_WIN, _P_MSS, _P_WSCALE, _P_SCRUB, _P_FLAGS, _P_TTL, _P_MOD = range(11)
-_PEER_OFFSETS = (96, 128, 160)        # src peer, dst peer, end of peers: the fast path swaps them for 'in'
+_PEER_OFFSETS = (OFF_SRC, OFF_DST, 2 * OFF_DST - OFF_SRC)   # src peer, dst peer, end of peers: swapped for 'in'
 # The fields the fast path packs for every line: _TEXT_FIELDS less the peer fields
 # that are zero on most lines (scrub values, seqdiff, mss), patched in afterwards.
-_COMMON_FIELDS = "Q16s" + "16s2s6x" * 3 + "8xII4xH2xBB6x" * 2 + "32xI32xIBBB2xB2x"
+_COMMON_FIELDS = ((("id", "Q"), "ifname") + _HOST_FIELDS
+                  + tuple(peer + "_" + name for peer in ("src", "dst") for name in ("seqlo", "seqhi", "max_win", "state", "wscale"))
+                  + _TAIL_FIELDS)
+# The rarely set peer fields, by their offset inside the peer: seqdiff, mss, scrub values.
+_RARE_PEER_FIELDS = (("src_seqdiff",), ("src_mss",), ("src_pfss_flags", "src_pfss_ttl", "src_scrub_flag", "src_pfss_ts_mod"))
+_SEQDIFF_IN_PEER = OFFSET["src_seqdiff"] - OFF_SRC
+_MSS_IN_PEER = OFFSET["src_mss"] - OFF_SRC
 
 _PROTOCOL_BY_TOKEN = dict((str(number).encode(), number) for number in range(256))
 _PROTOCOL_BY_TOKEN.update((name.encode(ENCODING), number) for name, number in PROTOCOL_NUMBERS.items())
@@ -489,9 +502,9 @@ def _patch_rare_fields(out, columns, patchers):
     seqdiff_into, mss_into, scrub_into = patchers
     for base, peer in ((_PEER_OFFSETS[0], columns[_FIRST_PEER:_SECOND_PEER]), (_PEER_OFFSETS[1], columns[_SECOND_PEER:])):
         for row, token in _present(peer[_P_SEQDIFF]):
-            seqdiff_into(out, row * RECORD_SIZE + base + 16, int(token))
+            seqdiff_into(out, row * RECORD_SIZE + base + _SEQDIFF_IN_PEER, int(token))
         for row, token in _present(peer[_P_MSS]):
-            mss_into(out, row * RECORD_SIZE + base + 22, int(token))
+            mss_into(out, row * RECORD_SIZE + base + _MSS_IN_PEER, int(token))
         scrubbed = peer[_P_SCRUB]
         for row, flags, ttl, ts_mod in zip(itertools.compress(range(len(scrubbed)), scrubbed),
                                            *(itertools.compress(peer[group], scrubbed) for group in (_P_FLAGS, _P_TTL, _P_MOD))):
@@ -797,10 +810,9 @@ class PfsTextReader:
         self.byte_order = byte_order
         self.block_records = block_records
         self.codec = StateCodec(byte_order)
-        prefix = prefix_for(byte_order)
-        self._pack_common_fields = struct.Struct(prefix + _COMMON_FIELDS).pack
-        self._patchers = tuple(struct.Struct(prefix + fields).pack_into for fields in ("I", "H", "HBBI"))
-        self._id_pack = struct.Struct(prefix_for(byte_order) + "Q").pack
+        self._pack_common_fields = partial_struct(byte_order, _COMMON_FIELDS).pack
+        self._patchers = tuple(partial_struct(byte_order, fields, whole_record=False).pack_into for fields in _RARE_PEER_FIELDS)
+        self._id_pack = partial_struct(byte_order, (("id", "Q"),), whole_record=False).pack
         self.count = 0
 
     def __iter__(self):

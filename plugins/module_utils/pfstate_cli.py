@@ -35,20 +35,24 @@ import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import Abi
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, OperationError, canonical_format, convert_dump, dump_states, lock_table, unlock_table,
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
+    DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS, FORMAT_CHOICES, canonical_format,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
+    DEFAULT_NPF_DEVICE, capture_time, detect_firewall, dump_npf, file_kind, inspect_npf_file, restore_npf,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, convert_dump, dump_states, lock_table, unlock_table
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import ProgressBar
 from ansible_collections.netbsd.pf.plugins.module_utils.records import record_count
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_PURGE_WAIT, RestoreError, load_dump, resolve_age, restore_file, state_views, summarize_views,
+    DEFAULT_PURGE_WAIT, load_dump, resolve_age, restore_file,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformError
+from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views, summarize_views
 
 PROG = "pfstate"
 EXIT_OK = 0
@@ -60,7 +64,7 @@ DEFAULT_DEVICE = "/dev/pf"
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-class CommandError(Exception):
+class CommandError(PfStateError):
     """An expected failure: printed as ``pfstate: message``, exit status 1."""
 
 
@@ -88,7 +92,23 @@ def _written(result, path):
     return "already in %s (same content, file left alone)" % path
 
 
+def _npf_chosen(args):
+    """Whether this command works on NPF (--firewall npf, or auto finding NPF)."""
+    return args.firewall != "pf" and detect_firewall(args.firewall, args.device, args.npf_device) == "npf"
+
+
+def cmd_dump_npf(args):
+    """NPF: one SAVE into a native NPF file; NPF has no table lock, so --lock is not used."""
+    if args.format != NATIVE or _transforms(args).get("filters"):
+        raise CommandError("NPF is saved whole in the native format: --format and the state selection are pf-only")
+    result = dump_npf(args.file, device_path=args.npf_device)
+    _say(args, "%d NPF connections %s (native, kind npf)" % (result["count"], _written(result, args.file)))
+    return EXIT_OK
+
+
 def cmd_dump(args):
+    if _npf_chosen(args):
+        return cmd_dump_npf(args)
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
     result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
@@ -120,7 +140,29 @@ def _rename_map(pairs):
     return mapping or None
 
 
+def cmd_restore_npf(args):
+    """NPF: one planned load of an NPF snapshot, or of a pf dump converted (docs/guide-npf.md)."""
+    if args.max_age is not None:
+        captured = capture_time(args.file)
+        if captured is not None and time.time() - captured > args.max_age:
+            _say(args, "not restoring %s: captured %d s ago, more than --max-age %d s"
+                 % (args.file, time.time() - captured, args.max_age), always=True)
+            return EXIT_OK
+    report = restore_npf(args.file, device_path=args.npf_device, age=args.age, limit_policy=args.limit_policy,
+                         restore_lock_file=args.restore_lock_file, check_mode=args.dry_run,
+                         fmt=_input_format(args), byte_order=args.byte_order,
+                         transforms=_transforms(args, _rename_map(args.rename)))
+    _say(args, "%s%d restored, %d already running, %d rejected, %d expired, %d filtered out of %d in %s (aged %d s)" % (
+        "would be: " if args.dry_run else "", report["restored"], report["already_running"], report["rejected"],
+        report["expired"], report["filtered"], report["read"], args.file, report["age_seconds"]))
+    for rejected in report["rejected_connections"]:
+        _warn("not restored (%s): %s: %s" % (rejected["reason"], rejected["connection"], rejected["why"]))
+    return EXIT_OK
+
+
 def cmd_restore(args):
+    if _npf_chosen(args):
+        return cmd_restore_npf(args)
     if args.max_age is not None:
         dump = load_dump(args.file, _input_format(args))
         _seconds, source, captured = resolve_age("auto", time.time(), header_captured_at=dump.header_captured_at,
@@ -166,7 +208,28 @@ def _read_for_show(args):
     return block, info
 
 
+def cmd_show_npf(args):
+    """An NPF snapshot file: its header and counts, or every connection (--list) as npf_snapshot prints them."""
+    info, snapshot = inspect_npf_file(args.file)
+    if args.list:
+        sys.stdout.write(snapshot.to_text())
+        return EXIT_OK
+    summary = snapshot.summary()
+    if args.json:
+        info["summary"] = summary
+        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        return EXIT_OK
+    for key in sorted(info):
+        _out("%s: %s" % (key, info[key]))
+    _out("valid: %d, invalid: %d" % (summary["valid"], summary["invalid"]))
+    for name, count in sorted(summary["by_state"].items()):
+        _out("  %-26s %8d" % (name, count))
+    return EXIT_OK
+
+
 def cmd_show(args):
+    if args.file and not args.format and file_kind(args.file) == "npf":
+        return cmd_show_npf(args)
     if args.file:
         block, info = _read_for_show(args)
         byte_order = info["byte_order"]
@@ -285,6 +348,10 @@ def build_parser():
         prog=PROG, description="Save, restore, show and convert the pf(4) state table of NetBSD (a pfs(8) replacement).",
         epilog="Exit status: 0 success, 1 failure, 2 usage error, 3 restore with states refused by the kernel.")
     parser.add_argument("-d", "--device", default=DEFAULT_DEVICE, help="pf device (default %(default)s)")
+    parser.add_argument("--firewall", choices=("pf", "npf", "auto"), default="pf",
+                        help="dump and restore pf's states (the default), NPF's connections, or those of the one "
+                             "present and filtering (auto)")
+    parser.add_argument("--npf-device", default=DEFAULT_NPF_DEVICE, help="NPF device (default %(default)s)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
@@ -323,7 +390,7 @@ def build_parser():
     _add_filter_options(restore)
     restore.set_defaults(handler=cmd_restore)
 
-    show = commands.add_parser("show", help="summarise the table or a dump file")
+    show = commands.add_parser("show", help="summarise the table, a dump file or an NPF snapshot file")
     show.add_argument("file", nargs="?", help="dump file (default: the live table)")
     show.add_argument("-F", "--format", choices=FORMAT_CHOICES, help="file format (default: detected)")
     show.add_argument("-B", "--byte-order", choices=("little", "big"), help="byte order of a pfs binary file")
@@ -352,9 +419,6 @@ def build_parser():
     return parser
 
 
-_EXPECTED_ERRORS = (CommandError, OperationError, RestoreError, PfError, LeaseError, TransformError) + DUMP_ERRORS
-
-
 def main(argv=None):
     parser = build_parser()
     try:
@@ -370,7 +434,7 @@ def main(argv=None):
     args.progress = _progress_bar(args)
     try:
         return args.handler(args)
-    except _EXPECTED_ERRORS as exc:
+    except PfStateError as exc:
         _end_progress(args)
         _out("%s: %s" % (PROG, exc), sys.stderr)
         return EXIT_FAILURE

@@ -26,59 +26,98 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
     AF_INET, AF_INET6, AF_NAMES, PF_OUT, PFTM_CONSTANT_NAMES, PFTM_UNTIL_PACKET,
     RECORD_SIZE, peer_state_names, protocol_name,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 
 BYTE_ORDERS = ("little", "big")
 
-STATE_FORMAT = "8s16s" + "16s2s6x" * 3 + "HBBIIIIHHBB6x" * 2 + "16s5I4I4II8B"
-
-FIELD_NAMES = (
-    "id", "ifname", "lan_addr", "lan_port", "gwy_addr", "gwy_port", "ext_addr", "ext_port",
-    "src_pfss_flags", "src_pfss_ttl", "src_scrub_flag", "src_pfss_ts_mod", "src_seqlo",
-    "src_seqhi", "src_seqdiff", "src_max_win", "src_mss", "src_state", "src_wscale",
-    "dst_pfss_flags", "dst_pfss_ttl", "dst_scrub_flag", "dst_pfss_ts_mod", "dst_seqlo",
-    "dst_seqhi", "dst_seqdiff", "dst_max_win", "dst_mss", "dst_state", "dst_wscale",
-    "rt_addr", "rule", "anchor", "nat_rule", "creation", "expire",
-    "packets0_hi", "packets0_lo", "packets1_hi", "packets1_lo",
-    "bytes0_hi", "bytes0_lo", "bytes1_hi", "bytes1_lo",
-    "creatorid", "af", "proto", "direction", "log", "allow_opts", "timeout", "sync_flags", "updates",
+# The record, declared once (reference section 3.5): (name, offset, struct code).
+# Codes "Ns" and "B" are raw bytes or single bytes, the same in every byte order;
+# every other code is a multi-byte integer in the byte order of the producing host.
+_PEER_LAYOUT = (("pfss_flags", 0, "H"), ("pfss_ttl", 2, "B"), ("scrub_flag", 3, "B"), ("pfss_ts_mod", 4, "I"),
+                ("seqlo", 8, "I"), ("seqhi", 12, "I"), ("seqdiff", 16, "I"), ("max_win", 20, "H"),
+                ("mss", 22, "H"), ("state", 24, "B"), ("wscale", 25, "B"))
+FIELDS = tuple(
+    [("id", 0, "8s"), ("ifname", 8, "16s")]
+    + [(host + suffix, base + delta, code) for host, base in (("lan", 24), ("gwy", 48), ("ext", 72))
+       for suffix, delta, code in (("_addr", 0, "16s"), ("_port", 16, "2s"))]
+    + [(peer + "_" + name, base + delta, code) for peer, base in (("src", 96), ("dst", 128))
+       for name, delta, code in _PEER_LAYOUT]
+    + [("rt_addr", 160, "16s"), ("rule", 176, "I"), ("anchor", 180, "I"), ("nat_rule", 184, "I"),
+       ("creation", 188, "I"), ("expire", 192, "I")]
+    + [("%s%d_%s" % (counter, direction, half), base + 8 * direction + 4 * word, "I")
+       for counter, base in (("packets", 196), ("bytes", 212)) for direction in (0, 1)
+       for word, half in enumerate(("hi", "lo"))]
+    + [("creatorid", 228, "I")]
+    + [(name, 232 + delta, "B") for delta, name in enumerate(
+        ("af", "proto", "direction", "log", "allow_opts", "timeout", "sync_flags", "updates"))]
 )
+FIELD_NAMES = tuple(name for name, _offset, _code in FIELDS)
 FIELD_INDEX = dict((name, index) for index, name in enumerate(FIELD_NAMES))
-PEER_FIELDS = ("pfss_flags", "pfss_ttl", "scrub_flag", "pfss_ts_mod", "seqlo", "seqhi",
-               "seqdiff", "max_win", "mss", "state", "wscale")
+OFFSET = dict((name, offset) for name, offset, _code in FIELDS)
+_CODE = dict((name, code) for name, _offset, code in FIELDS)
+
+
+def is_byte_order_free(code):
+    """True for raw bytes ("16s") and single bytes ("B"): codes whose value no byte order changes."""
+    return code.endswith("s") or code in ("B", "b", "x")
+
+
+def _format_of(fields, whole_record):
+    """struct format (no byte-order prefix) of (name, code) pairs, pads computed from the offsets."""
+    parts = []
+    position = OFFSET[fields[0][0]] if fields and not whole_record else 0
+    for name, code in fields:
+        offset = OFFSET[name]
+        if offset < position:
+            raise ValueError("record field %s at offset %d is not after the field before it: list fields in record order"
+                             % (name, offset))
+        if offset > position:
+            parts.append("%dx" % (offset - position))
+        if struct.calcsize("<" + code) != struct.calcsize("<" + _CODE[name]):
+            raise ValueError("code %r does not fit the %d bytes of record field %s" % (code, struct.calcsize("<" + _CODE[name]), name))
+        parts.append(code)
+        position = offset + struct.calcsize("<" + code)
+    if whole_record and position < RECORD_SIZE:
+        parts.append("%dx" % (RECORD_SIZE - position))
+    return "".join(parts)
+
+
+STATE_FORMAT = _format_of([(name, code) for name, _offset, code in FIELDS], True)
+
+# Absolute byte offsets inside a record.
+OFF_ID = OFFSET["id"]
+OFF_IFNAME = OFFSET["ifname"]
+OFF_LAN = OFFSET["lan_addr"]
+OFF_GWY = OFFSET["gwy_addr"]
+OFF_EXT = OFFSET["ext_addr"]
+HOST_PORT = OFFSET["lan_port"] - OFF_LAN     # port offset inside pfsync_state_host
+OFF_SRC = OFFSET["src_pfss_flags"]
+OFF_DST = OFFSET["dst_pfss_flags"]
+OFF_RULE = OFFSET["rule"]
+OFF_CREATION = OFFSET["creation"]
+OFF_EXPIRE = OFFSET["expire"]
+OFF_CREATORID = OFFSET["creatorid"]
+OFF_AF = OFFSET["af"]
+OFF_PROTO = OFFSET["proto"]
+OFF_DIRECTION = OFFSET["direction"]
+OFF_TIMEOUT = OFFSET["timeout"]
+
+PEER_FIELDS = tuple(name for name, _delta, _code in _PEER_LAYOUT)
 SRC_BASE = FIELD_INDEX["src_pfss_flags"]
 DST_BASE = FIELD_INDEX["dst_pfss_flags"]
 
-# Absolute byte offsets inside a record (reference section 3.5).
-OFF_ID = 0
-OFF_IFNAME = 8
-OFF_LAN = 24
-OFF_GWY = 48
-OFF_EXT = 72
-HOST_PORT = 16                 # port offset inside pfsync_state_host
-OFF_SRC = 96
-OFF_DST = 128
-OFF_RULE = 176
-OFF_CREATION = 188
-OFF_EXPIRE = 192
-OFF_CREATORID = 228
-OFF_AF = 232
-OFF_PROTO = 233
-OFF_DIRECTION = 234
-OFF_TIMEOUT = 237
-
 # (offset, size) of every host-order integer: what changes between byte orders.
-# id is absent on purpose: the kernel copies it bytewise (its own ids are
-# big-endian counters), so its bytes are the identity.  creatorid is a number
-# (a hostid; pfsync converts it with htonl): swapping keeps that number.
-_PEER_INTEGERS = ((0, 2), (4, 4), (8, 4), (12, 4), (16, 4), (20, 2), (22, 2))
-HOST_ORDER_FIELDS = tuple(
-    [(base + off, size) for base in (OFF_SRC, OFF_DST) for off, size in _PEER_INTEGERS]
-    + [(off, 4) for off in range(OFF_RULE, OFF_CREATORID + 4, 4)]
-)
+# id is declared as bytes on purpose: the kernel copies it bytewise (its own
+# ids are big-endian counters), so its bytes are the identity.  creatorid is a
+# number (a hostid; pfsync converts it with htonl): swapping keeps that number.
+HOST_ORDER_FIELDS = tuple((offset, struct.calcsize("<" + code)) for _name, offset, code in FIELDS
+                          if not is_byte_order_free(code))
 
 
-class RecordError(ValueError):
+class RecordError(PfStateError, ValueError):
     """A block or record that is not a whole number of 240-byte records or has a bad field."""
+
+    message_lacks_file = True
 
 
 def prefix_for(byte_order):
@@ -89,15 +128,40 @@ def prefix_for(byte_order):
     raise ValueError("byte order must be 'little' or 'big', not %r" % (byte_order,))
 
 
-_ORDERED_STRUCTS = {}
+_PARTIAL_STRUCTS = {}
 
 
-def ordered_struct(byte_order, fields):
-    """struct.Struct of ``fields`` in ``byte_order``, built once and shared by every caller asking for the same pair."""
-    layout = _ORDERED_STRUCTS.get((byte_order, fields))
+def partial_struct(byte_order, fields, whole_record=True):
+    """Cached struct.Struct whose unpack gives the record ``fields`` in that order.
+
+    ``fields``: FIELD_NAMES names, or (name, code) pairs to read a field with
+    another code of its size (the id as a host-order "Q", creatorid as raw "4s").
+    A whole-record struct spans 240 bytes (iter_unpack over a block); otherwise
+    it starts at the first field's offset and ends with the last field, for
+    pack_into/unpack_from at ``record start + OFFSET[first field]``.
+    ``byte_order`` None: only byte-order-free fields (bytes, single bytes).
+    """
+    key = (byte_order, fields, whole_record)
+    layout = _PARTIAL_STRUCTS.get(key)
     if layout is None:
-        layout = _ORDERED_STRUCTS[byte_order, fields] = struct.Struct(prefix_for(byte_order) + fields)
+        pairs = [(field, _CODE[field]) if isinstance(field, str) else tuple(field) for field in fields]
+        if byte_order is None:
+            ordered = [name for name, code in pairs if not is_byte_order_free(code)]
+            if ordered:
+                raise ValueError("record fields %s need a byte order" % ", ".join(ordered))
+        prefix = "<" if byte_order is None else prefix_for(byte_order)
+        layout = _PARTIAL_STRUCTS[key] = struct.Struct(prefix + _format_of(pairs, whole_record))
     return layout
+
+
+def ifname_bytes(raw_ifname):
+    """The bytes of a 16-byte interface-name field before its NUL."""
+    return raw_ifname.split(b"\0", 1)[0]
+
+
+def ifname_text(raw_ifname):
+    """The interface name of a 16-byte field as text (undecodable bytes replaced)."""
+    return raw_ifname.split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def other_byte_order(byte_order):
@@ -120,9 +184,9 @@ class StateCodec:
         self.byte_order = byte_order
         self.prefix = prefix_for(byte_order)
         self.struct = struct.Struct(self.prefix + STATE_FORMAT)
-        self._expire = struct.Struct(self.prefix + "192xI44x")
-        self._key = struct.Struct("8s220x4s8x")
-        self._ifname = struct.Struct("8x16s216x")
+        self._expire = partial_struct(byte_order, ("expire",))
+        self._key = partial_struct(None, ("id", ("creatorid", "4s")))
+        self._ifname = partial_struct(None, ("ifname",))
         self._u32 = struct.Struct(self.prefix + "I")
         self._u64 = struct.Struct(self.prefix + "Q")
 
@@ -161,7 +225,7 @@ class StateCodec:
 
     def ifnames(self, block):
         """Interface name (str) of every record."""
-        return [raw.split(b"\0", 1)[0].decode("ascii", "replace") for (raw,) in self._ifname.iter_unpack(block)]
+        return [ifname_text(raw) for (raw,) in self._ifname.iter_unpack(block)]
 
     def id_number(self, raw_id):
         """The 8 id bytes as the host-order u64 pfs prints."""
@@ -376,7 +440,7 @@ def state_to_dict(record, byte_order):
         "proto": protocol_name(proto),
         "proto_number": proto,
         "direction": "out" if field["direction"] == PF_OUT else "in",
-        "ifname": field["ifname"].split(b"\0", 1)[0].decode("ascii", "replace"),
+        "ifname": ifname_text(field["ifname"]),
         "lan": _host(af, field["lan_addr"], field["lan_port"]),
         "gwy": _host(af, field["gwy_addr"], field["gwy_port"]),
         "ext": _host(af, field["ext_addr"], field["ext_port"]),

@@ -28,27 +28,31 @@ import errno
 import fcntl
 import os
 import re
-import struct
 import time
 from array import array
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    AF_INET, AF_INET6, IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP, PF_LIMIT_STATES, PF_OUT, PFTM_ACCEPTED, Abi, protocol_name,
+    IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
-    EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_view, open_record_file, process_alive,
+    EXPIRED, TAKEN_OVER, LeaseError, arm_lease, end_lease, lease_predates_boot, lease_view, open_record_file,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import iso8601_seconds
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError, locked
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_PROTO, OFF_RULE, OFF_TIMEOUT, RECORD_SIZE, inet_ntop, ordered_struct, prefix_for, record_count, swap_records,
+    OFF_EXPIRE, OFF_IFNAME, OFF_TIMEOUT, OFFSET, RECORD_SIZE, ifname_bytes, ifname_text, partial_struct,
+    record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
+from ansible_collections.netbsd.pf.plugins.module_utils.views import (
+    add_counts, keys_at, record_keys, state_summary, summarize_records,
+    table_occupancy, verify_records,
+)
 
 DEFAULT_CHUNK_SIZE = 1000
 REJECTED_LIST_LIMIT = 100
@@ -57,100 +61,18 @@ PFTM_TCP_ESTABLISHED = 2
 BUCKETS = ("restored", "already_present", "rejected", "expired", "filtered")
 
 # Offsets of the two peers' mss (reference 3.4/3.5): the kernel ntohs()es them on import.
-_MSS_OFFSETS = (118, 150)
-
-# One pass over a record for everything the planner needs (byte order added per codec).
-_VIEW_FORMAT = "8s16s16s2s6x16s2s6x16s2s6x96xI32x4sBBB2xB2x"
+_MSS_OFFSETS = (OFFSET["src_mss"], OFFSET["dst_mss"])
 
 
-def _view_struct(byte_order):
-    return ordered_struct(byte_order, _VIEW_FORMAT)
-
-
-class RestoreError(Exception):
-    """A restore refused or aborted; ``report`` holds the counts known at that point (or None)."""
+class RestoreError(PfStateError):
+    """A restore refused or aborted; ``report`` (the root's ``result``) holds the counts known at that point (or None)."""
 
     def __init__(self, message, report=None):
-        super(RestoreError, self).__init__(message)
-        self.report = report
-
-
-def _addr_key(af, raw):
-    """The part of a pf_addr the kernel compares for this af (pf_addr_cmp): none for unknown families."""
-    if af == AF_INET:
-        return raw[:4]
-    if af == AF_INET6:
-        return raw
-    return b""
-
-
-class StateView:
-    """What the planner needs to know about one 240-byte record."""
-
-    __slots__ = ("index", "ident", "ifname", "af", "proto", "direction", "timeout", "expire",
-                 "lan", "lan_port", "gwy", "gwy_port", "ext", "ext_port", "key1", "key2")
-
-    def __init__(self, index, fields):
-        (raw_id, raw_ifname, self.lan, self.lan_port, self.gwy, self.gwy_port, self.ext, self.ext_port,
-         self.expire, raw_creatorid, self.af, self.proto, self.direction, self.timeout) = fields
-        self.index = index
-        self.ident = raw_id + raw_creatorid
-        self.ifname = raw_ifname.split(b"\0", 1)[0].decode("ascii", "replace")
-        head = bytes((self.proto, self.af))
-        lan, gwy, ext = (_addr_key(self.af, addr) for addr in (self.lan, self.gwy, self.ext))
-        # pf's key trees (reference 5.5 step 6): lan/ext per interface, ext/gwy global.
-        self.key1 = head + lan + ext + self.lan_port + self.ext_port
-        self.key2 = head + ext + gwy + self.ext_port + self.gwy_port
+        super(RestoreError, self).__init__(message, result=report)
 
     @property
-    def zero_ident(self):
-        """id and creatorid both 0: the kernel assigns a fresh identity on insert."""
-        return not any(self.ident)
-
-    def summary(self):
-        """One line naming the state the way pfs prints it."""
-        def host(addr, port):
-            return "%s:%d" % (inet_ntop(self.af, addr) or "?", struct.unpack(">H", port)[0])
-        text = "%s on %s proto %s %s -> %s" % (
-            "out" if self.direction == PF_OUT else "in", self.ifname, protocol_name(self.proto),
-            host(self.lan, self.lan_port), host(self.ext, self.ext_port))
-        if (self.gwy, self.gwy_port) != (self.lan, self.lan_port):
-            text += " using %s" % host(self.gwy, self.gwy_port)
-        return text + " id %s cid %s" % (self.ident[:8].hex(), self.ident[8:].hex())
-
-
-def state_views(block, byte_order, first_index=0):
-    """A StateView for every record of a block."""
-    view_struct = _view_struct(byte_order)
-    return [StateView(first_index + n, fields) for n, fields in enumerate(view_struct.iter_unpack(block))]
-
-
-def verify_records(block, byte_order, limit=10):
-    """Problems that would make the kernel refuse or misread a record: list of messages (empty if fine).
-
-    The kernel validates only the timeout index (EINVAL for anything but 0..19
-    and 23); an unknown address family or an interface name without its NUL
-    would be accepted and produce a state that never matches a packet, so both
-    are refused too: they mean the file is damaged or not what it claims.
-    """
-    problems = []
-    count = 0
-    for view_index, fields in enumerate(_view_struct(byte_order).iter_unpack(block)):
-        raw_ifname, af, timeout = fields[1], fields[10], fields[13]
-        reasons = []
-        if af not in (AF_INET, AF_INET6):
-            reasons.append("address family %d is neither inet (2) nor inet6 (24)" % af)
-        if timeout not in PFTM_ACCEPTED:
-            reasons.append("timeout index %d is not one the kernel accepts (0..19, 23)" % timeout)
-        if b"\0" not in raw_ifname:
-            reasons.append("interface name is not NUL-terminated within %d bytes" % IFNAMSIZ)
-        if reasons:
-            count += 1
-            if len(problems) < limit:
-                problems.append("record %d: %s" % (view_index + 1, "; ".join(reasons)))
-    if count > len(problems):
-        problems.append("... and %d more damaged records" % (count - len(problems)))
-    return problems
+    def report(self):
+        return self.result
 
 
 # --- ageing ------------------------------------------------------------------
@@ -217,45 +139,6 @@ SAME_CONNECTION = "same connection"
 SAME_TRANSLATION = "same translation"
 
 
-def _name(raw_ifname):
-    return raw_ifname.split(b"\0", 1)[0]
-
-
-def _keys(fields):
-    """(ident, raw ifname, key1, key2, expire) of one unpacked record (see record_keys)."""
-    raw_id, raw_ifname, lan, lan_port, gwy, gwy_port, ext, ext_port, expire, raw_creatorid, af, proto = fields[:12]
-    if af == AF_INET:
-        lan, gwy, ext = lan[:4], gwy[:4], ext[:4]
-    elif af != AF_INET6:
-        lan = gwy = ext = b""
-    head = bytes((proto, af))
-    return (raw_id + raw_creatorid, raw_ifname, b"".join((head, lan, ext, lan_port, ext_port)),
-            b"".join((head, ext, gwy, ext_port, gwy_port)), expire)
-
-
-def record_keys(block, byte_order):
-    """(ident, raw ifname, key1, key2, expire) for every record of a block, as packed bytes.
-
-    These are what pf's three trees compare (reference 5.5 step 6): ident is id +
-    creatorid; key1 is proto, af, lan and ext address and ports (looked up per
-    interface); key2 is proto, af, ext and gwy address and ports (global).
-    Addresses count 4 bytes for inet, 16 for inet6 and none for other families,
-    as pf_addr_cmp compares them.  Nothing but these bytes objects is made per record.
-    """
-    for fields in _view_struct(byte_order).iter_unpack(block):
-        yield _keys(fields)
-
-
-def keys_at(block, byte_order, index):
-    """record_keys of the single record ``index`` of a block."""
-    return _keys(_view_struct(byte_order).unpack_from(block, index * RECORD_SIZE))
-
-
-def state_summary(record, byte_order):
-    """One line naming a 240-byte record the way pfs prints it."""
-    return StateView(0, _view_struct(byte_order).unpack_from(record)).summary()
-
-
 class TableModel:
     """The kernel's three state trees, reduced to what decides whether an insert fails.
 
@@ -281,13 +164,13 @@ class TableModel:
 
     def _holder_name(self, holder):
         record = self.record(holder)
-        return _name(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
+        return ifname_bytes(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
 
     def insert(self, holder, ident, raw_ifname, key1, key2):
         if ident != _ZERO_IDENT:
             self.by_ident[ident] = holder
         if key1 in self.by_key1:
-            self.key1_elsewhere[key1 + _name(raw_ifname)] = holder
+            self.key1_elsewhere[key1 + ifname_bytes(raw_ifname)] = holder
         else:
             self.by_key1[key1] = holder
             self.by_key2.setdefault(key2, holder)
@@ -298,12 +181,12 @@ class TableModel:
             twin = self.by_ident.get(ident)
             if twin is not None:
                 twin_keys = next(record_keys(self.record(twin), self.byte_order))
-                if twin_keys[2] == key1 and _name(twin_keys[1]) == _name(raw_ifname):
+                if twin_keys[2] == key1 and ifname_bytes(twin_keys[1]) == ifname_bytes(raw_ifname):
                     return ALREADY_PRESENT, twin
                 return SAME_ID, twin
         first = self.by_key1.get(key1)
         if first is not None:
-            name = _name(raw_ifname)
+            name = ifname_bytes(raw_ifname)
             holder = first if self._holder_name(first) == name else self.key1_elsewhere.get(key1 + name)
             if holder is None:
                 return NEW, None        # joins the key held on other interfaces
@@ -320,16 +203,16 @@ class TableModel:
         if verdict == SAME_ID:
             return "id and creatorid already used by %s" % other
         if verdict == SAME_CONNECTION:
-            return "same connection already in the table on %s as %s" % (_name(raw_ifname).decode("ascii", "replace"), other)
+            return "same connection already in the table on %s as %s" % (ifname_text(raw_ifname), other)
         return "translated (ext/gwy) side collides with %s" % other
 
 
-_PRIORITY = struct.Struct("%dxB3xB2x" % OFF_PROTO)   # proto, timeout (single bytes: no byte order)
+_PRIORITY = partial_struct(None, ("proto", "timeout"))
 
 
 def limit_priority(block, byte_order):
     """Sort key over record indexes for limit_policy=fit: established TCP, other TCP, UDP, other, ICMP; longer-lived first."""
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
 
     def priority(index):
         offset = index * RECORD_SIZE
@@ -428,7 +311,7 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
         block = bytearray(block)
     outcome = Outcome(total, block, byte_order)
     model = TableModel(byte_order, live_block, block)
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     candidates = array("i")
     without_identity = set()
     conflicts = []
@@ -757,29 +640,6 @@ LEASE_MARGIN_SECONDS = 15
 PFTM_INTERVAL = 15
 PFTM_ADAPTIVE_START = 16
 PFTM_ADAPTIVE_END = 17
-DEFAULT_RULE = 0xFFFFFFFF
-
-_RULE_AND_EXPIRE = struct.Struct("%dxI%dxI%dx" % (OFF_RULE, OFF_EXPIRE - OFF_RULE - 4, RECORD_SIZE - OFF_EXPIRE - 4))
-
-
-def table_occupancy(live_block, byte_order, status_states):
-    """What holds the state pool: states the purge will free, and the default rule's live states.
-
-    ``awaiting_purge`` counts the states DIOCGETSTATUS counts but DIOCGETSTATES does not show
-    (unlinked, not yet freed) plus the shown ones exported with expire 0 (expired, not yet
-    reached by the purge, which unlinks and frees them when it gets there).
-    """
-    fields = struct.Struct(prefix_for(byte_order) + _RULE_AND_EXPIRE.format)
-    shown = expired = on_default_rule = 0
-    for rule, expire in fields.iter_unpack(live_block):
-        shown += 1
-        if expire == 0:
-            expired += 1
-        elif rule == DEFAULT_RULE:
-            on_default_rule += 1
-    unlinked = max(0, status_states - shown)
-    return {"unlinked": unlinked, "expired": expired, "awaiting_purge": unlinked + expired,
-            "live": shown - expired, "live_on_default_rule": on_default_rule}
 
 
 class PurgeWait:
@@ -904,7 +764,7 @@ def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_state
               "compensated": 0, "shortened": 0, "shortened_by_max": 0}
     if not report["scaling"]:
         return report
-    expire_field = struct.Struct(prefix_for(byte_order) + "I")
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     for index in indexes:
         offset = index * RECORD_SIZE
         timeout_index = block[offset + OFF_TIMEOUT]
@@ -921,57 +781,6 @@ def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_state
             expire_field.pack_into(block, offset + OFF_EXPIRE, wanted)
             report["compensated"] += 1
     return report
-
-
-# --- diff and summaries ---------------------------------------------------------
-
-_SUMMARY_FIELDS = struct.Struct("%dx%ds%dxB%dx" % (OFF_IFNAME, IFNAMSIZ, OFF_PROTO - OFF_IFNAME - IFNAMSIZ, RECORD_SIZE - OFF_PROTO - 1))
-
-
-def summarize_records(block, indexes=None):
-    """Counts by (interface, protocol name) of a block's records (all of them, or those at ``indexes``).
-
-    Interface name and protocol are bytes, so the block's byte order does not matter.
-    """
-    if indexes is None:
-        pairs = _SUMMARY_FIELDS.iter_unpack(block)
-    else:
-        pairs = (_SUMMARY_FIELDS.unpack_from(block, index * RECORD_SIZE) for index in indexes)
-    raw_counts = {}
-    for pair in pairs:
-        raw_counts[pair] = raw_counts.get(pair, 0) + 1
-    counts = {}
-    for (raw_ifname, proto), count in raw_counts.items():
-        key = (_name(raw_ifname).decode("ascii", "replace"), protocol_name(proto))
-        counts[key] = counts.get(key, 0) + count
-    return counts
-
-
-def summarize_views(views):
-    """Counts by (interface, protocol name)."""
-    counts = {}
-    for view in views:
-        key = (view.ifname, protocol_name(view.proto))
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
-def summary_text(counts):
-    lines = ["%s %s: %d" % (ifname, proto, count) for (ifname, proto), count in sorted(counts.items())]
-    lines.append("total: %d" % sum(counts.values()))
-    return "\n".join(lines) + "\n"
-
-
-def merged_counts(before, added_views):
-    return add_counts(before, summarize_views(added_views))
-
-
-def add_counts(before, added):
-    """``before`` plus ``added`` (both counts by interface and protocol)."""
-    after = dict(before)
-    for key, count in added.items():
-        after[key] = after.get(key, 0) + count
-    return after
 
 
 # --- serialisation of concurrent restores -------------------------------------------
@@ -1075,29 +884,6 @@ def load_dump(path, fmt=None, byte_order=None, text_byte_order=None, progress=No
 @contextmanager
 def _no_context():
     yield
-
-
-# A lease recorded this long before the computed boot time is from an earlier boot (absorbs clock steps at boot).
-STALE_LEASE_MARGIN = 120
-
-
-def _seconds_since_boot():
-    """The monotonic clock: on NetBSD (CLOCK_MONOTONIC, the kernel's uptime) and Linux it counts from boot."""
-    return time.monotonic()
-
-
-def lease_predates_boot(lease, now=None):
-    """Whether a held lease was recorded before the host last booted, with no watchdog of it running.
-
-    The kernel forgets DIOCSETLCK at boot, but the lease file may survive
-    (on NetBSD /var/run is cleared at boot; a lease_file elsewhere is not).
-    """
-    now = time.time() if now is None else now
-    locked_at = lease.get("locked_at")
-    if not isinstance(locked_at, (int, float)):
-        return False
-    booted_at = now - _seconds_since_boot()
-    return locked_at < booted_at - STALE_LEASE_MARGIN and not process_alive(lease.get("watchdog_pid"))
 
 
 @contextmanager

@@ -199,11 +199,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
+    FORMAT_CHOICES, TRANSFORM_ARGSPEC, creation_mode, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, OperationError, convert_dump, inspect_dump,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import convert_dump, inspect_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -235,10 +234,8 @@ def main():
             params["src"], params["dest"], params["format"], src_format=params["src_format"],
             text_byte_order=params["src_byte_order"], byte_order=params["byte_order"], compress=params["compress"],
             transforms=transforms, mode=creation_mode(params["mode"]), check_mode=module.check_mode)
-    except (TransformOptionError, OperationError) as exc:
-        module.fail_json(msg=str(exc))
-    except DUMP_ERRORS as exc:
-        module.fail_json(msg="%s: %s" % (params["src"], exc))
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["src"])
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params, path=params["dest"])
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])

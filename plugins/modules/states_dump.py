@@ -94,6 +94,7 @@ extends_documentation_fragment:
   - netbsd.pf.transforms.filters
   - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
+  - netbsd.pf.firewall
 attributes:
   check_mode:
     support: full
@@ -122,6 +123,12 @@ notes:
     (M(netbsd.pf.states_convert) without O(netbsd.pf.states_convert#module:dest), or C(pfstate show FILE)) verifies it end to end.
     pfs files are compared byte by byte with the new dump.
   - O(owner), O(group) and the other file attributes are applied after the atomic rename.
+  - >-
+    With NPF (O(firewall=npf)) the whole NPF state - configuration and every connection - is saved with one C(IOC_NPF_SAVE)
+    into a V(native) file of format version 2, kind C(npf), which older readers refuse as an unsupported kind. NPF has no
+    table lock; one SAVE is one consistent snapshot, so O(lock) is not used. O(lock=hold) is accepted only with O(run_after),
+    which then starts once the file is written (nothing is locked); O(filters), O(rename) and the pfs formats are refused.
+    See the NPF guide (docs/guide-npf.md).
 seealso:
   - module: netbsd.pf.states_restore
   - module: netbsd.pf.states_convert
@@ -272,6 +279,18 @@ run_after_pid:
   returned: when O(run_after) was given and the dump was written
   type: int
   sample: 4321
+firewall:
+  description: V(npf) when the NPF state was dumped; absent for pf, whose result is unchanged.
+  returned: when the dump is of NPF
+  type: str
+  sample: npf
+npf_summary:
+  description:
+    - The NPF snapshot's counts - C(connections) = C(valid) + C(invalid), by protocol and state, NAT connections,
+      C(keys_need_repair) (keys NetBSD 10 exported with the C(???) interface, repaired by the restore).
+  returned: when the dump is of NPF
+  type: dict
+  sample: {"connections": 60, "valid": 60, "invalid": 0, "nat": 0, "keys_need_repair": 60}
 fetched:
   description: Where the action plugin stored the dump on the controller.
   returned: when O(fetch_to) was given, unless check mode
@@ -284,13 +303,13 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, creation_mode, module_argspec, transforms_from_params,
+    FORMAT_CHOICES, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, creation_mode, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    DUMP_ERRORS, FORMAT_CHOICES, LOCK_MODES, OperationError, dump_states,
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, dump_npf,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import LOCK_MODES, dump_states
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -304,7 +323,24 @@ def argument_spec():
         run_after=dict(type="list", elements="str"),
         fetch_to=dict(type="path"),
         mode=dict(type="raw", default="0600"),
+        firewall=dict(type="str", default="auto", choices=list(FIREWALL_CHOICES)),
+        npf_device=dict(type="path", default=DEFAULT_NPF_DEVICE),
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
+
+
+def _dump_npf(module):
+    """The NPF branch: one SAVE into a native NPF file; the pf-only options are refused, not ignored."""
+    params = module.params
+    # lock=hold is how run_after is asked for (the reboot role); NPF needs no lock for it.
+    refused = [name for name, value in (("format=%s" % params["format"], params["format"] != "native"),
+                                        ("lock=hold", params["lock"] == "hold" and not params["run_after"]),
+                                        ("filters", params["filters"]), ("rename", params["rename"])) if value]
+    if refused:
+        module.fail_json(msg="%s: not supported with firewall=npf (NPF is saved whole, in the native format, by one "
+                             "request that needs no table lock)" % ", ".join(refused))
+    return dump_npf(params["path"], device_path=params["npf_device"], compress=params["compress"],
+                    backup=params["backup"], mode=creation_mode(params["mode"]), check_mode=module.check_mode,
+                    run_after=params["run_after"])
 
 
 def main():
@@ -315,22 +351,23 @@ def main():
     )
     started = time.monotonic()
     params = module.params
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
     if params["run_after"] is not None and (not params["run_after"] or params["lock"] != "hold"):
         module.fail_json(msg="run_after needs a non-empty command and lock=hold (the command runs while the table stays locked)")
     if params["lock"] != "none" and params["lease"] == 0:
         module.warn("lease=0: no watchdog guards the lock; a killed module could leave the table locked")
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
-        result = dump_states(
-            params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms, lock=params["lock"],
-            lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"], mode=creation_mode(params["mode"]),
-            check_mode=module.check_mode, device_path=params["device"], run_after=params["run_after"])
-    except (TransformOptionError, OperationError, PfError, LeaseError) as exc:
-        module.fail_json(msg=str(exc))
-    except DUMP_ERRORS as exc:
-        module.fail_json(msg="%s: %s" % (params["path"], exc))
+        if detect_firewall(params["firewall"], params["device"], params["npf_device"]) == "npf":
+            result = _dump_npf(module)
+        else:
+            result = dump_states(
+                params["path"], fmt=params["format"], compress=params["compress"], transforms=transforms,
+                lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"], backup=params["backup"],
+                mode=creation_mode(params["mode"]), check_mode=module.check_mode, device_path=params["device"],
+                run_after=params["run_after"])
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
     if not module.check_mode:
         file_args = module.load_file_common_arguments(params)
         result["changed"] = module.set_fs_attributes_if_different(file_args, result["changed"])

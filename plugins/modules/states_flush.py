@@ -185,14 +185,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import TRANSFORM_ARGSPEC, module_argspec, transforms_from_params
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import merged_counts, summarize_views, summary_text
+from ansible_collections.netbsd.pf.plugins.module_utils.views import merged_counts, summarize_views, summary_text
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import state_filter_from
 
 CRITERIA = ("filters", "interface", "address_family", "protocol", "source", "destination", "source_port", "destination_port")
@@ -212,6 +211,13 @@ def argument_spec():
     ))
 
 
+def _hint(exc):
+    """What the message of a refused removal does not say: why the kernel refused (EPERM)."""
+    if isinstance(exc, PfError) and exc.errno == errno.EPERM:
+        return "; states cannot be removed at securelevel 2 or above (sysctl kern.securelevel), only after a reboot with a lower one"
+    return ""
+
+
 def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
@@ -227,17 +233,11 @@ def main():
                               protocol=params["protocol"], source=params["source"], destination=params["destination"],
                               source_port=params["source_port"], destination_port=params["destination_port"],
                               state_filter=state_filter)
-    except (SelectionError, TransformOptionError) as exc:
-        module.fail_json(msg=str(exc))
-    try:
         with PfDevice(params["device"], writable=not module.check_mode) as device:
             result = flush_states(device, selection, check_mode=module.check_mode)
         result["lock"] = lease_view(params["lease_file"])
-    except PfError as exc:
-        hint = ""
-        if exc.errno == errno.EPERM:
-            hint = "; states cannot be removed at securelevel 2 or above (sysctl kern.securelevel), only after a reboot with a lower one"
-        module.fail_json(msg="%s%s" % (exc, hint))
+    except PfStateError as exc:
+        exc.do_fail(module, hint=_hint(exc))
     before_views = result.pop("views_before")
     removed_views = result.pop("removed_views")
     if result["kernel_count"] is not None and result["kernel_count"] != result["removed"] % 256:

@@ -47,6 +47,7 @@ extends_documentation_fragment:
   - netbsd.pf.common
   - netbsd.pf.transforms.filters
   - netbsd.pf.transforms.rename
+  - netbsd.pf.firewall
 attributes:
   check_mode:
     support: full
@@ -54,6 +55,10 @@ attributes:
     support: none
 notes:
   - O(filters) and O(rename) change only what is reported (RV(summary) and RV(states)); RV(summary.total_in_table) counts the whole table.
+  - >-
+    With NPF (O(firewall=npf)) the module reads one C(IOC_NPF_SAVE) and C(IOC_NPF_STATS) and returns RV(npf), RV(summary) of the
+    connections and, with O(states=true), RV(connections) as text lines; O(timeouts), O(filters) and O(rename) are pf-only and
+    refused. NPF refuses every request at securelevel 2 or higher, even reading.
 seealso:
   - module: netbsd.pf.states_lock
   - module: netbsd.pf.states_dump
@@ -83,6 +88,27 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+firewall:
+  description: V(npf) when NPF was read; absent for pf, whose result is unchanged.
+  returned: when NPF was read
+  type: str
+  sample: npf
+npf:
+  description:
+    - NPF's version, whether it filters (C(active)), its params, the number of rules, NAT rules and tables, and its 21
+      statistics counters (C(stats)).
+  returned: when NPF was read
+  type: dict
+  sample: {"version": 22, "active": true, "rules": 2, "nat_rules": 0, "tables": 0, "params": {"state.key.interface": 1}}
+connections:
+  description: With O(states=true) on NPF, the connections as text, one line each (at most O(limit)).
+  returned: when NPF was read and O(states=true)
+  type: list
+  elements: str
+connections_truncated:
+  description: Whether RV(connections) lists fewer connections than the kernel holds.
+  returned: when NPF was read and O(states=true)
+  type: bool
 duration:
   description: Seconds the module worked (see the README's table of the return values common to all modules).
   returned: always
@@ -217,12 +243,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import TRANSFORM_ARGSPEC, module_argspec, transforms_from_params
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, table_info
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, npf_info,
+)
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -232,7 +259,18 @@ def argument_spec():
         limit=dict(type="int", default=1000),
         timeouts=dict(type="bool", default=False),
         dump_dirs=dict(type="list", elements="path", default=[]),
+        firewall=dict(type="str", default="auto", choices=list(FIREWALL_CHOICES)),
+        npf_device=dict(type="path", default=DEFAULT_NPF_DEVICE),
     ), TRANSFORM_ARGSPEC)
+
+
+def _info_npf(module):
+    """The NPF branch: configuration sizes, statistics and the connections of one SAVE."""
+    params = module.params
+    refused = [name for name in ("timeouts", "filters", "rename") if params[name]]
+    if refused:
+        module.fail_json(msg="%s: pf-only, not supported with firewall=npf" % ", ".join(refused))
+    return npf_info(params["npf_device"], connections=params["states"], limit=params["limit"] or None)
 
 
 def main():
@@ -243,10 +281,13 @@ def main():
         module.fail_json(msg="limit must be 0 (no limit) or a positive number of states, not %d" % params["limit"])
     try:
         transforms = transforms_from_params(params)
-        result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"], states=params["states"],
-                            transforms=transforms, limit=params["limit"] or None)
-    except (TransformOptionError, OperationError, PfError) as exc:
-        module.fail_json(msg=str(exc))
+        if detect_firewall(params["firewall"], params["device"], params["npf_device"]) == "npf":
+            result = _info_npf(module)
+        else:
+            result = table_info(params["device"], lease_file=params["lease_file"], timeouts=params["timeouts"],
+                                states=params["states"], transforms=transforms, limit=params["limit"] or None)
+    except PfStateError as exc:
+        exc.do_fail(module)
     result["stale_staged_files"] = [entry for directory in params["dump_dirs"] for entry in stale_staged_files(directory)]
     result.update(timing(started, result["summary"]["total_in_table"]), read=result["summary"]["total_in_table"],
                   count=result["summary"]["count"])

@@ -112,10 +112,10 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netbsd.pf.plugins.module_utils.argspec import LOCK_LEASE_ARGSPEC, module_argspec
-from ansible_collections.netbsd.pf.plugins.module_utils.lease import LeaseError, lease_view
-from ansible_collections.netbsd.pf.plugins.module_utils.operations import OperationError, lock_table, unlock_table
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import LOCK_LEASE_ARGSPEC, check_lease, module_argspec
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
+from ansible_collections.netbsd.pf.plugins.module_utils.operations import lock_table, unlock_table
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
 
@@ -127,10 +127,8 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     started = time.monotonic()
     params = module.params
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog, dangerous) or a number of seconds, not %d" % params["lease"])
-
     try:
+        check_lease(params["lease"])
         previous = lease_view(params["lease_file"])
         if params["state"] == "locked":
             if params["lease"] == 0:
@@ -145,8 +143,8 @@ def main():
             else:
                 unlock_table(params["device"], params["lease_file"])
                 lock = lease_view(params["lease_file"])
-    except (OperationError, LeaseError, PfError) as exc:
-        module.fail_json(msg=str(exc))
+    except PfStateError as exc:
+        exc.do_fail(module)
     module.exit_json(changed=changed, lock=lock, previous=previous, **timing(started))
 
 

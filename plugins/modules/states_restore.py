@@ -159,6 +159,31 @@ options:
       - The wait ends 15 seconds before the restore's lock lease (O(lease)) would run out.
     type: int
     default: 180
+  npf_nat:
+    description:
+      - NPF only. What to do with connections that carry a NAT entry.
+      - V(drop) leaves them out and counts them in RV(nat). On NetBSD 10 a restored NAT entry keeps an address length of 0,
+        so while it lives every later C(IOC_NPF_SAVE) (C(npfctl save), C(npfctl list), the next dump) fails with C(ENOMEM).
+      - V(keep) restores them when the running configuration has a NAT policy equal to the saved one (its C(nat-policy) id is
+        mapped), with their port inside the port map; accept that saves fail until they expire.
+    type: str
+    choices: [drop, keep]
+    default: drop
+  npf_running:
+    description:
+      - NPF only. A load that carries connections replaces every running connection, and the running ones are newer than the
+        snapshot.
+      - V(merge) loads them again together with the snapshot's (RV(merged_running)); V(refuse) fails, loading nothing, when
+        the running table holds connections the snapshot does not.
+    type: str
+    choices: [merge, refuse]
+    default: merge
+  npf_floating_interface:
+    description:
+      - NPF only, for a pf dump restored onto NPF (a migration). pf's floating states (interface C(all)) record no interface,
+        NPF connections are bound to one. Name the interface to bind them to; unset, they are left out with the reason
+        C(floating interface) unless the NPF host keys connections by neither interface nor direction.
+    type: str
 extends_documentation_fragment:
   - action_common_attributes
   - action_common_attributes.flow
@@ -168,6 +193,7 @@ extends_documentation_fragment:
   - netbsd.pf.transforms.filters
   - netbsd.pf.transforms.rename
   - netbsd.pf.lock_lease
+  - netbsd.pf.firewall
 attributes:
   action:
     support: full
@@ -196,6 +222,15 @@ notes:
     again alone and rejects it only if it fails alone, with the reason. Once the table is at its state limit, the remaining
     states are rejected without further calls.
   - Needs a writable C(/dev/pf) (root). C(DIOCADDSTATES) is allowed at any securelevel.
+  - >-
+    With NPF (O(firewall=npf)) the dump is an NPF snapshot of M(netbsd.pf.states_dump), or a pf dump, whose states are converted
+    to NPF connections (TCP, UDP, ICMPv4; RV(conversion) names every state that cannot be, with its reason). One
+    C(IOC_NPF_LOAD) carries the running configuration, the snapshot's connections (validated, keys repaired, deduplicated)
+    and the running connections (O(npf_running)), under NPF's 4 MiB cap (O(limit_policy=fit) keeps established TCP first).
+    Every input record is in exactly one of RV(restored), RV(already_running), RV(unconvertible), RV(expired), RV(nat),
+    RV(duplicate), RV(invalid), RV(over_limit) and RV(filtered). O(filters) and O(rename) apply to a pf dump (before the
+    conversion) and are refused for an NPF snapshot; O(on_conflict=fail) and O(chunk_size) are pf-only.
+    See docs/guide-npf.md.
 seealso:
   - module: netbsd.pf.states_dump
   - module: netbsd.pf.states_flush
@@ -230,6 +265,70 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+firewall:
+  description: V(npf) when the restore was onto NPF; absent for pf, whose result is unchanged.
+  returned: when restoring onto NPF
+  type: str
+  sample: npf
+source_kind:
+  description: V(npf) for an NPF snapshot, V(pf) for a pf dump converted to NPF connections.
+  returned: when restoring onto NPF
+  type: str
+loaded:
+  description: Connections in the load (the snapshot's plus the running ones merged back).
+  returned: when restoring onto NPF
+  type: int
+already_running:
+  description: Connections of the dump the running table already holds (not loaded twice).
+  returned: when restoring onto NPF
+  type: int
+merged_running:
+  description: Running connections newer than the dump, loaded again so the load does not destroy them (O(npf_running)).
+  returned: when restoring onto NPF
+  type: int
+unconvertible:
+  description: pf states that cannot become NPF connections; RV(conversion) lists them with their reasons.
+  returned: when restoring onto NPF
+  type: int
+nat:
+  description: Connections left out because of their NAT entry (O(npf_nat)).
+  returned: when restoring onto NPF
+  type: int
+duplicate:
+  description: Connections whose key the kernel would see twice.
+  returned: when restoring onto NPF
+  type: int
+invalid:
+  description: Records the kernel would refuse (one would fail the whole load), left out.
+  returned: when restoring onto NPF
+  type: int
+over_limit:
+  description: Connections left out to keep the load under 4 MiB (O(limit_policy=fit)).
+  returned: when restoring onto NPF
+  type: int
+repaired:
+  description: Connections whose keys were repaired (NetBSD 10 exports the interface of a key as C(???)).
+  returned: when restoring onto NPF
+  type: int
+accounted:
+  description: Whether the counts add up to RV(read) (always true; a plan that does not add up is never loaded).
+  returned: when restoring onto NPF
+  type: bool
+rejected_connections:
+  description: The first 100 connections left out, with reason, why and whether they came from the dump or the running table.
+  returned: when restoring onto NPF
+  type: list
+  elements: dict
+conversion:
+  description: For a pf dump, C(input), C(converted), C(unconvertible), C(reasons) (count per reason) and C(rejected) (the first
+    100 states that could not be converted, each with its reason).
+  returned: when a pf dump was restored onto NPF
+  type: dict
+  sample: {"input": 150, "converted": 80, "unconvertible": 70, "reasons": {"floating interface": 40, "protocol": 30}}
+verified:
+  description: Loaded connections found again by C(IOC_NPF_CONN_LOOKUP) (a sample of 16).
+  returned: when restoring onto NPF
+  type: int
 duration:
   description: Seconds the module worked (see the README's table of the return values common to all modules).
   returned: success
@@ -277,7 +376,10 @@ appeared_during_restore:
   returned: success
   type: int
 rejected:
-  description: States not restored because of a conflict, the state limit or a kernel error.
+  description:
+    - States not restored because of a conflict, the state limit or a kernel error.
+    - On NPF, the connections left out for any reason but expiry (RV(invalid), RV(nat), RV(duplicate), RV(over_limit),
+      RV(unconvertible)); RV(already_present) equals RV(already_running) and RV(filtered) is 0, so the sum above holds on both.
   returned: success
   type: int
 expired:
@@ -409,14 +511,18 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, module_argspec, transforms_from_params,
+    LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, module_argspec, transforms_from_params,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, detect_firewall, restore_npf,
+)
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, RestoreError, restore_file, summary_text,
+    DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, restore_file,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.views import summary_text
 
 
 def argument_spec():
@@ -437,7 +543,39 @@ def argument_spec():
         restore_lock_file=dict(type="path"),
         restore_lock_timeout=dict(type="int", default=60),
         purge_wait=dict(type="int", default=DEFAULT_PURGE_WAIT),
+        firewall=dict(type="str", default="auto", choices=list(FIREWALL_CHOICES)),
+        npf_device=dict(type="path", default=DEFAULT_NPF_DEVICE),
+        npf_nat=dict(type="str", default="drop", choices=list(NAT_CHOICES)),
+        npf_running=dict(type="str", default="merge", choices=list(RUNNING_CHOICES)),
+        npf_floating_interface=dict(type="str"),
     ), TRANSFORM_ARGSPEC, LOCK_LEASE_ARGSPEC)
+
+
+def _restore_npf(module, transforms):
+    """The NPF branch: one planned IOC_NPF_LOAD of an NPF snapshot or of a pf dump converted."""
+    params = module.params
+    if params["on_conflict"] == "fail":
+        module.fail_json(msg="on_conflict=fail: pf-only, not supported with firewall=npf (see npf_running)")
+    fmt = params["format"].replace("_", "-")
+    return restore_npf(
+        params["path"], device_path=params["npf_device"], age=params["age"], captured_at=params["captured_at"],
+        source_mtime=params["source_mtime"], nat=params["npf_nat"], limit_policy=params["limit_policy"],
+        running_conns=params["npf_running"], floating_interface=params["npf_floating_interface"],
+        check_mode=module.check_mode, remove_after_open=params["pushed_copy"],
+        restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
+        fmt=None if fmt == "auto" else fmt, byte_order=params["byte_order"], transforms=transforms)
+
+
+def _exit_npf(module, result, started, stale_copies):
+    """The NPF result: its own diff (connections by interface and protocol)."""
+    before, after = result.pop("diff_before"), result.pop("diff_after")
+    result.update(timing(started, result["read"]))
+    if module.params["pushed_copy"]:
+        result["removed_stale_copies"] = stale_copies
+    if module._diff:
+        result["diff"] = {"before": before, "after": after, "before_header": "NPF connections (by interface, protocol)",
+                          "after_header": "NPF connections after the restore"}
+    module.exit_json(**result)
 
 
 def _check_options(module):
@@ -454,8 +592,6 @@ def _check_options(module):
         module.fail_json(msg="restore_lock_timeout must not be negative")
     if params["purge_wait"] < 0:
         module.fail_json(msg="purge_wait must be 0 (never wait for the kernel's purge) or a number of seconds")
-    if params["lease"] < 0:
-        module.fail_json(msg="lease must be 0 (no watchdog) or a number of seconds")
 
 
 def main():
@@ -474,22 +610,26 @@ def main():
             module.warn("could not look for copies left by interrupted pushes: %s" % exc)
     _check_options(module)
     try:
+        check_lease(params["lease"])
         transforms = transforms_from_params(params)
-    except TransformOptionError as exc:
-        module.fail_json(msg=str(exc))
-    try:
-        report = restore_file(
-            params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"], transforms=transforms,
-            age=params["age"], captured_at=params["captured_at"], source_mtime=params["source_mtime"],
-            on_conflict=params["on_conflict"], limit_policy=params["limit_policy"], chunk_size=params["chunk_size"],
-            fix_mss=params["fix_mss"], lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
-            restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
-            purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
-            remove_after_open=params["pushed_copy"])
-    except RestoreError as exc:
-        module.fail_json(msg=str(exc), **(exc.report or {}))
-    except PfError as exc:
-        module.fail_json(msg=str(exc))
+        npf = detect_firewall(params["firewall"], params["device"], params["npf_device"],
+                              discard_on_error=params["path"] if params["pushed_copy"] else None) == "npf"
+        if npf:
+            report = _restore_npf(module, transforms)
+        else:
+            report = restore_file(
+                params["path"], fmt=params["format"].replace("_", "-"), byte_order=params["byte_order"],
+                transforms=transforms, age=params["age"], captured_at=params["captured_at"],
+                source_mtime=params["source_mtime"], on_conflict=params["on_conflict"],
+                limit_policy=params["limit_policy"], chunk_size=params["chunk_size"], fix_mss=params["fix_mss"],
+                lock=params["lock"], lease=params["lease"], lease_file=params["lease_file"],
+                restore_lock_file=params["restore_lock_file"], restore_lock_timeout=params["restore_lock_timeout"],
+                purge_wait=params["purge_wait"], check_mode=module.check_mode, device_path=params["device"],
+                remove_after_open=params["pushed_copy"])
+    except PfStateError as exc:
+        exc.do_fail(module, path=params["path"])
+    if npf:
+        _exit_npf(module, report, started, stale_copies)
     for warning in report.pop("warnings", []):
         module.warn(warning)
     before = report.pop("summary_before")

@@ -3,7 +3,8 @@
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
-    COMMON_ARGSPEC, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, TransformOptionError, transforms_from_params, module_argspec,
+    COMMON_ARGSPEC, FORMAT_CHOICES, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, OptionError, TransformOptionError,
+    canonical_format, check_lease, transforms_from_params, module_argspec,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import StateFilter
 
@@ -48,3 +49,16 @@ def test_protocols_become_numbers_and_feed_state_filter():
 def test_bad_values_name_the_option(params, message):
     with pytest.raises(TransformOptionError, match=message):
         transforms_from_params(params)
+
+
+def test_canonical_format_takes_both_spellings_and_refuses_others():
+    assert [canonical_format(name) for name in FORMAT_CHOICES] == ["native", "pfs-binary", "pfs-text", "pfs-binary", "pfs-text"]
+    with pytest.raises(OptionError, match="unknown dump format 'pfs_json'; use native, pfs_binary or pfs_text"):
+        canonical_format("pfs_json")
+
+
+def test_check_lease_refuses_a_negative_lease_only():
+    for lease in (0, 1, 300):
+        check_lease(lease)
+    with pytest.raises(OptionError, match=r"^lease must be 0 \(no watchdog, dangerous\) or a number of seconds, not -5$"):
+        check_lease(-5)

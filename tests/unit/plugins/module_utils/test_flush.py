@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils.flush import Selection, SelectionError, flush_states
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+from ansible_collections.netbsd.pf.plugins.module_utils.views import record_keys
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_restore import make_state, table
 
 
@@ -72,7 +73,34 @@ def test_direction_decides_source_side(pfemu_kernel):
     ({"destination_port": "90-80"}, "empty"),
     ({"protocol": "nosuch"}, "unknown protocol"),
     ({"source": "300.1.1.1"}, "CIDR"),
+    ({"interface": "w\u00e90"}, "not ASCII"),
 ])
 def test_bad_selections(criteria, message):
     with pytest.raises(SelectionError, match=message):
         Selection(**criteria)
+
+
+@pytest.mark.parametrize("criteria", [
+    {"protocol": "udp"},
+    {"address_family": "inet6", "protocol": "tcp"},
+    {"source": "10.0.0.0/10"},
+    {"destination": "10.0.0.0/9", "destination_port": "1024-30000"},
+    {"destination_port": "443"},
+    {"source_port": "80", "protocol": "tcp"},
+    {"interface": "all", "source_port": "1024-65535"},
+    {"interface": "wm0"},
+])
+def test_kernel_request_and_matcher_select_the_same_states(pfemu_kernel, criteria):
+    pfemu_kernel.fill(600, seed=14)
+    selection = Selection(**criteria)
+    with PfDevice(writable=True) as device:
+        block = device.get_states()
+        keys = [ident for ident, _ifname, _key1, _key2, _expire in record_keys(block, device.abi.byte_order)]
+        matched = set(ident for ident, kept in zip(keys, selection.matcher.mask(block)) if kept)
+        if selection.request == "DIOCCLRSTATES":
+            device.clear_states(selection.kernel.interface)
+        else:
+            device.kill_states(**selection.kernel.kill_arguments())
+        remaining = set(ident for ident, _ifname, _key1, _key2, _expire in record_keys(device.get_states(), device.abi.byte_order))
+    assert 0 < len(matched) < len(keys)
+    assert set(keys) - remaining == matched

@@ -5,6 +5,8 @@ import os
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import operations as ops
+from ansible_collections.netbsd.pf.plugins.module_utils import views
+from ansible_collections.netbsd.pf.plugins.module_utils.argspec import OptionError
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease, release_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.records import StateCodec, swap_records
 
@@ -17,7 +19,7 @@ def kernel(pfemu_kernel):
 
 def test_summarize_matches_a_per_record_count(kernel):
     block = bytes(kernel.export_all())
-    summary = ops.summarize([block[:240 * 100], block[240 * 100:]], "little")
+    summary = views.summarize([block[:240 * 100], block[240 * 100:]], "little")
     codec = StateCodec("little")
     rows = [codec.to_dict(block[i:i + 240]) for i in range(0, len(block), 240)]
     assert summary["count"] == 400
@@ -27,12 +29,12 @@ def test_summarize_matches_a_per_record_count(kernel):
     established = sum(1 for r in rows if r["proto"] == 6 and r["src_state"] == 4 and r["dst_state"] == 4)
     assert summary["by_tcp_state"].get("ESTABLISHED:ESTABLISHED", 0) == established
     assert summary["by_creatorid"]["%08x" % kernel.hostid] == sum(1 for r in rows if r["creatorid"] == kernel.hostid)
-    assert ops.summarize([], "little")["count"] == 0
+    assert views.summarize([], "little")["count"] == 0
 
 
 def test_summary_is_the_same_in_either_byte_order(kernel):
     block = bytes(kernel.export_all())
-    assert ops.summarize([block], "little") == ops.summarize([swap_records(block, "little", "big")], "big")
+    assert views.summarize([block], "little") == views.summarize([swap_records(block, "little", "big")], "big")
 
 
 def test_content_digest_ignores_capture_metadata_but_not_options(kernel, tmp_path):
@@ -83,8 +85,8 @@ def test_convert_is_byte_identical_whatever_the_running_host(kernel, tmp_path, m
 
 
 def test_unknown_format_and_bad_byte_order(tmp_path, kernel):
-    with pytest.raises(ops.OperationError, match="unknown dump format"):
-        ops.canonical_format("pfs_json")
+    with pytest.raises(OptionError, match="unknown dump format"):
+        ops.dump_states(str(tmp_path / "x.bin"), fmt="pfs_json", lock="none", lease_file=str(tmp_path / "lease"))
     src = str(tmp_path / "src.bin")
     ops.dump_states(src, fmt="pfs_binary", lock="none", lease_file=str(tmp_path / "lease"))
     with pytest.raises(ops.OperationError, match="byte_order"):
@@ -100,8 +102,8 @@ def test_brief_summary_counts_short_and_long_interface_names(names):
     block = b"".join(codec.from_dict({"ifname": names[i % len(names)].encode(), "proto": 6 if i % 3 else 17, "af": 2})
                      for i in range(50))
     expected = dict((name, sum(1 for i in range(50) if names[i % len(names)] == name)) for name in names)
-    brief = ops.summarize([memoryview(block)], "little", brief=True)
-    assert brief["by_interface"] == expected == ops.summarize([block], "little")["by_interface"]
+    brief = views.summarize([memoryview(block)], "little", brief=True)
+    assert brief["by_interface"] == expected == views.summarize([block], "little")["by_interface"]
     assert brief["by_protocol"] == {"tcp": 33, "udp": 17} and brief["by_address_family"] == {"inet": 50}
     assert set(brief) == {"count", "by_interface", "by_protocol", "by_address_family"}
 

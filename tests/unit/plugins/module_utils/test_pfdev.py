@@ -108,7 +108,7 @@ def test_clear_count_is_modulo_256_and_kill(pfemu_kernel):
         inet6_tcp = sum(1 for v in StateCodec(abi.Abi.host().byte_order).iter_unpack(dev.get_states())
                         if v[45] == 24 and v[46] == 6)
         assert inet6_tcp > 0
-        assert dev.kill_states(af="inet6", proto="tcp", dst="::/0") == inet6_tcp % 256
+        assert dev.kill_states(af=24, proto=6, dst=(bytes(16), bytes(16))) == inet6_tcp % 256
         remaining = len(dev.get_states()) // 240
         assert dev.clear_states() == remaining % 256
         assert len(dev.get_states()) == 0

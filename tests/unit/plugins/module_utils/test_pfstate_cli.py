@@ -15,7 +15,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils import operations, pfsta
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import read_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
-from ansible_collections.netbsd.pf.plugins.module_utils.restore import state_views
+from ansible_collections.netbsd.pf.plugins.module_utils.views import state_views
 
 
 @pytest.fixture

@@ -29,6 +29,79 @@ def test_struct_offsets_match_reference():
     assert [0, 8] == fields["id"] and all(offset != 0 for offset, _size in records.HOST_ORDER_FIELDS)
 
 
+def _reference_name(name):
+    """The reference's dotted name of a FIELD_NAMES field and the byte offset of that name's word."""
+    for peer in ("src", "dst"):
+        if name.startswith(peer + "_"):
+            rest = name[len(peer) + 1:]
+            return ("%s.scrub.%s" if rest in ("pfss_flags", "pfss_ttl", "scrub_flag", "pfss_ts_mod") else "%s.%s") % (peer, rest), 0
+    for counter in ("packets", "bytes"):
+        if name.startswith(counter):
+            direction, half = name[len(counter)], name.rsplit("_", 1)[1]   # packets1_lo: u32 [1][1]
+            return counter, 8 * int(direction) + (4 if half == "lo" else 0)
+    for host in ("lan", "gwy", "ext"):
+        if name.startswith(host + "_"):
+            return "%s.%s" % (host, name[4:]), 0
+    return name, 0
+
+
+@pytest.mark.parametrize("abi", ["x86_64", "i386", "aarch64", "sparc64", "powerpc"])
+def test_declared_fields_match_reference(abi):
+    with open(os.path.join(FIXTURES, "netbsd-pf-layouts-subset.json")) as handle:
+        fields = json.load(handle)["abis"][abi]["pfsync_state_fields"]
+    for name, offset, code in records.FIELDS:
+        reference, word = _reference_name(name)
+        ref_offset, ref_size = fields[reference]
+        assert (offset, struct.calcsize("<" + code)) == ((ref_offset + word, 4) if word or reference in ("packets", "bytes")
+                                                         else (ref_offset, ref_size)), name
+    # Every byte not declared is a pad of the reference.
+    declared = set(byte for _name, offset, code in records.FIELDS for byte in range(offset, offset + struct.calcsize("<" + code)))
+    pads = set(byte for name, (offset, size) in fields.items() if name.endswith(".pad") for byte in range(offset, offset + size))
+    assert declared | pads == set(range(240)) and not declared & pads
+
+
+def test_state_format_is_derived_from_the_declaration():
+    assert struct.calcsize("<" + records.STATE_FORMAT) == 240
+    reference_format = "8s16s16s2s6x16s2s6x16s2s6xHBBIIIIHHBB6xHBBIIIIHHBB6x16s5I4I4II8B"   # reference python_struct_formats
+    sample = bytes(range(240))
+    for prefix in "<>":
+        assert struct.unpack(prefix + records.STATE_FORMAT, sample) == struct.unpack(prefix + reference_format, sample)
+    assert len(records.FIELDS) == len(FIELD_NAMES) == len(struct.unpack("<" + records.STATE_FORMAT, sample))
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_partial_struct_reads_fields_at_their_offsets(order):
+    block = random_block(3, order, seed=14)
+    names = ("ifname", "src_mss", "expire", ("creatorid", "4s"), "af")
+    partial = records.partial_struct(order, names)
+    assert partial.size == 240 and records.partial_struct(order, names) is partial
+    codec = StateCodec(order)
+    for values, full in zip(partial.iter_unpack(block), codec.iter_unpack(block)):
+        named = dict(zip(FIELD_NAMES, full))
+        creatorid = codec.creatorid_bytes(named["creatorid"])
+        assert values == (named["ifname"], named["src_mss"], named["expire"], creatorid, named["af"])
+    inner = records.partial_struct(order, ("src_pfss_flags", "src_pfss_ttl"), whole_record=False)
+    assert inner.size == 3
+    assert inner.unpack_from(block, records.OFF_SRC) == codec.unpack(bytes(block[:240]))[records.SRC_BASE:records.SRC_BASE + 2]
+
+
+def test_partial_struct_refuses_what_the_layout_does_not_allow():
+    with pytest.raises(ValueError, match="need a byte order"):
+        records.partial_struct(None, ("ifname", "expire"))
+    with pytest.raises(ValueError, match="record order"):
+        records.partial_struct("little", ("expire", "rule"))
+    with pytest.raises(ValueError, match="does not fit"):
+        records.partial_struct("little", (("expire", "Q"),))
+    with pytest.raises(KeyError):
+        records.partial_struct("little", ("no_such_field",))
+
+
+def test_ifname_helpers():
+    assert records.ifname_bytes(b"wm0\0junk\0\0\0\0\0\0\0\0") == b"wm0"
+    assert records.ifname_text(b"wm\xff0".ljust(16, b"\0")) == "wm\ufffd0"
+    assert records.ifname_text(b"a" * 16) == "a" * 16
+
+
 @pytest.mark.parametrize("order", ["little", "big"])
 def test_codec_round_trip(order):
     block = random_block(50, order, seed=5, text_safe=False)

@@ -10,6 +10,7 @@ import tracemalloc
 
 import pytest
 
+from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod
 from ansible_collections.netbsd.pf.plugins.module_utils import restore as restore_mod
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import arm_lease, read_lease
@@ -448,7 +449,7 @@ def test_lease_from_before_the_last_boot_is_taken_over(pfemu_kernel, tmp_path, m
     lease["locked_at"] -= 3600                  # recorded an hour ago; the host booted a minute ago
     with open(lease_file, "w") as handle:
         json.dump(lease, handle)
-    monkeypatch.setattr(restore_mod, "_seconds_since_boot", lambda: 60.0)
+    monkeypatch.setattr(lease_mod, "_seconds_since_boot", lambda: 60.0)
     seen = []
     real_add = PfDevice.add_states
     monkeypatch.setattr(PfDevice, "add_states", lambda self, block, **kw: seen.append(pfemu_kernel.lock) or real_add(self, block, **kw))
@@ -461,7 +462,7 @@ def test_lease_from_before_the_last_boot_is_taken_over(pfemu_kernel, tmp_path, m
 def test_lease_of_this_boot_is_left_alone(pfemu_kernel, tmp_path, monkeypatch):
     lease_file = str(tmp_path / "lease")
     arm_lease(lease_file, 0, holder="netbsd.pf.states_lock")
-    monkeypatch.setattr(restore_mod, "_seconds_since_boot", lambda: 86400.0)
+    monkeypatch.setattr(lease_mod, "_seconds_since_boot", lambda: 86400.0)
     report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path)
     assert report["lock"]["taken"] is False and report["lock"]["held_by_lease"] == read_lease(lease_file)["token"]
     assert read_lease(lease_file)["state"] == "held"
