@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: netbsd.pf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Run one ansible-playbook and measure the controller: wall time, CPU and memory.
