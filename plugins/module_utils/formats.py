@@ -384,20 +384,14 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
                records_sha256=None):
     """Write ``blocks`` to a temp file beside ``path`` and return it as a StagedDump (not yet in place).
 
-    The temp file is created with O_EXCL|O_NOFOLLOW, mode 0600, and gets
-    ``mode`` only when committed; its name carries this process's pid, and the
-    staged files that dead writers left in the directory are removed first.  For
-    native, ``count`` and ``records_sha256`` (the SHA-256 of the records, if the
-    caller already has it) spare a hashing pass over the records.
+    Staged as ``stage_written`` stages.  For native, ``count`` and
+    ``records_sha256`` (the SHA-256 of the records, if the caller already has
+    it) spare a hashing pass over the records.
     """
     if fmt not in FORMATS:
         raise DumpFormatError("unknown dump format %r (one of %s)" % (fmt, ", ".join(FORMATS)))
-    directory = os.path.dirname(os.path.abspath(path))
-    remove_stale_staged_files(directory)
-    handle, temp_path = _create_staged(directory, os.path.basename(path))
-    staged = StagedDump(path, temp_path, handle, mode)
-    try:
-        sink = _HashingFile(handle)
+
+    def write(sink):
         if fmt == NATIVE:
             writer = NativeWriter(sink, byte_order, metadata, compression=compress or "none", count=count,
                                   records_sha256=records_sha256)
@@ -414,20 +408,21 @@ def stage_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
             writer.close()
         if count is not None and writer.count != count:
             raise DumpFormatError("expected %d states, got %d" % (count, writer.count))
-        handle.flush()
-        staged.size, staged.sha256 = sink.size_and_sha256()
-        staged.count = writer.count
-        staged.records_sha256 = getattr(writer, "records_sha256", None)
-    except BaseException:
-        staged.discard()
-        raise
+        return writer
+
+    staged, writer = stage_written(path, write, mode)
+    staged.count = writer.count
+    staged.records_sha256 = getattr(writer, "records_sha256", None)
     return staged
 
 
 def stage_written(path, write, mode=0o600):
-    """Stage what ``write(fileobj)`` writes beside ``path``, with stage_dump's naming, cleanup and hashing.
+    """Stage what ``write(sink)`` writes beside ``path``; returns (StagedDump, what ``write`` returned).
 
-    For files of other kinds than pf records (NPF snapshots); returns (StagedDump, what ``write`` returned).
+    ``sink`` hashes what passes through it (SHA-256 and size of the file).  The
+    temp file is created with O_EXCL|O_NOFOLLOW, mode 0600, and gets ``mode``
+    only when committed; its name carries this process's pid, and the staged
+    files that dead writers left in the directory are removed first.
     """
     directory = os.path.dirname(os.path.abspath(path))
     remove_stale_staged_files(directory)

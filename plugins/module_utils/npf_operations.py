@@ -18,7 +18,6 @@ __metaclass__ = type
 import collections
 import hashlib
 import os
-import socket
 import struct
 import sys
 import time
@@ -37,7 +36,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import PROTOCOL_NAMES, NpfSnapshot, NpfSnapshotError
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import ENOENT, ENXIO, NpfDevice, NpfError, NpfUnsupported
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
-    apply_transforms, backup_file, file_sha256, start_detached,
+    apply_transforms, backup_file, capture_metadata, file_sha256, start_detached,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
@@ -162,18 +161,6 @@ def _diff_counts(connections):
 
 # --- dump ------------------------------------------------------------------------
 
-def capture_metadata(now=None):
-    now = time.time() if now is None else now
-    uname = os.uname()
-    return {
-        "captured_at": now,
-        "captured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-        "hostname": socket.gethostname() or uname.nodename,
-        "os": uname.sysname, "release": uname.release, "machine": uname.machine,
-        "tool": "netbsd.pf.states_dump", "firewall": "npf",
-    }
-
-
 def content_digest(byte_order, compression, packed_sha256):
     """Identity of an NPF dump: byte order, compression and the snapshot's SHA-256, all in the header."""
     return hashlib.sha256(("npf|%s|%s|%s" % (byte_order, compression, packed_sha256)).encode("ascii")).hexdigest()
@@ -218,7 +205,7 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
     if result["changed"]:
         try:
             staged, _fields = stage_written(path, lambda sink: write_npf_file(
-                sink, reply, snapshot.byte_order, capture_metadata(now), compression=compression), mode)
+                sink, reply, snapshot.byte_order, capture_metadata(None, now, firewall="npf"), compression=compression), mode)
             with staged:
                 if backup and os.path.isfile(path):
                     result["backup_file"] = backup_file(path, now)

@@ -171,20 +171,24 @@ def release_hold(device_path, lease_file, token):
 
 # --- dump ------------------------------------------------------------------------
 
-def capture_metadata(hostid, now=None):
-    """What the native header records about the capture (host, release, machine, time, hostid)."""
+def capture_metadata(hostid, now=None, firewall=None):
+    """What the native header records about the capture (host, release, machine, time; pf's hostid or the firewall)."""
     now = time.time() if now is None else now
     uname = os.uname()
-    return {
+    metadata = {
         "captured_at": now,
         "captured_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         "hostname": socket.gethostname() or uname.nodename,
         "os": uname.sysname,
         "release": uname.release,
         "machine": uname.machine,
-        "hostid": "%08x" % hostid,
         "tool": "netbsd.pf.states_dump",
     }
+    if hostid is not None:
+        metadata["hostid"] = "%08x" % hostid
+    if firewall:
+        metadata["firewall"] = firewall
+    return metadata
 
 
 def native_content_digest(byte_order, compression, records_sha256):
