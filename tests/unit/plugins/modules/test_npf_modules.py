@@ -70,6 +70,7 @@ def test_pf_results_are_unchanged_by_auto(pfemu_kernel, tmp_path, capsys):
     auto = dump(capsys, tmp_path, path=path, check_mode=True)
     explicit = dump(capsys, tmp_path, path=path, check_mode=True, firewall="pf")
     for result in (auto, explicit):
-        for key in ("duration", "states_per_second", "invocation"):
+        for key in ("duration", "states_per_second"):
             result.pop(key)
+        result.pop("invocation", None)      # the arguments differ; ansible-core 2.21 no longer returns them
     assert auto == explicit and "firewall" not in auto and auto["count"] == 30
