@@ -30,6 +30,7 @@ import os
 import re
 import time
 from array import array
+from itertools import islice
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
@@ -145,18 +146,30 @@ class TableModel:
     Only packed keys are kept (see record_keys).  Each key maps to its *holder*,
     the index of the record that owns it: ``n`` in the live table block, ``~n`` in
     the restore's own block, so that a conflict can name the state in the way.
+
+    ``shared`` (see shared_key_hashes) limits the model to the records that share
+    a key hash with another record: any other record can neither meet a conflict
+    nor cause one, so it is NEW without being kept, and the model of a restore
+    into an empty table holds almost nothing.
     """
 
-    def __init__(self, byte_order, live=b"", own=b""):
+    def __init__(self, byte_order, live=b"", own=b"", shared=None):
         self.byte_order = byte_order
         self.live = live
         self.own = own
+        self.shared = shared
         self.by_ident = {}
         self.by_key1 = {}           # key1 -> holder on the first interface that uses it
         self.key1_elsewhere = {}    # key1 + interface name -> holder, for a key used on several interfaces
         self.by_key2 = {}
         for index, keys in enumerate(record_keys(live, byte_order)):
             self.insert(index, *keys[:4])
+
+    def _may_collide(self, ident, key1, key2):
+        if self.shared is None:
+            return True
+        idents, keys1, keys2 = self.shared
+        return (ident != _ZERO_IDENT and hash(ident) in idents) or hash(key1) in keys1 or hash(key2) in keys2
 
     def record(self, holder):
         block, index = (self.live, holder) if holder >= 0 else (self.own, ~holder)
@@ -167,6 +180,8 @@ class TableModel:
         return ifname_bytes(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
 
     def insert(self, holder, ident, raw_ifname, key1, key2):
+        if not self._may_collide(ident, key1, key2):
+            return
         if ident != _ZERO_IDENT:
             self.by_ident[ident] = holder
         if key1 in self.by_key1:
@@ -177,6 +192,8 @@ class TableModel:
 
     def classify(self, ident, raw_ifname, key1, key2):
         """(verdict, holder): (NEW, None), (ALREADY_PRESENT, twin) or a conflict verdict with the state in the way."""
+        if not self._may_collide(ident, key1, key2):
+            return NEW, None
         if ident != _ZERO_IDENT:
             twin = self.by_ident.get(ident)
             if twin is not None:
@@ -205,6 +222,34 @@ class TableModel:
         if verdict == SAME_CONNECTION:
             return "same connection already in the table on %s as %s" % (ifname_text(raw_ifname), other)
         return "translated (ext/gwy) side collides with %s" % other
+
+
+def shared_key_hashes(blocks, byte_order):
+    """(ident, key1, key2 hashes) that more than one record of ``blocks`` has: where conflicts can be.
+
+    None when they are many: then the sets would cost more than they save.
+
+    Held as 8-byte array items, then sorted one column at a time, so the cost is
+    a fraction of the records' size; a hash shared by two different keys only
+    sends both records through the full model.  Ident 0 (no identity) is no key.
+    """
+    columns = (array("q"), array("q"), array("q"))
+    for block in blocks:
+        for ident, _raw_ifname, key1, key2, _expire in record_keys(block, byte_order):
+            if ident != _ZERO_IDENT:
+                columns[0].append(hash(ident))
+            columns[1].append(hash(key1))
+            columns[2].append(hash(key2))
+    records = len(columns[1])
+    shared = []
+    for column in columns:
+        ordered = sorted(column)
+        del column[:]
+        shared.append(set(value for value, following in zip(ordered, islice(ordered, 1, None)) if value == following))
+        del ordered             # before the next column is sorted: one sorted copy at a time
+        if sum(len(hashes) for hashes in shared) * 4 > records:
+            return None         # many records may collide (the table holds the dump): the whole model costs less
+    return tuple(shared)
 
 
 _PRIORITY = partial_struct(None, ("proto", "timeout"))
@@ -300,8 +345,10 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
     limit check).  Raises RestoreError for on_conflict=fail with conflicts, and
     for limit_policy=refuse when the states do not fit; nothing has been sent then.
 
-    Memory: besides the blocks, one packed id, two packed keys and an index per
-    state (input and table), no object per record.
+    Memory: besides the blocks, about 64 bytes a record while the shared key hashes
+    are found, then one packed id, two packed keys and an index for each record
+    that shares a key hash with another (almost none after a reboot), or for every
+    record when many do (the table already holds the dump); no object per record.
     """
     total = record_count(block)
     keep = state_filter.mask(block) if state_filter is not None and state_filter.active else None
@@ -310,7 +357,10 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
     if not isinstance(block, bytearray):
         block = bytearray(block)
     outcome = Outcome(total, block, byte_order)
-    model = TableModel(byte_order, live_block, block)
+    # After a reboot the table is (nearly) empty, and only the records that share a key hash
+    # need the model; a fuller table is likely to hold the dump, so it is modelled whole at once.
+    shared = shared_key_hashes((live_block, block), byte_order) if record_count(live_block) * 4 <= total else None
+    model = TableModel(byte_order, live_block, block, shared)
     expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     candidates = array("i")
     without_identity = set()

@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import sys
+import random
 import tracemalloc
 
 import pytest
@@ -17,7 +18,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import arm_lease, 
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, exclusive_restore, parse_timestamp, resolve_age, restore_file,
+    RestoreError, exclusive_restore, parse_timestamp, resolve_age, restore_file, shared_key_hashes,
 )
 
 ORDER = sys.byteorder
@@ -466,3 +467,76 @@ def test_lease_of_this_boot_is_left_alone(pfemu_kernel, tmp_path, monkeypatch):
     report = restore(write_states(tmp_path / "d.bin", [make_state(0)]), tmp_path)
     assert report["lock"]["taken"] is False and report["lock"]["held_by_lease"] == read_lease(lease_file)["token"]
     assert read_lease(lease_file)["state"] == "held"
+
+
+def test_plan_into_an_empty_table_keeps_almost_nothing():
+    """After a reboot no record shares a key with another: the model keeps none of them (about 300 bytes each before)."""
+    count = 20000
+    block = bytearray(b"".join(make_state(n) for n in range(count)))
+    tracemalloc.start()
+    try:
+        plan = restore_mod.plan_restore(block, ORDER, b"")
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(plan.to_add) == count
+    assert peak / count < 100, peak
+
+
+def _colliding_mix(seed, live_count=60, count=240):
+    """A live table and a dump that meet it, and themselves, in every way the model tells apart."""
+    rng = random.Random(seed)
+    live = [make_state(n, ifname=rng.choice(("wm0", "wm1"))) for n in range(live_count)]
+    records = []
+    for n in range(count):
+        other = rng.randrange(live_count + 40)
+        kind = rng.randrange(40)                # a few collisions of each kind among many new states
+        ifname = rng.choice(("wm0", "wm1"))
+        if kind == 0 and other < live_count:
+            records.append(live[other])                                     # already present
+        elif kind == 1:
+            records.append(make_state(other, ifname=ifname, lan=("192.0.2.%d" % (n % 250), 5000 + n)))  # same id
+        elif kind == 2:
+            taken = ("10.0.%d.%d" % (other >> 8, other & 255), 1024 + other % 60000)
+            records.append(make_state(1000 + n, ifname=ifname, lan=taken))         # same connection
+        elif kind == 3:
+            records.append(make_state(other, ifname=ifname, ident=False))  # no identity
+        elif kind == 4:
+            taken = ("10.0.%d.%d" % (other >> 8, other & 255), 1024 + other % 60000)
+            records.append(make_state(2000 + n, ifname=ifname, gwy=taken))         # same translation
+        elif kind == 5:
+            records.append(make_state(3000 + n, ifname=ifname, expire=0))
+        else:
+            records.append(make_state(4000 + n, ifname=ifname))
+    return b"".join(live), b"".join(records)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_model_of_shared_keys_plans_as_the_whole_model(monkeypatch, seed):
+    """Leaving out the records that share no key hash changes no verdict, count or reason."""
+    live, block = _colliding_mix(seed)
+    found = []
+
+    def plan():
+        result = restore_mod.plan_restore(bytearray(block), ORDER, live, age_seconds=1)
+        return result.outcome.as_dict(), list(result.to_add), sorted(result.without_identity), bytes(result.block)
+
+    def recorded(blocks, byte_order):
+        found.append(shared_key_hashes(blocks, byte_order))
+        return found[-1]
+
+    monkeypatch.setattr(restore_mod, "shared_key_hashes", recorded)
+    partial = plan()
+    assert found[0] is not None and 0 < sum(len(hashes) for hashes in found[0]) < 75
+    monkeypatch.setattr(restore_mod, "shared_key_hashes", lambda blocks, byte_order: None)
+    whole = plan()
+    assert partial == whole
+    counts = partial[0]
+    assert counts["already_present"] and counts["rejected"] and counts["expired"] and len(partial[1]) < 240
+
+
+def test_a_table_that_holds_the_dump_gets_the_whole_model():
+    """When most records share keys (a second restore of the same dump) the hash sets would only add to the model."""
+    block = b"".join(make_state(n) for n in range(400))
+    assert shared_key_hashes((block, block), ORDER) is None
+    assert shared_key_hashes((b"", block), ORDER) == (set(), set(), set())
