@@ -67,6 +67,7 @@ def _cases(launcher, paths, out):
         ("parse text->bin", pfstate + [paths["txt"], out, "-F", "pfs_binary"], True),
         ("bin->bin", pfstate + [paths["bin"], out, "-F", "pfs_binary"], True),
         ("bin->native zlib", pfstate + [paths["bin"], out, "-F", "native"], True),
+        ("bin->native plain", pfstate + [paths["bin"], out, "-F", "native", "--no-compress"], True),
         ("native->bin", pfstate + [paths["native"], out, "-F", "pfs_binary"], True),
     ]
 

@@ -4,7 +4,7 @@
 
 Fills an emulated kernel (tests/pfemu, host ABI) behind the patched os.open/fcntl.ioctl, as
 bench/pfbench.py does, then per round runs ``pfstate_cli.main(["dump", ...])`` for pfs binary
-and native (zlib, the command's), each followed by ``cp`` and ``cp`` + ``sync FILE`` of the file it
+native (zlib, the default) and native --no-compress, each followed by ``cp`` and ``cp`` + ``sync FILE`` of the file it
 wrote.  The emulator's time (its DIOCGETSTATES is per-record Python; a kernel's is a memcpy)
 is taken out: "library" is the command's wall time less the time spent in the emulator, the
 figure the issue's "within 3x cp + fsync" target is judged on.  The command's start-up is
@@ -23,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=wrong-import-position
 from pfbench import RECORD_SIZE, _Setattr, _timed_kernel, _warm_page_cache, import_collection  # noqa: E402
 
-# The command writes native dumps compressed (zlib).
-CASES = (("pfs_binary", ["-F", "pfs_binary"]), ("native zlib", ["-F", "native"]))
+# Native dumps are compressed (zlib) unless --no-compress.
+CASES = (("pfs_binary", ["-F", "pfs_binary"]), ("native zlib", ["-F", "native"]),
+         ("native plain", ["-F", "native", "--no-compress"]))
 
 
 def _seconds(argv):

@@ -101,9 +101,14 @@ def cmd_dump_npf(args):
     """NPF: one SAVE into a native NPF file; NPF has no table lock, so --lock is not used."""
     if args.format != NATIVE or _transforms(args).get("filters"):
         raise CommandError("NPF is saved whole in the native format: --format and the state selection are pf-only")
-    result = dump_npf(args.file, device_path=args.npf_device)
+    result = dump_npf(args.file, device_path=args.npf_device, compress=args.compress)
     _say(args, "%d NPF connections %s (native, kind npf)" % (result["count"], _written(result, args.file)))
     return EXIT_OK
+
+
+def _check_compress(args):
+    if not args.compress and canonical_format(args.format) != NATIVE:
+        raise CommandError("--no-compress applies to the native format only (pfs formats are never compressed)")
 
 
 def cmd_dump(args):
@@ -111,7 +116,8 @@ def cmd_dump(args):
         return cmd_dump_npf(args)
     if args.lock == "hold" and not args.lease:
         raise CommandError("--lock hold needs a lease (--lease SECONDS > 0): nothing else would ever unlock the table")
-    result = dump_states(args.file, fmt=args.format, transforms=_transforms(args), lock=args.lock, lease=args.lease,
+    _check_compress(args)
+    result = dump_states(args.file, fmt=args.format, compress=args.compress, transforms=_transforms(args), lock=args.lock, lease=args.lease,
                          lease_file=args.lease_file, device_path=args.device, progress=args.progress, summary=False)
     _end_progress(args)
     window = result.get("lock_window_ms")
@@ -267,7 +273,8 @@ def cmd_show(args):
 
 
 def cmd_convert(args):
-    result = convert_dump(args.source, args.dest, args.format, byte_order=args.to_byte_order,
+    _check_compress(args)
+    result = convert_dump(args.source, args.dest, args.format, byte_order=args.to_byte_order, compress=args.compress,
                           src_format=canonical_format(args.from_format) if args.from_format else None,
                           text_byte_order=args.byte_order, progress=args.progress)
     _end_progress(args)
@@ -336,6 +343,11 @@ def _add_filter_options(parser):
     group.add_argument("--port", action="append", type=int, metavar="PORT", help="port of lan, gwy or ext (repeatable)")
 
 
+def _add_compress_option(parser):
+    parser.add_argument("--no-compress", dest="compress", action="store_false",
+                        help="write a native file without zlib: about 3x the bytes, written several times faster")
+
+
 def _add_lease_options(parser):
     parser.add_argument("--lease", type=_positive_int, default=DEFAULT_LEASE_SECONDS, metavar="SECONDS",
                         help="a watchdog unlocks the table after this many seconds (default %(default)s)")
@@ -359,6 +371,7 @@ def build_parser():
     dump = commands.add_parser("dump", help="write the state table to a file (like pfs -W)")
     dump.add_argument("file", help="output file (pfstate show -l prints the table as pfs text)")
     dump.add_argument("-F", "--format", choices=FORMAT_CHOICES, default=NATIVE, help="file format (default %(default)s)")
+    _add_compress_option(dump)
     dump.add_argument("-L", "--lock", choices=("during", "hold", "none"), default="during",
                       help="lock the table while reading it (during, the default), keep it locked for a reboot "
                            "that follows (hold, needs a lease), or not at all (none)")
@@ -407,6 +420,7 @@ def build_parser():
     convert.add_argument("-F", "--format", choices=FORMAT_CHOICES, default=NATIVE, help="format of DEST (default %(default)s)")
     convert.add_argument("-T", "--to-byte-order", choices=("little", "big"),
                          help="byte order of DEST (default: that of SOURCE); the host that restores it must have it")
+    _add_compress_option(convert)
     convert.set_defaults(handler=cmd_convert)
 
     lock = commands.add_parser("lock", help="lock the state table under a lease (like pfs -l, but it cannot be forgotten)")

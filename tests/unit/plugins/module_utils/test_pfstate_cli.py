@@ -173,6 +173,31 @@ def test_convert_byte_order_round_trip(filled, tmp_path, lease_file, capsys):
     assert len(live_keys()) == restore_counts(capsys.readouterr().out)["restored"] > 250
 
 
+def test_no_compress_writes_native_records_as_they_are(filled, tmp_path):
+    packed, plain, converted = tmp_path / "packed.pfstate", tmp_path / "plain.pfstate", tmp_path / "converted.pfstate"
+    assert run("dump", "--lock", "none", packed) == 0
+    assert run("dump", "--no-compress", "--lock", "none", plain) == 0
+    assert run("convert", "--no-compress", packed, converted) == 0
+    with open_dump(str(packed)) as reader:
+        assert reader.header["compression"] == "zlib"
+        records = b"".join(reader.blocks())
+    for path in (plain, converted):
+        with open_dump(str(path)) as reader:
+            assert reader.header["compression"] == "none" and b"".join(reader.blocks()) == records
+    assert os.path.getsize(str(plain)) > 2 * os.path.getsize(str(packed))
+
+
+@pytest.mark.parametrize("command", ["dump", "convert"])
+def test_no_compress_is_refused_for_pfs_formats(filled, tmp_path, capsys, command):
+    source = tmp_path / "source.pfstate"
+    assert run("dump", "--lock", "none", source) == 0
+    capsys.readouterr()
+    files = [tmp_path / "out.pfs"] if command == "dump" else [source, tmp_path / "out.pfs"]
+    assert run(command, "--no-compress", "-F", "pfs_binary", *files) == 1
+    assert "--no-compress applies to the native format only" in capsys.readouterr().err
+    assert not (tmp_path / "out.pfs").exists() and filled.lock == 0
+
+
 def test_usage_and_missing_files(pfemu_kernel, tmp_path, capsys):
     assert run("frobnicate") == 2
     assert run("restore", tmp_path / "missing") == 1
