@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: netbsd.pf contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The NPF workflows the modules call: which firewall runs, dump, info and restore.
+"""The NPF workflows the modules call: dump, info and restore (which firewall runs: firewall.py).
 
 Nothing here knows of Ansible. Expected failures raise NpfOperationError with a message that
 names the file or device and what to change; nothing is written or loaded when one is raised.
@@ -18,15 +18,13 @@ __metaclass__ = type
 import collections
 import hashlib
 import os
-import struct
 import sys
 import time
 
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import DEFAULT_NPF_DEVICE, NAT_CHOICES, RUNNING_CHOICES, file_kind
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_regular, stage_written
-from ansible_collections.netbsd.pf.plugins.module_utils.native import (
-    MAGIC, NPF_FORMAT_VERSION, NativeFormatError,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_convert import convert_states, to_snapshot
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_native import read_npf_file, read_npf_header, write_npf_file
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
@@ -34,90 +32,18 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import (
     DROP_REASONS, NpfRestoreError, execute_plan, plan_restore,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import PROTOCOL_NAMES, NpfSnapshot, NpfSnapshotError
-from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import ENOENT, ENXIO, NpfDevice, NpfError, NpfUnsupported
+from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     apply_transforms, backup_file, capture_metadata, file_sha256, start_detached,
 )
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     RestoreError, exclusive_restore, load_dump, parse_timestamp, resolve_age,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import TransformStats
 
-FIREWALL_CHOICES = ("auto", "pf", "npf")
-DEFAULT_NPF_DEVICE = "/dev/npf"
-NAT_CHOICES = ("drop", "keep")
-RUNNING_CHOICES = ("merge", "refuse")
-# open() of a device node without its driver (ENXIO), or no node at all (ENOENT): that firewall is absent.
-_ABSENT_ERRNOS = (ENOENT, ENXIO, 19)        # 19: ENODEV, the same on NetBSD and Linux
-_VERSION_FIELD = struct.Struct(">8sH")
-
 
 class NpfOperationError(PfStateError):
     """An NPF operation that cannot be done as asked; the message says why and what to change."""
-
-
-# --- which firewall ----------------------------------------------------------------
-
-def _pf_presence(device_path, activity):
-    """"absent", "present" (``activity`` False), "active", "inactive" (not enabled), or "unknown" (unreadable)."""
-    try:
-        with PfDevice(device_path) as device:
-            if not activity:
-                return "present"
-            return "active" if device.get_status()["running"] else "inactive"
-    except PfError as exc:
-        return "absent" if exc.errno in _ABSENT_ERRNOS else "unknown"
-
-
-def _npf_presence(device_path, activity):
-    try:
-        with NpfDevice(device_path) as device:
-            if not activity:
-                return "present"
-            device.probe()
-            return "active" if device.save().get("active") is True else "inactive"
-    except NpfUnsupported:
-        return "inactive"           # an NPF generation this collection cannot drive
-    except NpfError as exc:
-        return "absent" if exc.errno in _ABSENT_ERRNOS else "unknown"
-
-
-def detect_firewall(firewall="auto", pf_device="/dev/pf", npf_device=DEFAULT_NPF_DEVICE, discard_on_error=None):
-    """``firewall`` itself unless "auto"; then the one whose device is present, or of two the one filtering.
-
-    Neither device present, or both present and both (or neither) filtering, is an error that
-    asks for an explicit choice: guessing would dump or replace the wrong table. The file
-    ``discard_on_error`` (a pushed copy) is removed when that error is raised.
-    """
-    try:
-        return _detect_firewall(firewall, pf_device, npf_device)
-    except NpfOperationError:
-        if discard_on_error:
-            _remove_quietly(discard_on_error)
-        raise
-
-
-def _detect_firewall(firewall, pf_device, npf_device):
-    if firewall in ("pf", "npf"):
-        return firewall
-    if firewall != "auto":
-        raise NpfOperationError("firewall must be auto, pf or npf, not %r" % (firewall,))
-    # Opening tells presence; whether a firewall filters is read only when both are present
-    # (for NPF that is a whole SAVE).
-    seen = {"pf": _pf_presence(pf_device, False), "npf": _npf_presence(npf_device, False)}
-    present = [name for name in ("pf", "npf") if seen[name] != "absent"]
-    if len(present) == 1:
-        return present[0]
-    if not present:
-        raise NpfOperationError("firewall=auto found no packet filter: neither %s nor %s is present (no pf or NPF in "
-                                "the kernel); load one, or set firewall and device explicitly" % (pf_device, npf_device))
-    seen = {"pf": _pf_presence(pf_device, True), "npf": _npf_presence(npf_device, True)}
-    active = [name for name in present if seen[name] == "active"]
-    if len(active) == 1:
-        return active[0]
-    raise NpfOperationError("firewall=auto cannot choose: %s is %s and %s is %s; set firewall to pf or npf" % (
-        pf_device, seen["pf"], npf_device, seen["npf"]))
 
 
 # --- reading the kernel ----------------------------------------------------------------
@@ -244,16 +170,6 @@ def npf_info(device_path=DEFAULT_NPF_DEVICE, connections=False, limit=None):
 
 
 # --- restore ---------------------------------------------------------------------
-
-def file_kind(path):
-    """"npf" for a native NPF snapshot, "pf" for anything else (a pf dump of any format, checked later)."""
-    try:
-        with open_regular(path) as handle:
-            magic, version = _VERSION_FIELD.unpack(handle.read(_VERSION_FIELD.size).ljust(_VERSION_FIELD.size, b"\0"))
-    except (OSError, ValueError) as exc:
-        raise NpfOperationError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
-    return "npf" if magic == MAGIC and version == NPF_FORMAT_VERSION else "pf"
-
 
 def capture_time(path):
     """When the dump at ``path`` was captured (seconds since the epoch), from its header; None if unknown."""

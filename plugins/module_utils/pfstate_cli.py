@@ -39,11 +39,10 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
     DEFAULT_LEASE_FILE, DEFAULT_LEASE_SECONDS, FORMAT_CHOICES, canonical_format,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+# npf_operations (the NPF workflows and codecs) is imported by the NPF commands alone: a pf host never loads it.
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import DEFAULT_NPF_DEVICE, detect_firewall, file_kind
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, open_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import lease_view
-from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, capture_time, detect_firewall, dump_npf, file_kind, inspect_npf_file, restore_npf,
-)
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import DUMP_ERRORS, convert_dump, dump_states, lock_table, unlock_table
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import format_block, shown_text
@@ -99,6 +98,7 @@ def _npf_chosen(args):
 
 def cmd_dump_npf(args):
     """NPF: one SAVE into a native NPF file; NPF has no table lock, so --lock is not used."""
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import dump_npf  # pylint: disable=import-outside-toplevel
     if args.format != NATIVE or _transforms(args).get("filters"):
         raise CommandError("NPF is saved whole in the native format: --format and the state selection are pf-only")
     result = dump_npf(args.file, device_path=args.npf_device, compress=args.compress)
@@ -148,6 +148,9 @@ def _rename_map(pairs):
 
 def cmd_restore_npf(args):
     """NPF: one planned load of an NPF snapshot, or of a pf dump converted (docs/guide-npf.md)."""
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (  # pylint: disable=import-outside-toplevel
+        capture_time, restore_npf,
+    )
     if args.max_age is not None:
         captured = capture_time(args.file)
         if captured is not None and time.time() - captured > args.max_age:
@@ -216,6 +219,7 @@ def _read_for_show(args):
 
 def cmd_show_npf(args):
     """An NPF snapshot file: its header and counts, or every connection (--list) as npf_snapshot prints them."""
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import inspect_npf_file  # pylint: disable=import-outside-toplevel
     info, snapshot = inspect_npf_file(args.file)
     if args.list:
         sys.stdout.write(snapshot.to_text())

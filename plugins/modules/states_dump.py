@@ -306,9 +306,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
     FORMAT_CHOICES, LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, creation_mode, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
-from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, dump_npf,
-)
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import LOCK_MODES, dump_states
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
@@ -330,6 +328,8 @@ def argument_spec():
 
 def _dump_npf(module):
     """The NPF branch: one SAVE into a native NPF file; the pf-only options are refused, not ignored."""
+    # Only an NPF host loads the NPF workflows (a module's imports are compiled at every run).
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import dump_npf  # pylint: disable=import-outside-toplevel
     params = module.params
     # lock=hold is how run_after is asked for (the reboot role); NPF needs no lock for it.
     refused = [name for name, value in (("format=%s" % params["format"], params["format"] != "native"),

@@ -245,10 +245,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import TRANSFORM_ARGSPEC, module_argspec, transforms_from_params
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import stale_staged_files
-from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, detect_firewall, npf_info,
-)
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import table_info
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 
@@ -266,6 +264,8 @@ def argument_spec():
 
 def _info_npf(module):
     """The NPF branch: configuration sizes, statistics and the connections of one SAVE."""
+    # Only an NPF host loads the NPF workflows (a module's imports are compiled at every run).
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import npf_info  # pylint: disable=import-outside-toplevel
     params = module.params
     refused = [name for name in ("timeouts", "filters", "rename") if params[name]]
     if refused:

@@ -514,8 +514,8 @@ from ansible_collections.netbsd.pf.plugins.module_utils.argspec import (
     LOCK_LEASE_ARGSPEC, TRANSFORM_ARGSPEC, check_lease, module_argspec, transforms_from_params,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
-from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, detect_firewall, restore_npf,
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import (
+    DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, detect_firewall,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
@@ -553,6 +553,8 @@ def argument_spec():
 
 def _restore_npf(module, transforms):
     """The NPF branch: one planned IOC_NPF_LOAD of an NPF snapshot or of a pf dump converted."""
+    # Only an NPF host loads the NPF workflows (a module's imports are compiled at every run).
+    from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import restore_npf  # pylint: disable=import-outside-toplevel
     params = module.params
     if params["on_conflict"] == "fail":
         module.fail_json(msg="on_conflict=fail: pf-only, not supported with firewall=npf (see npf_running)")

@@ -5,9 +5,10 @@ import stat
 
 import pytest
 
+from ansible_collections.netbsd.pf.plugins.module_utils.firewall import FirewallError, detect_firewall
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_native import read_npf_file
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_operations import (
-    NpfOperationError, detect_firewall, dump_npf, npf_info, restore_npf,
+    NpfOperationError, dump_npf, npf_info, restore_npf,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot
@@ -43,11 +44,11 @@ def test_auto_picks_pf_on_a_pf_host(pfemu_router, tmp_path):
 
 
 def test_auto_refuses_two_active_firewalls_and_none(npfemu_host, pfemu_router, tmp_path):
-    with pytest.raises(NpfOperationError, match="cannot choose: /dev/pf is active and /dev/npf is active"):
+    with pytest.raises(FirewallError, match="cannot choose: /dev/pf is active and /dev/npf is active"):
         detect_firewall("auto")
     pushed = tmp_path / "pushed.pfstate"
     pushed.write_bytes(b"x")
-    with pytest.raises(NpfOperationError, match="found no packet filter"):
+    with pytest.raises(FirewallError, match="found no packet filter"):
         detect_firewall("auto", pf_device=str(tmp_path / "a"), npf_device=str(tmp_path / "b"),
                         discard_on_error=str(pushed))
     assert not pushed.exists()
