@@ -40,11 +40,16 @@ def _name(codes, code, what, source):
     raise NativeFormatError("%s: unknown %s code %d in the NPF snapshot header" % (source, what, code))
 
 
-def write_npf_file(fileobj, reply, byte_order, metadata=None, compression="zlib", level=DEFAULT_COMPRESSION_LEVEL):
-    """Write the SAVE ``reply`` (a dict) packed in ``byte_order``; returns the header fields written."""
+def write_npf_file(fileobj, reply, byte_order, metadata=None, compression="zlib", level=DEFAULT_COMPRESSION_LEVEL,
+                   packed=None):
+    """Write the SAVE ``reply`` (a dict) packed in ``byte_order``; returns the header fields written.
+
+    ``packed``: the reply already packed (``encode(reply, byte_order)``), when the caller has it.
+    """
     if compression not in COMPRESSION_CODES:
         raise ValueError("compression must be one of %s" % ", ".join(COMPRESSION_CODES))
-    packed = encode(reply, byte_order)
+    if packed is None:
+        packed = encode(reply, byte_order)
     meta = dict(metadata or {}, kind=KIND)
     if compression == "zlib":
         meta["compression_level"] = level

@@ -119,7 +119,8 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
         raise NpfOperationError("%s is a directory; path must name the dump file" % path)
     snapshot, reply = _save(device_path)
     compression = "zlib" if compress else "none"
-    packed_sha256 = hashlib.sha256(encode(reply, snapshot.byte_order)).hexdigest()
+    packed = encode(reply, snapshot.byte_order)
+    packed_sha256 = hashlib.sha256(packed).hexdigest()
     digest = content_digest(snapshot.byte_order, compression, packed_sha256)
     result = {"firewall": "npf", "path": path, "format": "native", "kind": "npf", "byte_order": snapshot.byte_order,
               "count": len(snapshot.connections), "read": len(snapshot.connections), "filtered": 0, "renamed": 0,
@@ -131,7 +132,8 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
     if result["changed"]:
         try:
             staged, _fields = stage_written(path, lambda sink: write_npf_file(
-                sink, reply, snapshot.byte_order, capture_metadata(None, now, firewall="npf"), compression=compression), mode)
+                sink, reply, snapshot.byte_order, capture_metadata(None, now, firewall="npf"), compression=compression,
+                packed=packed), mode)
             with staged:
                 if backup and os.path.isfile(path):
                     result["backup_file"] = backup_file(path, now)
@@ -139,7 +141,9 @@ def dump_npf(path, device_path=DEFAULT_NPF_DEVICE, compress=True, backup=False, 
         except OSError as exc:
             raise NpfOperationError("cannot write %s: %s; the previous file (if any) is unchanged"
                                     % (path, os.strerror(exc.errno) if exc.errno else exc))
-    result["bytes"], result["sha256"] = file_sha256(path)
+        result["bytes"], result["sha256"] = staged.size, staged.sha256
+    else:
+        result["bytes"], result["sha256"] = file_sha256(path)
     with open_regular(path) as handle:
         result["header"] = read_npf_header(handle, os.fstat(handle.fileno()).st_size, path)
     if run_after:
