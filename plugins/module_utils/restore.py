@@ -178,9 +178,6 @@ class _KeyIndex:
             if slot == capacity:
                 slot = 0
 
-    def get(self, key):
-        return self.find(key)[0]
-
     def setdefault(self, key, holder, replace=False):
         """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder.
 
