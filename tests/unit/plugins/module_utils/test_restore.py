@@ -522,7 +522,10 @@ def _colliding_mix(seed, live_count=60, count=240):
             records.append(make_state(3000 + n, ifname=ifname, expire=0))
         else:
             records.append(make_state(4000 + n, ifname=ifname))
-    return b"".join(live), b"".join(records)
+    # The same connections on the other interface (the kernel keys them per interface), translated apart.
+    elsewhere = [make_state(5000 + n, ifname="wm1" if CODEC.to_dict(live[n])["ifname"].startswith(b"wm0") else "wm0",
+                            lan=("10.0.0.%d" % n, 1024 + n), gwy=("198.51.100.%d" % n, 7000 + n)) for n in range(10)]
+    return b"".join(live + elsewhere), b"".join(records)
 
 
 class _DictModel:
