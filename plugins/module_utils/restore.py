@@ -216,11 +216,12 @@ class _KeyIndex:
             self._grow()
 
     def _grow(self):
-        holders = [holder for holder in self._holders if holder != _NO_HOLDER]
-        self._allocate(len(self._holders) * 2)
+        holders = self._holders
+        self._allocate(len(holders) * 2)
         self._count = 0
         for holder in holders:
-            self.place(self.find(self._key_of(holder))[1], holder)
+            if holder != _NO_HOLDER:
+                self.place(self.find(self._key_of(holder))[1], holder)
 
 
 class TableModel:
@@ -239,6 +240,8 @@ class TableModel:
         self.live = live
         self.own = own
         self._last_keys = (None, None)      # (holder, keys): a twin is checked right after its id matched
+        # Sized for both blocks: growing recomputes every key, which would cost a table of other
+        # states more time than the dicts did; a table that holds the dump leaves most unused.
         expected = record_count(live) + record_count(own)
         self.by_ident = _KeyIndex(lambda holder: self._keys(holder)[0], key_hash, expected)
         # key1 -> holder on the first interface that uses it

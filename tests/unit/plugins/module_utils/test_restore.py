@@ -471,9 +471,11 @@ def test_lease_of_this_boot_is_left_alone(pfemu_kernel, tmp_path, monkeypatch):
     assert read_lease(lease_file)["state"] == "held"
 
 
-def _plan_peak_per_record(count, live_holds_the_dump):
+def _plan_peak_per_record(count, live):
+    """The plan of ``count`` states into the table ``live`` ("empty", "the dump" or "other states"), and its peak per state."""
     block = bytearray(b"".join(make_state(n) for n in range(count)))
-    live = bytes(block) if live_holds_the_dump else b""
+    live = {"empty": b"", "the dump": bytes(block),
+            "other states": b"".join(make_state(count + n, ifname="wm0") for n in range(count))}[live]
     tracemalloc.start()
     try:
         plan = restore_mod.plan_restore(block, ORDER, live)
@@ -485,15 +487,22 @@ def _plan_peak_per_record(count, live_holds_the_dump):
 
 def test_plan_into_an_empty_table_keeps_almost_nothing():
     """After a reboot the model holds the input's accepted records only, without their keys (about 300 bytes each before)."""
-    plan, per_record = _plan_peak_per_record(20000, live_holds_the_dump=False)
+    plan, per_record = _plan_peak_per_record(20000, "empty")
     assert len(plan.to_add) == 20000
     assert per_record < 40, per_record
 
 
 def test_plan_into_a_table_that_holds_the_dump_keeps_no_key():
     """A second restore of the same dump: the model of the live table holds no key either (about 350 bytes a state before)."""
-    plan, per_record = _plan_peak_per_record(20000, live_holds_the_dump=True)
+    plan, per_record = _plan_peak_per_record(20000, "the dump")
     assert len(plan.to_add) == 0 and plan.outcome.counts["already_present"] == 20000
+    assert per_record < 64, per_record
+
+
+def test_plan_into_a_table_of_other_states_keeps_no_key():
+    """A full table of other states and an input that is all new: the most the model holds (about 660 bytes a state before)."""
+    plan, per_record = _plan_peak_per_record(10000, "other states")
+    assert len(plan.to_add) == 10000
     assert per_record < 64, per_record
 
 
