@@ -30,11 +30,10 @@ import os
 import re
 import time
 from array import array
-from itertools import islice
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    IFNAMSIZ, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
@@ -46,7 +45,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, P
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks
 from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.records import (
-    OFF_EXPIRE, OFF_IFNAME, OFF_TIMEOUT, OFFSET, RECORD_SIZE, ifname_bytes, ifname_text, partial_struct,
+    OFF_EXPIRE, OFF_TIMEOUT, OFFSET, RECORD_SIZE, ifname_bytes, ifname_text, partial_struct,
     record_count, swap_records,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.transforms import rename_interfaces, state_filter_from
@@ -139,80 +138,189 @@ SAME_ID = "same id"
 SAME_CONNECTION = "same connection"
 SAME_TRANSLATION = "same translation"
 
+_NO_HOLDER = -(1 << 31)     # an empty slot of a _KeyIndex (holders are n >= 0 or ~n)
+
+
+class _KeyIndex:
+    """A dict from packed key to holder in 5 bytes a slot: no key is stored, only its holder.
+
+    Open addressing with linear probing over an array of holders and an array of
+    8-bit tags taken from the key's hash.  A slot whose tag matches is confirmed by
+    recomputing the exact key of its holder's record (``key_of``), so keys with
+    equal hashes are told apart and a hash collision never makes a match.
+    """
+
+    def __init__(self, key_of, key_hash, expected):
+        self._key_of = key_of
+        self._key_hash = key_hash
+        self._count = 0
+        self._allocate(expected * 3 // 2 + 1)
+
+    def _allocate(self, capacity):
+        self._holders = array("i", (_NO_HOLDER,)) * max(capacity, 8)
+        self._tags = array("B", (0,)) * len(self._holders)
+        self._most = len(self._holders) * 2 // 3       # kept at most 2/3 full: short probes
+
+    def find(self, key):
+        """(holder of ``key`` or None, spot): its slot and tag, where place() puts it until another key is placed."""
+        hashed = self._key_hash(key)
+        holders, tags = self._holders, self._tags
+        capacity = len(holders)
+        tag = hashed >> 24 & 0xFF
+        slot = hashed % capacity
+        while True:
+            holder = holders[slot]
+            if holder == _NO_HOLDER:
+                return None, slot << 8 | tag
+            if tags[slot] == tag and self._key_of(holder) == key:
+                return holder, slot << 8 | tag
+            slot += 1
+            if slot == capacity:
+                slot = 0
+
+    def setdefault(self, key, holder, replace=False):
+        """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder.
+
+        find() and place() in one probe: the whole live table goes through here.
+        """
+        hashed = self._key_hash(key)
+        holders, tags = self._holders, self._tags
+        capacity = len(holders)
+        tag = hashed >> 24 & 0xFF
+        slot = hashed % capacity
+        while True:
+            found = holders[slot]
+            if found == _NO_HOLDER:
+                break
+            if tags[slot] == tag and self._key_of(found) == key:
+                if replace:
+                    holders[slot] = holder
+                return found
+            slot += 1
+            if slot == capacity:
+                slot = 0
+        holders[slot] = holder
+        tags[slot] = tag
+        self._count += 1
+        if self._count > self._most:
+            self._grow()
+        return holder
+
+    def place(self, spot, holder):
+        """Add a key that find() did not find, at the spot it returned."""
+        slot = spot >> 8
+        self._holders[slot] = holder
+        self._tags[slot] = spot & 0xFF
+        self._count += 1
+        if self._count > self._most:
+            self._grow()
+
+    def _grow(self):
+        holders = self._holders
+        self._allocate(len(holders) * 2)
+        self._count = 0
+        for holder in holders:
+            if holder != _NO_HOLDER:
+                self.place(self.find(self._key_of(holder))[1], holder)
+
 
 class TableModel:
     """The kernel's three state trees, reduced to what decides whether an insert fails.
 
-    Only packed keys are kept (see record_keys).  Each key maps to its *holder*,
-    the index of the record that owns it: ``n`` in the live table block, ``~n`` in
-    the restore's own block, so that a conflict can name the state in the way.
-
-    ``shared`` (see shared_key_hashes) limits the model to the records that share
-    a key hash with another record: any other record can neither meet a conflict
-    nor cause one, so it is NEW without being kept, and the model of a restore
-    into an empty table holds almost nothing.
+    Each key maps to its *holder*, the index of the record that owns it: ``n``
+    in the live table block, ``~n`` in the restore's own block, so that a
+    conflict can name the state in the way.  The keys themselves are not kept
+    (see _KeyIndex): a lookup recomputes them from the blocks, which are in memory
+    anyway, so the model costs about 22 bytes a record of the live table and of
+    the input, whatever the table holds.  ``key_hash`` hashes a packed key.
     """
 
-    def __init__(self, byte_order, live=b"", own=b"", shared=None):
+    def __init__(self, byte_order, live=b"", own=b"", key_hash=hash):
         self.byte_order = byte_order
         self.live = live
         self.own = own
-        self.shared = shared
-        self.by_ident = {}
-        self.by_key1 = {}           # key1 -> holder on the first interface that uses it
-        self.key1_elsewhere = {}    # key1 + interface name -> holder, for a key used on several interfaces
-        self.by_key2 = {}
-        for index, keys in enumerate(record_keys(live, byte_order)):
-            self.insert(index, *keys[:4])
+        self._last_keys = (None, None)      # (holder, keys): a twin is checked right after its id matched
+        # Sized for both blocks: growing recomputes every key, which would cost a table of other
+        # states more time than the dicts did; a table that holds the dump leaves most unused.
+        expected = record_count(live) + record_count(own)
+        self.by_ident = _KeyIndex(lambda holder: self._keys(holder)[0], key_hash, expected)
+        # key1 -> holder on the first interface that uses it
+        self.by_key1 = _KeyIndex(lambda holder: self._keys(holder)[2], key_hash, expected)
+        # key1 + interface name -> holder, for a key used on several interfaces (rare: grows when needed)
+        self.key1_elsewhere = _KeyIndex(self._key1_on_interface, key_hash, 0)
+        self.by_key2 = _KeyIndex(lambda holder: self._keys(holder)[3], key_hash, expected)
+        insert = self.insert
+        for index, (ident, raw_ifname, key1, key2, _expire) in enumerate(record_keys(live, byte_order)):
+            insert(index, ident, raw_ifname, key1, key2)
 
-    def _may_collide(self, ident, key1, key2):
-        if self.shared is None:
-            return True
-        idents, keys1, keys2 = self.shared
-        return (ident != _ZERO_IDENT and hash(ident) in idents) or hash(key1) in keys1 or hash(key2) in keys2
+    def _keys(self, holder):
+        """record_keys of the holder's record."""
+        if self._last_keys[0] == holder:
+            return self._last_keys[1]
+        if holder >= 0:
+            keys = keys_at(self.live, self.byte_order, holder)
+        else:
+            keys = keys_at(self.own, self.byte_order, ~holder)
+        self._last_keys = (holder, keys)
+        return keys
+
+    def _key1_on_interface(self, holder):
+        keys = self._keys(holder)
+        return keys[2] + ifname_bytes(keys[1])
 
     def record(self, holder):
         block, index = (self.live, holder) if holder >= 0 else (self.own, ~holder)
         return block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
 
-    def _holder_name(self, holder):
-        record = self.record(holder)
-        return ifname_bytes(bytes(record[OFF_IFNAME:OFF_IFNAME + IFNAMSIZ]))
-
     def insert(self, holder, ident, raw_ifname, key1, key2):
-        if not self._may_collide(ident, key1, key2):
-            return
         if ident != _ZERO_IDENT:
-            self.by_ident[ident] = holder
-        if key1 in self.by_key1:
-            self.key1_elsewhere[key1 + ifname_bytes(raw_ifname)] = holder
+            self.by_ident.setdefault(ident, holder, replace=True)
+        if self.by_key1.setdefault(key1, holder) != holder:
+            self.key1_elsewhere.setdefault(key1 + ifname_bytes(raw_ifname), holder, replace=True)
         else:
-            self.by_key1[key1] = holder
             self.by_key2.setdefault(key2, holder)
 
     def classify(self, ident, raw_ifname, key1, key2):
         """(verdict, holder): (NEW, None), (ALREADY_PRESENT, twin) or a conflict verdict with the state in the way."""
-        if not self._may_collide(ident, key1, key2):
-            return NEW, None
+        return self._lookup(ident, raw_ifname, key1, key2)[:2]
+
+    def admit(self, holder, ident, raw_ifname, key1, key2):
+        """classify(), and a NEW record is inserted as ``holder`` on the way (one lookup per key, not two)."""
+        verdict, found, spots = self._lookup(ident, raw_ifname, key1, key2)
+        if verdict == NEW:
+            for index, spot in spots:
+                index.place(spot, holder)
+        return verdict, found
+
+    def _lookup(self, ident, raw_ifname, key1, key2):
+        """classify()'s verdict and holder, and the (index, spot) pairs where insert() would put a NEW record."""
+        spots = []
         if ident != _ZERO_IDENT:
-            twin = self.by_ident.get(ident)
+            twin, spot = self.by_ident.find(ident)
             if twin is not None:
-                twin_keys = next(record_keys(self.record(twin), self.byte_order))
+                twin_keys = self._keys(twin)
                 if twin_keys[2] == key1 and ifname_bytes(twin_keys[1]) == ifname_bytes(raw_ifname):
-                    return ALREADY_PRESENT, twin
-                return SAME_ID, twin
-        first = self.by_key1.get(key1)
+                    return ALREADY_PRESENT, twin, spots
+                return SAME_ID, twin, spots
+            spots.append((self.by_ident, spot))
+        first, spot = self.by_key1.find(key1)
         if first is not None:
             name = ifname_bytes(raw_ifname)
-            holder = first if self._holder_name(first) == name else self.key1_elsewhere.get(key1 + name)
-            if holder is None:
-                return NEW, None        # joins the key held on other interfaces
+            if ifname_bytes(self._keys(first)[1]) == name:
+                holder = first
+            else:
+                holder, spot = self.key1_elsewhere.find(key1 + name)
+                if holder is None:
+                    spots.append((self.key1_elsewhere, spot))
+                    return NEW, None, spots     # joins the key held on other interfaces
             # A state without identity is its key: the same key is the same state.
-            return (ALREADY_PRESENT if ident == _ZERO_IDENT else SAME_CONNECTION), holder
-        owner = self.by_key2.get(key2)
+            return (ALREADY_PRESENT if ident == _ZERO_IDENT else SAME_CONNECTION), holder, spots
+        spots.append((self.by_key1, spot))
+        owner, spot = self.by_key2.find(key2)
         if owner is not None:
-            return SAME_TRANSLATION, owner
-        return NEW, None
+            return SAME_TRANSLATION, owner, spots
+        spots.append((self.by_key2, spot))
+        return NEW, None, spots
 
     def why(self, verdict, holder, raw_ifname):
         """The reason for a conflict verdict, naming the state in the way."""
@@ -222,34 +330,6 @@ class TableModel:
         if verdict == SAME_CONNECTION:
             return "same connection already in the table on %s as %s" % (ifname_text(raw_ifname), other)
         return "translated (ext/gwy) side collides with %s" % other
-
-
-def shared_key_hashes(blocks, byte_order):
-    """(ident, key1, key2 hashes) that more than one record of ``blocks`` has: where conflicts can be.
-
-    None when they are many: then the sets would cost more than they save.
-
-    Held as 8-byte array items, then sorted one column at a time, so the cost is
-    a fraction of the records' size; a hash shared by two different keys only
-    sends both records through the full model.  Ident 0 (no identity) is no key.
-    """
-    columns = (array("q"), array("q"), array("q"))
-    for block in blocks:
-        for ident, _raw_ifname, key1, key2, _expire in record_keys(block, byte_order):
-            if ident != _ZERO_IDENT:
-                columns[0].append(hash(ident))
-            columns[1].append(hash(key1))
-            columns[2].append(hash(key2))
-    records = len(columns[1])
-    shared = []
-    for column in columns:
-        ordered = sorted(column)
-        del column[:]
-        shared.append(set(value for value, following in zip(ordered, islice(ordered, 1, None)) if value == following))
-        del ordered             # before the next column is sorted: one sorted copy at a time
-        if sum(len(hashes) for hashes in shared) * 4 > records:
-            return None         # many records may collide (the table holds the dump): the whole model costs less
-    return tuple(shared)
 
 
 _PRIORITY = partial_struct(None, ("proto", "timeout"))
@@ -345,10 +425,9 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
     limit check).  Raises RestoreError for on_conflict=fail with conflicts, and
     for limit_policy=refuse when the states do not fit; nothing has been sent then.
 
-    Memory: besides the blocks, about 64 bytes a record while the shared key hashes
-    are found, then one packed id, two packed keys and an index for each record
-    that shares a key hash with another (almost none after a reboot), or for every
-    record when many do (the table already holds the dump); no object per record.
+    Memory: besides the blocks, the TableModel's 22 bytes or so a record of the
+    input and of the table (no key is kept, see _KeyIndex) and an index for each
+    record to add; no object per record.
     """
     total = record_count(block)
     keep = state_filter.mask(block) if state_filter is not None and state_filter.active else None
@@ -357,10 +436,7 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
     if not isinstance(block, bytearray):
         block = bytearray(block)
     outcome = Outcome(total, block, byte_order)
-    # After a reboot the table is (nearly) empty, and only the records that share a key hash
-    # need the model; a fuller table is likely to hold the dump, so it is modelled whole at once.
-    shared = shared_key_hashes((live_block, block), byte_order) if record_count(live_block) * 4 <= total else None
-    model = TableModel(byte_order, live_block, block, shared)
+    model = TableModel(byte_order, live_block, block)
     expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
     candidates = array("i")
     without_identity = set()
@@ -378,9 +454,8 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
             continue
         if age_seconds:
             expire_field.pack_into(block, index * RECORD_SIZE + OFF_EXPIRE, remaining)
-        verdict, holder = model.classify(ident, raw_ifname, key1, key2)
+        verdict, holder = model.admit(~index, ident, raw_ifname, key1, key2)
         if verdict == NEW:
-            model.insert(~index, ident, raw_ifname, key1, key2)
             candidates.append(index)
             if ident == _ZERO_IDENT:
                 without_identity.add(index)

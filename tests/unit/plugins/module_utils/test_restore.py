@@ -2,6 +2,7 @@
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import struct
@@ -16,10 +17,11 @@ from ansible_collections.netbsd.pf.plugins.module_utils import restore as restor
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import arm_lease, read_lease
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
-from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec
+from ansible_collections.netbsd.pf.plugins.module_utils.records import RECORD_SIZE, StateCodec, ifname_bytes
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
-    RestoreError, exclusive_restore, parse_timestamp, resolve_age, restore_file, shared_key_hashes,
+    RestoreError, exclusive_restore, parse_timestamp, resolve_age, restore_file,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.views import keys_at, record_keys
 
 ORDER = sys.byteorder
 CODEC = StateCodec(ORDER)
@@ -469,18 +471,39 @@ def test_lease_of_this_boot_is_left_alone(pfemu_kernel, tmp_path, monkeypatch):
     assert read_lease(lease_file)["state"] == "held"
 
 
-def test_plan_into_an_empty_table_keeps_almost_nothing():
-    """After a reboot no record shares a key with another: the model keeps none of them (about 300 bytes each before)."""
-    count = 20000
+def _plan_peak_per_record(count, live):
+    """The plan of ``count`` states into the table ``live`` ("empty", "the dump" or "other states"), and its peak per state."""
     block = bytearray(b"".join(make_state(n) for n in range(count)))
+    live = {"empty": b"", "the dump": bytes(block),
+            "other states": b"".join(make_state(count + n, ifname="wm0") for n in range(count))}[live]
     tracemalloc.start()
     try:
-        plan = restore_mod.plan_restore(block, ORDER, b"")
+        plan = restore_mod.plan_restore(block, ORDER, live)
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(plan.to_add) == count
-    assert peak / count < 100, peak
+    return plan, peak / count
+
+
+def test_plan_into_an_empty_table_keeps_almost_nothing():
+    """After a reboot the model holds the input's accepted records only, without their keys (about 300 bytes each before)."""
+    plan, per_record = _plan_peak_per_record(20000, "empty")
+    assert len(plan.to_add) == 20000
+    assert per_record < 40, per_record
+
+
+def test_plan_into_a_table_that_holds_the_dump_keeps_no_key():
+    """A second restore of the same dump: the model of the live table holds no key either (about 350 bytes a state before)."""
+    plan, per_record = _plan_peak_per_record(20000, "the dump")
+    assert len(plan.to_add) == 0 and plan.outcome.counts["already_present"] == 20000
+    assert per_record < 64, per_record
+
+
+def test_plan_into_a_table_of_other_states_keeps_no_key():
+    """A full table of other states and an input that is all new: the most the model holds (about 660 bytes a state before)."""
+    plan, per_record = _plan_peak_per_record(10000, "other states")
+    assert len(plan.to_add) == 10000
+    assert per_record < 64, per_record
 
 
 def _colliding_mix(seed, live_count=60, count=240):
@@ -508,35 +531,133 @@ def _colliding_mix(seed, live_count=60, count=240):
             records.append(make_state(3000 + n, ifname=ifname, expire=0))
         else:
             records.append(make_state(4000 + n, ifname=ifname))
-    return b"".join(live), b"".join(records)
+    # The same connections on the other interface (the kernel keys them per interface), translated apart.
+    elsewhere = [make_state(5000 + n, ifname="wm1" if CODEC.to_dict(live[n])["ifname"].startswith(b"wm0") else "wm0",
+                            lan=("10.0.0.%d" % n, 1024 + n), gwy=("198.51.100.%d" % n, 7000 + n)) for n in range(10)]
+    return b"".join(live + elsewhere), b"".join(records)
 
 
+class _DictModel:
+    """The planner's model as plain dicts of packed keys (its semantics before the compact one): the oracle."""
+
+    def __init__(self, byte_order, live=b"", own=b""):
+        self.byte_order = byte_order
+        self.live = live
+        self.own = own
+        self.by_ident = {}
+        self.by_key1 = {}
+        self.key1_elsewhere = {}
+        self.by_key2 = {}
+        for index, keys in enumerate(record_keys(live, byte_order)):
+            self.insert(index, *keys[:4])
+
+    def record(self, holder):
+        block, index = (self.live, holder) if holder >= 0 else (self.own, ~holder)
+        return block[index * RECORD_SIZE:(index + 1) * RECORD_SIZE]
+
+    def insert(self, holder, ident, raw_ifname, key1, key2):
+        if ident != bytes(12):
+            self.by_ident[ident] = holder
+        if key1 in self.by_key1:
+            self.key1_elsewhere[key1 + ifname_bytes(raw_ifname)] = holder
+        else:
+            self.by_key1[key1] = holder
+            self.by_key2.setdefault(key2, holder)
+
+    def classify(self, ident, raw_ifname, key1, key2):
+        if ident != bytes(12):
+            twin = self.by_ident.get(ident)
+            if twin is not None:
+                twin_keys = next(record_keys(self.record(twin), self.byte_order))
+                if twin_keys[2] == key1 and ifname_bytes(twin_keys[1]) == ifname_bytes(raw_ifname):
+                    return restore_mod.ALREADY_PRESENT, twin
+                return restore_mod.SAME_ID, twin
+        first = self.by_key1.get(key1)
+        if first is not None:
+            name = ifname_bytes(raw_ifname)
+            first_name = ifname_bytes(next(record_keys(self.record(first), self.byte_order))[1])
+            holder = first if first_name == name else self.key1_elsewhere.get(key1 + name)
+            if holder is None:
+                return restore_mod.NEW, None
+            return (restore_mod.ALREADY_PRESENT if ident == bytes(12) else restore_mod.SAME_CONNECTION), holder
+        owner = self.by_key2.get(key2)
+        if owner is not None:
+            return restore_mod.SAME_TRANSLATION, owner
+        return restore_mod.NEW, None
+
+    def admit(self, holder, ident, raw_ifname, key1, key2):
+        verdict, found = self.classify(ident, raw_ifname, key1, key2)
+        if verdict == restore_mod.NEW:
+            self.insert(holder, ident, raw_ifname, key1, key2)
+        return verdict, found
+
+    why = restore_mod.TableModel.why
+
+
+def _hash_in_three(key):
+    """Three hash values for all keys (and one tag): nearly every lookup meets other keys with its hash."""
+    return hash(key) % 3
+
+
+def _plan_with(monkeypatch, model, live, block, on_conflict="skip"):
+    monkeypatch.setattr(restore_mod, "TableModel", model)
+    try:
+        result = restore_mod.plan_restore(bytearray(block), ORDER, live, age_seconds=1, on_conflict=on_conflict)
+    except RestoreError as exc:
+        return str(exc), exc.report
+    return result.outcome.as_dict(), list(result.to_add), sorted(result.without_identity), bytes(result.block)
+
+
+@pytest.mark.parametrize("key_hash", [hash, _hash_in_three], ids=["hash", "three-hashes"])
 @pytest.mark.parametrize("seed", range(12))
-def test_the_model_of_shared_keys_plans_as_the_whole_model(monkeypatch, seed):
-    """Leaving out the records that share no key hash changes no verdict, count or reason."""
+def test_the_compact_model_plans_as_the_dict_model(monkeypatch, seed, key_hash):
+    """Same plan, counts, reasons and bytes as plain dicts of keys, also when most keys share a hash."""
     live, block = _colliding_mix(seed)
-    found = []
-
-    def plan():
-        result = restore_mod.plan_restore(bytearray(block), ORDER, live, age_seconds=1)
-        return result.outcome.as_dict(), list(result.to_add), sorted(result.without_identity), bytes(result.block)
-
-    def recorded(blocks, byte_order):
-        found.append(shared_key_hashes(blocks, byte_order))
-        return found[-1]
-
-    monkeypatch.setattr(restore_mod, "shared_key_hashes", recorded)
-    partial = plan()
-    assert found[0] is not None and 0 < sum(len(hashes) for hashes in found[0]) < 75
-    monkeypatch.setattr(restore_mod, "shared_key_hashes", lambda blocks, byte_order: None)
-    whole = plan()
-    assert partial == whole
-    counts = partial[0]
-    assert counts["already_present"] and counts["rejected"] and counts["expired"] and len(partial[1]) < 240
+    compact = functools.partial(restore_mod.TableModel, key_hash=key_hash)
+    for on_conflict in ("skip", "fail"):
+        planned = _plan_with(monkeypatch, compact, live, block, on_conflict)
+        assert planned == _plan_with(monkeypatch, _DictModel, live, block, on_conflict)
+    counts = planned[1]     # on_conflict=fail: the message and the report
+    assert "conflict with the table" in planned[0] and counts["already_present"] and counts["expired"]
 
 
-def test_a_table_that_holds_the_dump_gets_the_whole_model():
-    """When most records share keys (a second restore of the same dump) the hash sets would only add to the model."""
-    block = b"".join(make_state(n) for n in range(400))
-    assert shared_key_hashes((block, block), ORDER) is None
-    assert shared_key_hashes((b"", block), ORDER) == (set(), set(), set())
+def test_the_mixes_meet_every_conflict():
+    """The seeds of the equivalence test reach every reason (each seed some of them)."""
+    reasons = set()
+    for seed in range(12):
+        live, block = _colliding_mix(seed)
+        plan = restore_mod.plan_restore(bytearray(block), ORDER, live, age_seconds=1)
+        reasons.update(state["reason"].split(" ")[0] for state in plan.outcome.rejected_states)
+    assert reasons == {"id", "same", "translated"}
+
+
+def _constant_hash(_key):
+    return 0
+
+
+def test_keys_with_equal_hashes_are_told_apart():
+    """Every key hashes alike: only the keys recomputed from the holders' records tell the verdicts."""
+    live = make_state(0, ifname="wm0")
+    model = restore_mod.TableModel(ORDER, live, key_hash=_constant_hash)
+
+    def verdict(record):
+        return model.classify(*keys_at(record, ORDER, 0)[:4])[0]
+
+    assert verdict(live) == restore_mod.ALREADY_PRESENT
+    assert verdict(make_state(1, ifname="wm0")) == restore_mod.NEW
+    assert verdict(make_state(0, ifname="wm0", lan=("192.0.2.1", 80))) == restore_mod.SAME_ID
+    assert verdict(make_state(5, ifname="wm0", lan=("10.0.0.0", 1024))) == restore_mod.SAME_CONNECTION
+    assert verdict(make_state(5, ifname="wm1", lan=("10.0.0.0", 1024))) == restore_mod.NEW
+    assert verdict(make_state(0, ifname="wm0", ident=False)) == restore_mod.ALREADY_PRESENT
+    assert verdict(make_state(6, ifname="wm0", gwy=("10.0.0.0", 1024))) == restore_mod.SAME_TRANSLATION
+
+
+def test_the_key_index_grows_and_keeps_every_key():
+    """An index sized for none (the rare keys used on several interfaces) takes any number of them."""
+    block = b"".join(make_state(n) for n in range(300))
+    model = restore_mod.TableModel(ORDER, b"", block)
+    index = model.key1_elsewhere
+    assert all(index.setdefault(model._key1_on_interface(~n), ~n) == ~n for n in range(300))
+    assert all(index.find(model._key1_on_interface(~n))[0] == ~n for n in range(300))
+    assert index.setdefault(model._key1_on_interface(~7), ~8) == ~7     # a key keeps its holder
+    assert index.find(b"no such key")[0] is None
