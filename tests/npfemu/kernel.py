@@ -34,7 +34,7 @@ MAX_TABLES = 128
 MAX_RPROCS = 128
 MAX_RULES = 1 << 20
 STATS_COUNT = 21
-CONN_CREATE, CONN_DESTROY, NAT_CREATE = 5, 6, 7
+CONN_CREATE, CONN_DESTROY, NAT_CREATE, NAT_DESTROY = 5, 6, 7, 8
 
 CONN_ACTIVE = 0x4
 NPF_NAT_PORTMAP = 0x02
@@ -43,13 +43,29 @@ NPF_CODE_BPF = 1
 UINT64_MAX = (1 << 64) - 1
 UNKNOWN_IFNAME = "???"
 
-PARAMS_DEFAULTS = {
-    "state.key.interface": 1, "state.key.direction": 1, "portmap.min_port": 1024, "portmap.max_port": 49151,
-    "gc.step": 256, "gc.interval_min": 50, "gc.interval_max": 5000,
+INT_MAX = (1 << 31) - 1
+IOCPARM_MAX = 4096  # sys_ioctl: a longer argument is ENOTTY before any driver runs (NBPG)
+# The parameters an N20 kernel registers: name -> (default, min, max) (npf_params.c, npf_conn.c,
+# npf_conndb.c, npf_portmap.c, npf_state.c, npf_state_tcp.c). A LOAD naming another is ENOENT,
+# a value outside the range EINVAL (npf_ctl.c npf_mk_params -> npf_param_check).
+PARAMS = {
+    "ip4.reassembly": (1, 0, 1), "ip6.reassembly": (0, 0, 1),
+    "state.key.interface": (1, 0, 1), "state.key.direction": (1, 0, 1),
+    "gc.step": (256, 1, INT_MAX), "gc.interval_min": (50, 10, 10000), "gc.interval_max": (5000, 10, 10000),
+    "portmap.min_port": (1024, 1024, 65535), "portmap.max_port": (49151, 1024, 65535),
+    "state.generic.timeout.closed": (0, 0, INT_MAX), "state.generic.timeout.new": (30, 0, INT_MAX),
+    "state.generic.timeout.established": (60, 0, INT_MAX),
+    "state.tcp.timeout.new": (30, 0, INT_MAX), "state.tcp.timeout.established": (86400, 0, INT_MAX),
+    "state.tcp.timeout.half_close": (21600, 0, INT_MAX), "state.tcp.timeout.close": (10, 0, INT_MAX),
+    "state.tcp.timeout.time_wait": (240, 0, INT_MAX), "state.tcp.strict_order_rst": (1, 0, 1),
+    "state.tcp.max_ack_win": (66000, 0, INT_MAX),
 }
-# Idle timeouts in seconds by NPF TCP state (3.4), and for UDP/ICMP CLOSED/NEW/ESTABLISHED.
-TCP_TIMEOUTS = (10, 30, 30, 30, 86400, 21600, 21600, 21600, 21600, 10, 10, 240)
-GENERIC_TIMEOUTS = (0, 30, 60)
+PARAMS_DEFAULTS = dict((name, bounds[0]) for name, bounds in PARAMS.items())
+# The timeout param of each NPF TCP state (npf_state_tcp_timeout), and of UDP/ICMP CLOSED/NEW/ESTABLISHED.
+TCP_TIMEOUT_PARAMS = tuple("state.tcp.timeout." + name for name in (
+    "close", "new", "new", "new", "established", "half_close", "half_close", "half_close", "half_close",
+    "close", "close", "time_wait"))
+GENERIC_TIMEOUT_PARAMS = tuple("state.generic.timeout." + name for name in ("closed", "new", "established"))
 
 
 class EmulatorRefusal(Exception):
@@ -96,6 +112,12 @@ def _str(nvl, key):
     return value if isinstance(value, str) else None
 
 
+def _nvlist_array(nvl, key):
+    """nvlist_exists_nvlist_array: a list of nvlists, or nothing (another type counts as absent, 6.10)."""
+    value = nvl.get(key) if isinstance(nvl, dict) else None
+    return value if isinstance(value, list) and value and all(isinstance(item, dict) for item in value) else []
+
+
 def _bin(nvl, key):
     value = nvl.get(key) if isinstance(nvl, dict) else None
     return bytes(value) if isinstance(value, (bytes, bytearray)) else None
@@ -118,7 +140,7 @@ class Connection(object):
 
 
 class NatEntry(object):
-    __slots__ = ("policy", "ifid", "alen", "oaddr", "oport", "taddr", "tport", "imported")
+    __slots__ = ("policy", "ifid", "alen", "oaddr", "oport", "taddr", "tport", "imported", "reserved_port")
 
 
 class OpenFile(object):
@@ -164,6 +186,7 @@ class NpfKernel(object):
         self.config = {"rules": [], "nat": [], "tables": [], "rprocs": [], "algs": []}
         self.params = dict(PARAMS_DEFAULTS)
         self.ifmap = []
+        self.ifmap_off = 0  # npf_if.c: ids are ifmap_off + slot + 1; each flush adds 64
         self.conns = []
         self.conndb = {}
         self.port_pool = set()
@@ -183,8 +206,10 @@ class NpfKernel(object):
 
     def ioctl(self, handle, request, arg, memory):
         """sys_ioctl + npf_dev_ioctl: arg is the caller's argument buffer, written back only on success."""
-        self._kauth()
         size = (request >> 16) & 0x1FFF
+        if size > IOCPARM_MAX:
+            raise OSError(errno.ENOTTY, "argument of %d bytes" % size)
+        self._kauth()
         karg = bytearray(arg[:size]) if request & IOC_IN else bytearray(size)
         name = self.requests.get(request)
         if name is None:
@@ -267,43 +292,40 @@ class NpfKernel(object):
     # --- LOAD (3.6, 3.7) -----------------------------------------------------------
 
     def _ifid(self, name, registered):
-        """npf_ifmap_register: a 1-based id; names need not exist; 64 names per epoch."""
-        name = name[:15]
+        """npf_ifmap_register: an id; names need not exist; 64 names per epoch.
+
+        A slot keeps 15 characters (strlcpy to IFNAMSIZ) but the lookup strcmp()s the whole
+        given name, so a longer name never finds its slot and takes a new one each time.
+        """
         if name in self.ifmap:
-            return self.ifmap.index(name) + 1
+            return self.ifmap_off + self.ifmap.index(name) + 1
         if len(self.ifmap) >= MAX_IFMAP:
             raise Fail(errno.EINVAL, "interface map full")
-        self.ifmap.append(name)
+        self.ifmap.append(name[:15])
         registered.append(name)
-        return len(self.ifmap)
+        return self.ifmap_off + len(self.ifmap)
 
     def _load(self, req):
+        """npfctl_load: params, ALGs, tables, procedures, NAT rules, rules, connections, then the swap (3.7)."""
         flush = req.get("flush") is True
-        params = req.get("params", {})
-        if not isinstance(params, dict) or any(not isinstance(v, int) or isinstance(v, bool) for v in params.values()):
-            raise Fail(errno.EINVAL, "bad params")
-        config = {}
-        for section, limit in (("rules", MAX_RULES), ("nat", MAX_RULES), ("tables", MAX_TABLES),
-                               ("rprocs", MAX_RPROCS), ("algs", MAX_RULES)):
-            items = req.get(section, [])
-            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise Fail(errno.EINVAL, "%s is not a list of nvlists" % section)
-            if len(items) > limit:
+        params = self._checked_params(req)
+        config = {"algs": _nvlist_array(req, "algs")}
+        for section, limit in (("tables", MAX_TABLES), ("rprocs", MAX_RPROCS), ("nat", MAX_RULES),
+                               ("rules", MAX_RULES)):
+            config[section] = _nvlist_array(req, section)
+            if len(config[section]) > limit:
                 raise Fail(errno.E2BIG, "too many %s" % section)
-            config[section] = items
-        self._check_tables(config["tables"])
-        names = [_str(rule, "name") for rule in config["rules"] if _str(rule, "name")]
-        if len(names) != len(set(names)):
-            raise Fail(errno.EEXIST, "duplicate rule name")
-        for rule in config["rules"] + config["nat"]:
-            if "code" in rule and _num(rule, "code-type") != NPF_CODE_BPF:
-                raise Fail(ENOTSUP, "rule code is not BPF")
-        policies = self._nat_policies(config["nat"], "conn-list" in req)
-        conns = None
-        if "conn-list" in req:
-            conns = self._import_all(req["conn-list"], policies)
+            if section == "tables":
+                self._check_tables(config["tables"])
+            elif section in ("nat", "rules"):
+                self._check_rules(config[section], section == "rules")
+        conn_list = _nvlist_array(req, "conn-list")
+        policies = self._nat_policies(config["nat"], bool(conn_list))
+        conns = self._import_all(conn_list, policies) if conn_list else None
         # The swap: nothing above changed the running state except interface names and counters.
         if conns is not None:
+            for conn in self.conns:  # npf_conn_load: the old database is flushed through G/C
+                self._release(conn)
             self.conns, self.conndb = conns
         elif not flush:
             self._inherit_nat(policies)
@@ -314,9 +336,48 @@ class NpfKernel(object):
         if flush:
             self.tracking = False
             self.ifmap = []
+            self.ifmap_off += MAX_IFMAP
             self.port_pool = set()
         else:
             self.tracking = True
+
+    @staticmethod
+    def _checked_params(req):
+        """npf_mk_params(validate): every pair a NUMBER (EINVAL), a registered name (ENOENT), in range (EINVAL).
+
+        Values are read as a C int, the low 32 bits of the NUMBER.
+        """
+        params = req.get("params")
+        if not isinstance(params, dict):
+            return {}  # dnvlist_get_nvlist: absent, or of another type
+        checked = {}
+        for name, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise Fail(errno.EINVAL, "param %s is not a number" % name)
+            if name not in PARAMS:
+                raise Fail(errno.ENOENT, "invalid parameter `%s`" % name)
+            value &= 0xFFFFFFFF
+            value = value - (1 << 32) if value > INT_MAX else value
+            _default, low, high = PARAMS[name]
+            if not low <= value <= high:
+                raise Fail(errno.EINVAL, "invalid parameter `%s` value %d" % (name, value))
+            checked[name] = value
+        return checked
+
+    def _check_rules(self, rules, named_once):
+        """npf_mk_singlerule per rule: its interface registered (npf_rule_alloc), BPF code only; unique names."""
+        names = set()
+        for rule in rules:
+            ifname = _str(rule, "ifname")
+            if ifname is not None:
+                self._ifid(ifname, [])
+            if _bin(rule, "code") is not None and _num(rule, "code-type", UINT64_MAX) != NPF_CODE_BPF:
+                raise Fail(ENOTSUP, "rule code is not BPF")
+            name = _str(rule, "name")
+            if named_once and name is not None:
+                if name in names:
+                    raise Fail(errno.EEXIST, "duplicate rule name")
+                names.add(name)
 
     def _check_tables(self, tables):
         seen = set()
@@ -364,11 +425,20 @@ class NpfKernel(object):
         self.conns.remove(conn)
         self.conndb.pop(conn.forw, None)
         self.conndb.pop(conn.back, None)
+        self._release(conn)
+
+    def _release(self, conn, pool=None):
+        """npf_conn_destroy: counted, and its NAT entry gives its port back (npf_nat_destroy)."""
         self.stats[CONN_DESTROY] += 1
+        if conn.nat is not None:
+            self._release_nat(conn.nat, self.port_pool if pool is None else pool)
+
+    def _release_nat(self, entry, pool):
+        self.stats[NAT_DESTROY] += 1
+        if entry.reserved_port is not None:
+            pool.discard(entry.reserved_port)
 
     def _import_all(self, conn_list, policies):
-        if not isinstance(conn_list, list) or not all(isinstance(c, dict) for c in conn_list):
-            raise Fail(errno.EINVAL, "conn-list is not a list of nvlists")
         by_policy = dict(policies)
         conns, conndb, pool = [], {}, set(self.port_pool)
         registered = []
@@ -382,6 +452,8 @@ class NpfKernel(object):
                     conndb[key] = conn
             except Fail as exc:
                 self.stats[CONN_DESTROY] += 1
+                for imported in conns:  # the new database is flushed through G/C (npf_mk_connlist)
+                    self._release(imported, pool)
                 raise Fail(errno.EINVAL, "connection %d: %s" % (index, exc.why))
             conn.order = index
             conns.append(conn)
@@ -403,10 +475,15 @@ class NpfKernel(object):
         nat = record.get("nat")
         if isinstance(nat, dict):
             conn.nat = self._import_nat(nat, policies, pool, registered)
-        conn.forw = self._key(record.get("forw-key"), registered)
-        conn.back = self._key(record.get("back-key"), registered)
-        if conn.forw[0] != conn.alen or conn.back[0] != conn.alen:
-            raise Fail(errno.EINVAL, "key address length differs from alen")
+        try:
+            conn.forw = self._key(record.get("forw-key"), registered)
+            conn.back = self._key(record.get("back-key"), registered)
+            if conn.forw[0] != conn.alen or conn.back[0] != conn.alen:
+                raise Fail(errno.EINVAL, "key address length differs from alen")
+        except Fail:
+            if conn.nat is not None:
+                self._release_nat(conn.nat, pool)
+            raise
         if self.strict:
             self._undefined_behaviour(conn)
         return conn
@@ -443,6 +520,7 @@ class NpfKernel(object):
             raise Fail(errno.EINVAL, "NAT addresses are not alen bytes")
         entry.oport = _num(nat, "oport") & 0xFFFF
         entry.tport = _num(nat, "tport") & 0xFFFF
+        entry.reserved_port = None
         if _num(policies[entry.policy], "flags") & NPF_NAT_PORTMAP and entry.tport:
             if self.diagnostic:
                 raise KernelPanic("KASSERT: port map reservation with address length 0")
@@ -452,6 +530,7 @@ class NpfKernel(object):
             if port in pool:
                 raise Fail(errno.EINVAL, "NAT port %d already taken" % port)
             pool.add(port)
+            entry.reserved_port = port
         entry.imported = True  # nt_alen stays 0: the export of this entry fails (3.6)
         self.stats[NAT_CREATE] += 1
         return entry
@@ -474,9 +553,10 @@ class NpfKernel(object):
     # --- SAVE and CONN_LOOKUP (3.3, 3.8) -----------------------------------------------
 
     def _timeout(self, conn):
+        """npf_state_etime: the params in force name the timeout of the connection's state (3.4)."""
         nst_state = struct.unpack_from(self.prefix + "I", conn.state)[0]
-        table = TCP_TIMEOUTS if conn.proto == 6 else GENERIC_TIMEOUTS
-        return table[nst_state] if nst_state < len(table) else 0
+        names = TCP_TIMEOUT_PARAMS if conn.proto == 6 else GENERIC_TIMEOUT_PARAMS
+        return self.params[names[nst_state]] if nst_state < len(names) else 0
 
     def _gc(self):
         now = self.clock.now()
@@ -486,7 +566,10 @@ class NpfKernel(object):
 
     def _ifname(self, ifid):
         """npf_ifmap_copyname: ids left over from before a flush name nothing any more."""
-        return self.ifmap[ifid - 1] if 0 < ifid <= len(self.ifmap) else UNKNOWN_IFNAME
+        slot = ifid - self.ifmap_off - 1
+        if not ifid or not 0 <= slot < MAX_IFMAP:
+            return UNKNOWN_IFNAME
+        return self.ifmap[slot] if slot < len(self.ifmap) else ""  # an unused slot holds an empty name
 
     def _export_key(self, key):
         alen, proto, di, ifid, sport, dport, saddr, daddr = key
@@ -560,7 +643,7 @@ class NpfKernel(object):
         if self.params["state.key.interface"]:
             if ifname not in self.ifmap:
                 return None
-            ifid = self.ifmap.index(ifname) + 1
+            ifid = self.ifmap_off + self.ifmap.index(ifname) + 1
         key = (len(saddr), proto, di if self.params["state.key.direction"] else 0, ifid, sport, dport,
                bytes(saddr), bytes(daddr))
         return self.conndb.get(key) if self.tracking else None
