@@ -39,6 +39,7 @@ CONN_CREATE, CONN_DESTROY, NAT_CREATE, NAT_DESTROY = 5, 6, 7, 8
 CONN_ACTIVE = 0x4
 NPF_NAT_PORTMAP = 0x02
 NPF_TABLE_CONST = 3
+NPF_TABLE_TYPES = (1, 2, NPF_TABLE_CONST, 4)  # IPSET, LPM, CONST, IFADDR
 NPF_CODE_BPF = 1
 UINT64_MAX = (1 << 64) - 1
 UNKNOWN_IFNAME = "???"
@@ -379,19 +380,30 @@ class NpfKernel(object):
                     raise Fail(errno.EEXIST, "duplicate rule name")
                 names.add(name)
 
-    def _check_tables(self, tables):
-        seen = set()
+    @staticmethod
+    def _check_tables(tables):
+        """npf_mk_table per table: a name, then npf_table_check (id, type, name), then const data."""
+        ids, names = set(), set()
         for table in tables:
             name = _str(table, "name")
             if name is None:
                 raise Fail(errno.EINVAL, "table without name")
-            if len(name) >= 32:
+            table_id = _num(table, "id", UINT64_MAX)
+            if table_id >= len(tables):
+                raise Fail(errno.EINVAL, "table id %d not below the %d tables" % (table_id, len(tables)))
+            if table_id in ids:
+                raise Fail(errno.EEXIST, "duplicate table id %d" % table_id)
+            table_type = _num(table, "type", UINT64_MAX)
+            if table_type not in NPF_TABLE_TYPES:
+                raise Fail(errno.EINVAL, "table type %d" % table_type)
+            if len(name.encode()) >= 32:
                 raise Fail(ENAMETOOLONG, "table name too long")
-            if name in seen:
+            if name in names:
                 raise Fail(errno.EEXIST, "duplicate table")
-            seen.add(name)
-            if _num(table, "type") == NPF_TABLE_CONST and _bin(table, "data") is None:
+            if table_type == NPF_TABLE_CONST and _bin(table, "data") is None:
                 raise Fail(errno.EINVAL, "const table without data")
+            ids.add(table_id)
+            names.add(name)
 
     @staticmethod
     def _nat_policies(nat_rules, with_conns):
@@ -609,8 +621,7 @@ class NpfKernel(object):
         for section in ("rules", "nat", "tables", "rprocs", "algs"):
             items = self.config[section]
             if section == "tables":
-                items = [{"name": t.get("name"), "type": _num(t, "type"), "id": index}
-                         for index, t in enumerate(items)]
+                items = [{"name": t.get("name"), "type": _num(t, "type"), "id": _num(t, "id")} for t in items]
             if items:
                 response[section] = items
         response["active"] = self.active

@@ -148,3 +148,22 @@ def test_a_section_of_another_type_counts_as_absent(npf):
     assert npf.load([(3, "rules", 5), (4, "conn-list", "none")]) == {"errno": 0}
     assert [c["forw-key"]["sport"] for c in npf.save()["conn-list"]] == [1]
     assert "rules" not in npf.save()
+
+
+# --- tables (npf_tableset.c npf_table_check, N20: id, then type, then name)
+
+@pytest.mark.parametrize("tables, code", [
+    ([[(4, "name", "a"), (3, "type", 1)]], errno.EINVAL),  # no id: UINT64_MAX
+    ([[(4, "name", "a"), (3, "type", 1), (3, "id", 1)]], errno.EINVAL),  # id not below the number of tables
+    ([[(4, "name", "a"), (3, "type", 1), (3, "id", 0)], [(4, "name", "b"), (3, "type", 1), (3, "id", 0)]],
+     errno.EEXIST),
+    ([[(4, "name", "a"), (3, "type", 9), (3, "id", 0)]], errno.EINVAL),  # not IPSET, LPM, CONST or IFADDR
+])
+def test_table_ids_and_types_are_checked(npf, tables, code):
+    assert load_error(npf, [(11, "tables", tables)]) == code
+
+
+def test_tables_are_exported_with_the_ids_they_were_loaded_with(npf):
+    npf.load([(11, "tables", [[(4, "name", "a"), (3, "type", 2), (3, "id", 1)],
+                              [(4, "name", "b"), (3, "type", 1), (3, "id", 0)]])])
+    assert npf.save()["tables"] == [{"name": "a", "type": 2, "id": 1}, {"name": "b", "type": 1, "id": 0}]

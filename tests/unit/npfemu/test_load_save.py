@@ -152,11 +152,11 @@ def test_nat_policy_ids_renumbered_in_reverse_without_connections(npf):
 
 
 def test_tables_are_exported_without_entries_and_const_needs_data(npf):
-    npf.load([(11, "tables", [[(4, "name", "blocklist"), (3, "type", 1), (7, "entries", b"\x01")]])])
+    npf.load([(11, "tables", [[(4, "name", "blocklist"), (3, "type", 1), (3, "id", 0), (7, "entries", b"\x01")]])])
     assert npf.save()["tables"] == [{"name": "blocklist", "type": 1, "id": 0}]
-    einval(npf, [(11, "tables", [[(4, "name", "fixed"), (3, "type", 3)]])])
+    einval(npf, [(11, "tables", [[(4, "name", "fixed"), (3, "type", 3), (3, "id", 0)]])])
     with pytest.raises(OSError) as caught:
-        npf.ioctl("LOAD", npf.ref_arg(npf.nvlist([(11, "tables", [[(4, "name", "t" * 32), (3, "type", 1)]])])))
+        npf.ioctl("LOAD", npf.ref_arg(npf.nvlist([(11, "tables", [[(4, "name", "t" * 32), (3, "type", 1), (3, "id", 0)]])])))
     assert caught.value.errno == 63  # ENAMETOOLONG on NetBSD
     with pytest.raises(OSError) as caught:
         npf.ioctl("LOAD", npf.ref_arg(npf.nvlist([(11, "rules", [[(4, "name", "a")], [(4, "name", "a")]])])))
