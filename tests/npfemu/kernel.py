@@ -41,6 +41,7 @@ NPF_NAT_PORTMAP = 0x02
 NPF_TABLE_CONST = 3
 NPF_TABLE_TYPES = (1, 2, NPF_TABLE_CONST, 4)  # IPSET, LPM, CONST, IFADDR
 NPF_CODE_BPF = 1
+ALGS = ("icmp",)  # the only ALG module NetBSD has (rmind/npf's PPTP one is not in NetBSD, reference 7)
 UINT64_MAX = (1 << 64) - 1
 UNKNOWN_IFNAME = "???"
 
@@ -311,6 +312,9 @@ class NpfKernel(object):
         flush = req.get("flush") is True
         params = self._checked_params(req)
         config = {"algs": _nvlist_array(req, "algs")}
+        for alg in config["algs"]:
+            if _str(alg, "name") not in ALGS:  # npf_alg_construct finds (or autoloads) no such module
+                raise Fail(errno.EINVAL, "ALG %r" % _str(alg, "name"))
         for section, limit in (("tables", MAX_TABLES), ("rprocs", MAX_RPROCS), ("nat", MAX_RULES),
                                ("rules", MAX_RULES)):
             config[section] = _nvlist_array(req, section)
@@ -318,8 +322,12 @@ class NpfKernel(object):
                 raise Fail(errno.E2BIG, "too many %s" % section)
             if section == "tables":
                 self._check_tables(config["tables"])
-            elif section in ("nat", "rules"):
-                self._check_rules(config[section], section == "rules")
+            elif section == "rprocs" and any(_str(rproc, "name") is None for rproc in config["rprocs"]):
+                raise Fail(errno.EINVAL, "rule procedure without a name")  # npf_rproc_create
+            elif section == "nat":
+                self._check_rules(config["nat"], None, config["tables"])
+            elif section == "rules":
+                self._check_rules(config["rules"], [_str(rproc, "name") for rproc in config["rprocs"]], None)
         conn_list = _nvlist_array(req, "conn-list")
         policies = self._nat_policies(config["nat"], bool(conn_list))
         conns = self._import_all(conn_list, policies) if conn_list else None
@@ -365,20 +373,28 @@ class NpfKernel(object):
             checked[name] = value
         return checked
 
-    def _check_rules(self, rules, named_once):
-        """npf_mk_singlerule per rule: its interface registered (npf_rule_alloc), BPF code only; unique names."""
+    def _check_rules(self, rules, rprocs, tables):
+        """npf_mk_singlerule per rule: its interface registered (npf_rule_alloc), its procedure among
+        ``rprocs`` (None for NAT rules: they may have none), BPF code only; then unique names for
+        rules (npf_mk_rules), a known table id for unnamed NAT rules (npf_mk_singlenat)."""
         names = set()
         for rule in rules:
             ifname = _str(rule, "ifname")
             if ifname is not None:
                 self._ifid(ifname, [])
+            rproc = _str(rule, "rproc")
+            if rproc is not None and (rprocs is None or rproc not in rprocs):
+                raise Fail(errno.EINVAL, "no rule procedure %r" % rproc)
             if _bin(rule, "code") is not None and _num(rule, "code-type", UINT64_MAX) != NPF_CODE_BPF:
                 raise Fail(ENOTSUP, "rule code is not BPF")
             name = _str(rule, "name")
-            if named_once and name is not None:
+            if tables is None and name is not None:
                 if name in names:
                     raise Fail(errno.EEXIST, "duplicate rule name")
                 names.add(name)
+            if tables is not None and name is None and "nat-table-id" in rule:
+                if _num(rule, "nat-table-id", UINT64_MAX) not in [_num(table, "id") for table in tables]:
+                    raise Fail(errno.EINVAL, "no table %r" % rule["nat-table-id"])
 
     @staticmethod
     def _check_tables(tables):
@@ -633,10 +649,8 @@ class NpfKernel(object):
             kernel_key = self._key(key, [])
         except Fail:
             raise Fail(errno.EINVAL, "bad key")
-        if kernel_key[0] not in (4, 16):
-            raise Fail(errno.EINVAL, "bad key length")
         self._gc()
-        conn = self.conndb.get(kernel_key) if self.tracking else None
+        conn = self.conndb.get(kernel_key)  # the database itself: only packets check the tracking switch
         if conn is None or not conn.flags & CONN_ACTIVE:
             raise Fail(errno.ESRCH, "no connection")
         out = self._export_conn(conn)

@@ -167,3 +167,44 @@ def test_tables_are_exported_with_the_ids_they_were_loaded_with(npf):
     npf.load([(11, "tables", [[(4, "name", "a"), (3, "type", 2), (3, "id", 1)],
                               [(4, "name", "b"), (3, "type", 1), (3, "id", 0)]])])
     assert npf.save()["tables"] == [{"name": "a", "type": 2, "id": 1}, {"name": "b", "type": 1, "id": 0}]
+
+
+# --- CONN_LOOKUP (npf_conn.c npf_conn_find, N20: import the key, look it up, ACTIVE and not expiring)
+
+def lookup_error(npf, key):
+    with pytest.raises(OSError) as caught:
+        npf.ioctl("CONN_LOOKUP", npf.ref_arg(npf.nvlist([(5, "key", key)])))
+    return caught.value.errno
+
+
+def test_lookup_of_a_key_no_connection_can_have_is_esrch_not_einval(npf):
+    load_conns(npf, [npf.conn()])
+    assert lookup_error(npf, npf.key(b"\0" * 8, 1, b"\1" * 8, 2, ifname="wm0", di=2)) == errno.ESRCH
+
+
+def test_lookup_reads_the_table_even_while_tracking_is_off(npf):
+    # the ioctl looks in the connection database itself; only packets check the tracking switch.
+    # Keys without an interface: a flush renumbers interfaces, so a keyed lookup would miss anyway.
+    load_conns(npf, [npf.conn(key_ifname=None)])
+    npf.load([(2, "flush", True)])
+    assert "conn-list" not in npf.save()
+    data = npf.nvlist_call("CONN_LOOKUP", npf.nvlist([(5, "key", npf.key(
+        b"\x0a\0\0\x05", 0x1004, b"\xc6\x33\x64\x07", 0x5000, di=2))]))[0]
+    assert unpack(data)["flow"] == 0
+
+
+# --- what LOAD builds besides connections (npf_ctl.c N20: npf_mk_algs, npf_mk_singlerule, npf_mk_singlenat)
+
+@pytest.mark.parametrize("pairs", [
+    [(11, "algs", [[(3, "id", 1)]])],  # an ALG without a name
+    [(11, "algs", [[(4, "name", "pptp")]])],  # an ALG NetBSD does not have (npf_alg_icmp only)
+    [(11, "rules", [[(4, "rproc", "log0")]])],  # a rule procedure not in the request
+    [(11, "nat", [[(3, "type", 2), (3, "nat-table-id", 0)]])],  # a NAT table id not in the request
+])
+def test_load_refuses_references_to_what_it_does_not_carry(npf, pairs):
+    assert load_error(npf, pairs) == errno.EINVAL
+
+
+def test_load_takes_the_icmp_alg_and_a_known_rule_procedure(npf):
+    assert npf.load([(11, "algs", [[(4, "name", "icmp")]]), (11, "rprocs", [[(4, "name", "log0")]]),
+                     (11, "rules", [[(4, "rproc", "log0")]])]) == {"errno": 0}
