@@ -170,7 +170,8 @@ class NpfKernel(object):
         ref = 24 if pointer_size == 8 else 12
         self.requests = {
             _ioc(IOC_OUT, 100, 4): "VERSION", _ioc(IOC_IN, 101, 4): "SWITCH",
-            _ioc(IOC_IN | IOC_OUT, 102, ref): "LOAD", _ioc(IOC_IN, 104, pointer_size): "STATS",
+            _ioc(IOC_IN | IOC_OUT, 102, ref): "LOAD", _ioc(IOC_IN, 103, 40 if pointer_size == 8 else 32): "TABLE",
+            _ioc(IOC_IN, 104, pointer_size): "STATS",
             _ioc(IOC_OUT, 105, ref): "SAVE", _ioc(IOC_IN | IOC_OUT, 107, ref): "RULE",
             _ioc(IOC_IN | IOC_OUT, 108, ref): "CONN_LOOKUP",
         }
@@ -222,6 +223,8 @@ class NpfKernel(object):
             raise NotModelled("%s on generation %s" % (name, self.generation))
         elif name == "SWITCH":
             self._switch(struct.unpack_from(self.prefix + "i", karg)[0])
+        elif name == "TABLE":
+            raise NotModelled("IOC_NPF_TABLE (npfctl_table): implemented by NetBSD, not by this model")
         elif name == "STATS":
             address = struct.unpack_from(self.prefix + ("Q" if self.pointer_size == 8 else "I"), karg)[0]
             memory.copyout(address, struct.pack(self.prefix + "%dQ" % STATS_COUNT, *self.stats))
