@@ -216,3 +216,24 @@ def test_the_table_request_netbsd_implements_is_refused_loudly_not_answered(npf)
     request = 0x80284E67 if npf.kernel.pointer_size == 8 else 0x80204E67
     with pytest.raises(NotModelled):
         npf.kernel.ioctl(npf.handle, request, bytearray(40), npf.memory)
+
+
+# --- libnv terminators (nvlist_xunpack: UP and ARRAY_NEXT both climb to the parent when there is one)
+
+def test_an_array_next_closing_a_nested_list_climbs_like_an_up(npf):
+    packed = bytearray(npf.nvlist([(5, "params", [(3, "gc.step", 7)])]))
+    assert packed[-20] == 255
+    packed[-20] = 254  # NVLIST_ARRAY_NEXT: no next element, so libnv goes to the parent
+    npf.nvlist_call("LOAD", bytes(packed))
+    assert npf.kernel.params["gc.step"] == 7
+
+
+def test_an_up_inside_an_array_element_leaves_the_other_elements_empty(npf):
+    packed = bytearray(npf.nvlist([(11, "rules", [[(3, "prio", 1)]]), (2, "flush", False)]))
+    nitems = 19 + 11
+    assert struct.unpack_from("<Q", packed, nitems)[0] == 1
+    struct.pack_into("<Q", packed, nitems, 2)  # two elements announced, one written
+    terminator = packed.index(b"\xfe\x01\x00")
+    packed[terminator] = 255  # the element ends with NVLIST_UP: back to the top list
+    npf.nvlist_call("LOAD", bytes(packed))
+    assert npf.kernel.config["rules"] == [{"prio": 1}, {}]
