@@ -37,6 +37,7 @@ STATS_COUNT = 21
 CONN_CREATE, CONN_DESTROY, NAT_CREATE, NAT_DESTROY = 5, 6, 7, 8
 
 CONN_ACTIVE = 0x4
+PFIL_ALL = 0x3  # PFIL_IN | PFIL_OUT: the first packet's direction in a connection's flags
 NPF_NAT_PORTMAP = 0x02
 NPF_TABLE_CONST = 3
 NPF_TABLE_TYPES = (1, 2, NPF_TABLE_CONST, 4)  # IPSET, LPM, CONST, IFADDR
@@ -665,16 +666,24 @@ class NpfKernel(object):
     def match_packet(self, ifname, di, proto, saddr, sport, daddr, dport):
         """The connection a packet would find, keyed as the running params compose keys, or None.
 
+        npf_conn_lookup: tracking on, the key found, then npf_conn_check: ACTIVE and not expiring,
+        and for a connection bound to an interface, the packet on that interface, travelling in
+        the flow its direction gives (the first packet's direction, in the flags, is forward).
         Ports are host-order readings of network-order words, as in the nvlists.
         """
-        ifid = 0
-        if self.params["state.key.interface"]:
-            if ifname not in self.ifmap:
+        packet_ifid = self.ifmap_off + self.ifmap.index(ifname) + 1 if ifname in self.ifmap else 0
+        if self.params["state.key.interface"] and not packet_ifid:
+            return None
+        key = (len(saddr), proto, di if self.params["state.key.direction"] else 0,
+               packet_ifid if self.params["state.key.interface"] else 0, sport, dport, bytes(saddr), bytes(daddr))
+        conn = self.conndb.get(key) if self.tracking else None
+        if conn is None or not conn.flags & CONN_ACTIVE:
+            return None
+        if conn.ifid:
+            forward = key == conn.forw
+            if forward != ((conn.flags & PFIL_ALL) == di) or conn.ifid != packet_ifid:
                 return None
-            ifid = self.ifmap_off + self.ifmap.index(ifname) + 1
-        key = (len(saddr), proto, di if self.params["state.key.direction"] else 0, ifid, sport, dport,
-               bytes(saddr), bytes(daddr))
-        return self.conndb.get(key) if self.tracking else None
+        return conn
 
     def add_connections(self, records):
         """Connections made by traffic: LOAD-form records imported beside the existing ones.

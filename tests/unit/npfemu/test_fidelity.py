@@ -237,3 +237,32 @@ def test_an_up_inside_an_array_element_leaves_the_other_elements_empty(npf):
     packed[terminator] = 255  # the element ends with NVLIST_UP: back to the top list
     npf.nvlist_call("LOAD", bytes(packed))
     assert npf.kernel.config["rules"] == [{"prio": 1}, {}]
+
+
+# --- what a packet finds (npf_conn.c N20: npf_conn_lookup -> npf_conn_check)
+
+INSIDE, OUTSIDE = b"\x0a\0\0\x05", b"\xc6\x33\x64\x07"
+
+
+def test_a_connection_without_the_active_flag_matches_no_packet(npf):
+    load_conns(npf, [npf.conn(flags=2)])  # PFIL_OUT only
+    assert npf.kernel.match_packet("wm0", 2, 6, INSIDE, 0x1004, OUTSIDE, 0x5000) is None
+
+
+def test_an_interface_bound_connection_checks_the_packets_direction_against_its_flow(npf):
+    # keys without direction (state.key.direction 0): the flags' first direction picks the flow
+    npf.load([(5, "params", [(3, "state.key.direction", 0)])])
+    load_conns(npf, [[item for item in npf.conn() if item[1] not in ("forw-key", "back-key")]
+                     + [(5, "forw-key", npf.key(INSIDE, 0x1004, OUTSIDE, 0x5000, ifname="wm0")),
+                        (5, "back-key", npf.key(OUTSIDE, 0x5000, INSIDE, 0x1004, ifname="wm0"))]])
+    assert npf.kernel.match_packet("wm0", 2, 6, INSIDE, 0x1004, OUTSIDE, 0x5000) is not None
+    assert npf.kernel.match_packet("wm0", 1, 6, OUTSIDE, 0x5000, INSIDE, 0x1004) is not None
+    assert npf.kernel.match_packet("wm0", 1, 6, INSIDE, 0x1004, OUTSIDE, 0x5000) is None  # forward tuple, inbound
+
+
+def test_an_interface_bound_connection_matches_only_on_its_interface(npf):
+    # keys without interface (state.key.interface 0): the connection's own interface still binds it
+    npf.load([(5, "params", [(3, "state.key.interface", 0)]), (11, "rules", [[(4, "ifname", "wm1")]])])
+    load_conns(npf, [npf.conn(key_ifname=None)])
+    assert npf.kernel.match_packet("wm0", 2, 6, INSIDE, 0x1004, OUTSIDE, 0x5000) is not None
+    assert npf.kernel.match_packet("wm1", 2, 6, INSIDE, 0x1004, OUTSIDE, 0x5000) is None

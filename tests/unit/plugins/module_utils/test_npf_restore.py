@@ -243,8 +243,11 @@ def test_keys_follow_the_running_hosts_key_params(host):
     assert report["loaded"] == 1
     loaded = kernel.conns[0]
     assert loaded.forw[2:4] == (0, 0)  # no direction, no interface in the kernel key
-    assert kernel.match_packet("wm1", 1, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+    assert kernel.match_packet("wm0", 2, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
                                port_to_word(443, "little")) is loaded
+    # the connection itself stays bound to wm0 and its first direction (npf_conn_check)
+    assert kernel.match_packet("wm1", 1, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+                               port_to_word(443, "little")) is None
 
 
 @settings(max_examples=40, deadline=None)
