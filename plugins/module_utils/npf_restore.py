@@ -29,9 +29,14 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUES
 NPF_TCPS_ESTABLISHED = 4
 NPF_TABLE_CONST = 3
 NPF_NAT_PORTMAP = 0x02
-# N20 timeouts by state (reference 3.4): a connection idle longer than this has expired.
-TCP_TIMEOUTS = (10, 30, 30, 30, 86400, 21600, 21600, 21600, 21600, 10, 10, 240)
-GENERIC_TIMEOUTS = (0, 30, 60)
+# N20 timeouts by state (reference 3.4): a connection idle longer than this has expired. Each is
+# a kernel param (the first name), the default when the snapshot does not carry it.
+TCP_TIMEOUTS = tuple(("state.tcp.timeout." + name, seconds) for name, seconds in (
+    ("close", 10), ("new", 30), ("new", 30), ("new", 30), ("established", 86400), ("half_close", 21600),
+    ("half_close", 21600), ("half_close", 21600), ("half_close", 21600), ("close", 10), ("close", 10),
+    ("time_wait", 240)))
+GENERIC_TIMEOUTS = tuple(("state.generic.timeout." + name, seconds)
+                         for name, seconds in (("closed", 0), ("new", 30), ("established", 60)))
 # Reasons a connection is not loaded; each has its count in the plan.
 DROP_REASONS = ("invalid", "expired", "nat", "duplicate", "over_limit")
 REJECTED_LIST_LIMIT = 100
@@ -54,10 +59,14 @@ def kernel_key(key, alen, key_interface, key_direction):
             key.sport, key.dport, bytes(key.saddr), bytes(key.daddr))
 
 
-def connection_timeout(conn):
+def connection_timeout(conn, params):
+    """The idle timeout of ``conn``'s state under ``params``, the timeouts of the host it aged on."""
     table = TCP_TIMEOUTS if conn.proto == IPPROTO_TCP else GENERIC_TIMEOUTS
     state = conn.state.state
-    return table[state] if state < len(table) else 0
+    if state >= len(table):
+        return 0
+    name, default = table[state]
+    return params.get(name, default)
 
 
 def fit_rank(conn):
@@ -160,7 +169,8 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
                  limit=NPF_REQUEST_LIMIT):
     """Plan the load of ``snapshot``'s connections into the host whose SAVE is ``running``.
 
-    ``age``: seconds since the snapshot was taken (None: unknown, nothing counts as expired);
+    ``age``: seconds since the snapshot was taken (None: unknown, nothing counts as expired), measured
+    against the timeouts in the snapshot's params (the host the connections aged on);
     ``nat``: "drop" (restored NAT entries break every later SAVE on NetBSD 10) or "keep" (needs a
     running NAT policy equal to the saved one); ``limit_policy``: "fit" keeps the most valuable
     connections under the 4 MiB cap, "refuse" raises; ``running_conns``: "merge" keeps the running
@@ -219,9 +229,9 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
                 if why:
                     plan.drop(conn, "nat", why, from_running)
                     return
-        if not from_running and age is not None and age > connection_timeout(conn):
+        if not from_running and age is not None and age > connection_timeout(conn, snapshot.params):
             plan.drop(conn, "expired", "idle timeout of %s is %ds, the snapshot is %ds old"
-                      % (conn.state_name, connection_timeout(conn), age))
+                      % (conn.state_name, connection_timeout(conn, snapshot.params), age))
             return
         keys = keys_of(conn)
         if keys[0] == keys[1] or any(key in seen for key in keys):

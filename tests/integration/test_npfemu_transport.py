@@ -191,7 +191,7 @@ def test_npf_fill_and_boot_configuration(fleet):
     before = npf_status(fleet, "fw1")["connections"]
     assert fleet.control("fw1", {"command": "npf-fill", "count": 25, "seed": 9})["npf"]["connections"] == before + 25
     with pytest.raises(OSError, match="refuses this configuration: const table without data"):
-        fleet.control("fw1", {"command": "npf-config", "config": {"tables": [{"name": "t", "type": 3}]}})
+        fleet.control("fw1", {"command": "npf-config", "config": {"tables": [{"name": "t", "type": 3, "id": 0}]}})
     assert npf_status(fleet, "fw1")["boot_config"] == "pass"
     fleet.control("fw1", {"command": "npf-config", "preset": "none"})
     try:

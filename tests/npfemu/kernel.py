@@ -34,22 +34,41 @@ MAX_TABLES = 128
 MAX_RPROCS = 128
 MAX_RULES = 1 << 20
 STATS_COUNT = 21
-CONN_CREATE, CONN_DESTROY, NAT_CREATE = 5, 6, 7
+CONN_CREATE, CONN_DESTROY, NAT_CREATE, NAT_DESTROY = 5, 6, 7, 8
 
 CONN_ACTIVE = 0x4
+PFIL_ALL = 0x3  # PFIL_IN | PFIL_OUT: the first packet's direction in a connection's flags
 NPF_NAT_PORTMAP = 0x02
 NPF_TABLE_CONST = 3
+NPF_TABLE_TYPES = (1, 2, NPF_TABLE_CONST, 4)  # IPSET, LPM, CONST, IFADDR
 NPF_CODE_BPF = 1
+ALGS = ("icmp",)  # the only ALG module NetBSD has (rmind/npf's PPTP one is not in NetBSD, reference 7)
 UINT64_MAX = (1 << 64) - 1
 UNKNOWN_IFNAME = "???"
 
-PARAMS_DEFAULTS = {
-    "state.key.interface": 1, "state.key.direction": 1, "portmap.min_port": 1024, "portmap.max_port": 49151,
-    "gc.step": 256, "gc.interval_min": 50, "gc.interval_max": 5000,
+INT_MAX = (1 << 31) - 1
+IOCPARM_MAX = 4096  # sys_ioctl: a longer argument is ENOTTY before any driver runs (NBPG)
+# The parameters an N20 kernel registers: name -> (default, min, max) (npf_params.c, npf_conn.c,
+# npf_conndb.c, npf_portmap.c, npf_state.c, npf_state_tcp.c). A LOAD naming another is ENOENT,
+# a value outside the range EINVAL (npf_ctl.c npf_mk_params -> npf_param_check).
+PARAMS = {
+    "ip4.reassembly": (1, 0, 1), "ip6.reassembly": (0, 0, 1),
+    "state.key.interface": (1, 0, 1), "state.key.direction": (1, 0, 1),
+    "gc.step": (256, 1, INT_MAX), "gc.interval_min": (50, 10, 10000), "gc.interval_max": (5000, 10, 10000),
+    "portmap.min_port": (1024, 1024, 65535), "portmap.max_port": (49151, 1024, 65535),
+    "state.generic.timeout.closed": (0, 0, INT_MAX), "state.generic.timeout.new": (30, 0, INT_MAX),
+    "state.generic.timeout.established": (60, 0, INT_MAX),
+    "state.tcp.timeout.new": (30, 0, INT_MAX), "state.tcp.timeout.established": (86400, 0, INT_MAX),
+    "state.tcp.timeout.half_close": (21600, 0, INT_MAX), "state.tcp.timeout.close": (10, 0, INT_MAX),
+    "state.tcp.timeout.time_wait": (240, 0, INT_MAX), "state.tcp.strict_order_rst": (1, 0, 1),
+    "state.tcp.max_ack_win": (66000, 0, INT_MAX),
 }
-# Idle timeouts in seconds by NPF TCP state (3.4), and for UDP/ICMP CLOSED/NEW/ESTABLISHED.
-TCP_TIMEOUTS = (10, 30, 30, 30, 86400, 21600, 21600, 21600, 21600, 10, 10, 240)
-GENERIC_TIMEOUTS = (0, 30, 60)
+PARAMS_DEFAULTS = dict((name, bounds[0]) for name, bounds in PARAMS.items())
+# The timeout param of each NPF TCP state (npf_state_tcp_timeout), and of UDP/ICMP CLOSED/NEW/ESTABLISHED.
+TCP_TIMEOUT_PARAMS = tuple("state.tcp.timeout." + name for name in (
+    "close", "new", "new", "new", "established", "half_close", "half_close", "half_close", "half_close",
+    "close", "close", "time_wait"))
+GENERIC_TIMEOUT_PARAMS = tuple("state.generic.timeout." + name for name in ("closed", "new", "established"))
 
 
 class EmulatorRefusal(Exception):
@@ -96,6 +115,12 @@ def _str(nvl, key):
     return value if isinstance(value, str) else None
 
 
+def _nvlist_array(nvl, key):
+    """nvlist_exists_nvlist_array: a list of nvlists, or nothing (another type counts as absent, 6.10)."""
+    value = nvl.get(key) if isinstance(nvl, dict) else None
+    return value if isinstance(value, list) and value and all(isinstance(item, dict) for item in value) else []
+
+
 def _bin(nvl, key):
     value = nvl.get(key) if isinstance(nvl, dict) else None
     return bytes(value) if isinstance(value, (bytes, bytearray)) else None
@@ -118,7 +143,7 @@ class Connection(object):
 
 
 class NatEntry(object):
-    __slots__ = ("policy", "ifid", "alen", "oaddr", "oport", "taddr", "tport", "imported")
+    __slots__ = ("policy", "ifid", "alen", "oaddr", "oport", "taddr", "tport", "imported", "reserved_port")
 
 
 class OpenFile(object):
@@ -146,7 +171,8 @@ class NpfKernel(object):
         ref = 24 if pointer_size == 8 else 12
         self.requests = {
             _ioc(IOC_OUT, 100, 4): "VERSION", _ioc(IOC_IN, 101, 4): "SWITCH",
-            _ioc(IOC_IN | IOC_OUT, 102, ref): "LOAD", _ioc(IOC_IN, 104, pointer_size): "STATS",
+            _ioc(IOC_IN | IOC_OUT, 102, ref): "LOAD", _ioc(IOC_IN, 103, 40 if pointer_size == 8 else 32): "TABLE",
+            _ioc(IOC_IN, 104, pointer_size): "STATS",
             _ioc(IOC_OUT, 105, ref): "SAVE", _ioc(IOC_IN | IOC_OUT, 107, ref): "RULE",
             _ioc(IOC_IN | IOC_OUT, 108, ref): "CONN_LOOKUP",
         }
@@ -164,6 +190,7 @@ class NpfKernel(object):
         self.config = {"rules": [], "nat": [], "tables": [], "rprocs": [], "algs": []}
         self.params = dict(PARAMS_DEFAULTS)
         self.ifmap = []
+        self.ifmap_off = 0  # npf_if.c: ids are ifmap_off + slot + 1; each flush adds 64
         self.conns = []
         self.conndb = {}
         self.port_pool = set()
@@ -183,8 +210,10 @@ class NpfKernel(object):
 
     def ioctl(self, handle, request, arg, memory):
         """sys_ioctl + npf_dev_ioctl: arg is the caller's argument buffer, written back only on success."""
-        self._kauth()
         size = (request >> 16) & 0x1FFF
+        if size > IOCPARM_MAX:
+            raise OSError(errno.ENOTTY, "argument of %d bytes" % size)
+        self._kauth()
         karg = bytearray(arg[:size]) if request & IOC_IN else bytearray(size)
         name = self.requests.get(request)
         if name is None:
@@ -195,6 +224,8 @@ class NpfKernel(object):
             raise NotModelled("%s on generation %s" % (name, self.generation))
         elif name == "SWITCH":
             self._switch(struct.unpack_from(self.prefix + "i", karg)[0])
+        elif name == "TABLE":
+            raise NotModelled("IOC_NPF_TABLE (npfctl_table): implemented by NetBSD, not by this model")
         elif name == "STATS":
             address = struct.unpack_from(self.prefix + ("Q" if self.pointer_size == 8 else "I"), karg)[0]
             memory.copyout(address, struct.pack(self.prefix + "%dQ" % STATS_COUNT, *self.stats))
@@ -267,43 +298,47 @@ class NpfKernel(object):
     # --- LOAD (3.6, 3.7) -----------------------------------------------------------
 
     def _ifid(self, name, registered):
-        """npf_ifmap_register: a 1-based id; names need not exist; 64 names per epoch."""
-        name = name[:15]
+        """npf_ifmap_register: an id; names need not exist; 64 names per epoch.
+
+        A slot keeps 15 characters (strlcpy to IFNAMSIZ) but the lookup strcmp()s the whole
+        given name, so a longer name never finds its slot and takes a new one each time.
+        """
         if name in self.ifmap:
-            return self.ifmap.index(name) + 1
+            return self.ifmap_off + self.ifmap.index(name) + 1
         if len(self.ifmap) >= MAX_IFMAP:
             raise Fail(errno.EINVAL, "interface map full")
-        self.ifmap.append(name)
+        self.ifmap.append(name[:15])
         registered.append(name)
-        return len(self.ifmap)
+        return self.ifmap_off + len(self.ifmap)
 
     def _load(self, req):
+        """npfctl_load: params, ALGs, tables, procedures, NAT rules, rules, connections, then the swap (3.7)."""
         flush = req.get("flush") is True
-        params = req.get("params", {})
-        if not isinstance(params, dict) or any(not isinstance(v, int) or isinstance(v, bool) for v in params.values()):
-            raise Fail(errno.EINVAL, "bad params")
-        config = {}
-        for section, limit in (("rules", MAX_RULES), ("nat", MAX_RULES), ("tables", MAX_TABLES),
-                               ("rprocs", MAX_RPROCS), ("algs", MAX_RULES)):
-            items = req.get(section, [])
-            if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-                raise Fail(errno.EINVAL, "%s is not a list of nvlists" % section)
-            if len(items) > limit:
+        params = self._checked_params(req)
+        config = {"algs": _nvlist_array(req, "algs")}
+        for alg in config["algs"]:
+            if _str(alg, "name") not in ALGS:  # npf_alg_construct finds (or autoloads) no such module
+                raise Fail(errno.EINVAL, "ALG %r" % _str(alg, "name"))
+        for section, limit in (("tables", MAX_TABLES), ("rprocs", MAX_RPROCS), ("nat", MAX_RULES),
+                               ("rules", MAX_RULES)):
+            config[section] = _nvlist_array(req, section)
+            if len(config[section]) > limit:
                 raise Fail(errno.E2BIG, "too many %s" % section)
-            config[section] = items
-        self._check_tables(config["tables"])
-        names = [_str(rule, "name") for rule in config["rules"] if _str(rule, "name")]
-        if len(names) != len(set(names)):
-            raise Fail(errno.EEXIST, "duplicate rule name")
-        for rule in config["rules"] + config["nat"]:
-            if "code" in rule and _num(rule, "code-type") != NPF_CODE_BPF:
-                raise Fail(ENOTSUP, "rule code is not BPF")
-        policies = self._nat_policies(config["nat"], "conn-list" in req)
-        conns = None
-        if "conn-list" in req:
-            conns = self._import_all(req["conn-list"], policies)
+            if section == "tables":
+                self._check_tables(config["tables"])
+            elif section == "rprocs" and any(_str(rproc, "name") is None for rproc in config["rprocs"]):
+                raise Fail(errno.EINVAL, "rule procedure without a name")  # npf_rproc_create
+            elif section == "nat":
+                self._check_rules(config["nat"], None, config["tables"])
+            elif section == "rules":
+                self._check_rules(config["rules"], [_str(rproc, "name") for rproc in config["rprocs"]], None)
+        conn_list = _nvlist_array(req, "conn-list")
+        policies = self._nat_policies(config["nat"], bool(conn_list))
+        conns = self._import_all(conn_list, policies) if conn_list else None
         # The swap: nothing above changed the running state except interface names and counters.
         if conns is not None:
+            for conn in self.conns:  # npf_conn_load: the old database is flushed through G/C
+                self._release(conn)
             self.conns, self.conndb = conns
         elif not flush:
             self._inherit_nat(policies)
@@ -314,23 +349,81 @@ class NpfKernel(object):
         if flush:
             self.tracking = False
             self.ifmap = []
+            self.ifmap_off += MAX_IFMAP
             self.port_pool = set()
         else:
             self.tracking = True
 
-    def _check_tables(self, tables):
-        seen = set()
+    @staticmethod
+    def _checked_params(req):
+        """npf_mk_params(validate): every pair a NUMBER (EINVAL), a registered name (ENOENT), in range (EINVAL).
+
+        Values are read as a C int, the low 32 bits of the NUMBER.
+        """
+        params = req.get("params")
+        if not isinstance(params, dict):
+            return {}  # dnvlist_get_nvlist: absent, or of another type
+        checked = {}
+        for name, value in params.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise Fail(errno.EINVAL, "param %s is not a number" % name)
+            if name not in PARAMS:
+                raise Fail(errno.ENOENT, "invalid parameter `%s`" % name)
+            value &= 0xFFFFFFFF
+            value = value - (1 << 32) if value > INT_MAX else value
+            _default, low, high = PARAMS[name]
+            if not low <= value <= high:
+                raise Fail(errno.EINVAL, "invalid parameter `%s` value %d" % (name, value))
+            checked[name] = value
+        return checked
+
+    def _check_rules(self, rules, rprocs, tables):
+        """npf_mk_singlerule per rule: its interface registered (npf_rule_alloc), its procedure among
+        ``rprocs`` (None for NAT rules: they may have none), BPF code only; then unique names for
+        rules (npf_mk_rules), a known table id for unnamed NAT rules (npf_mk_singlenat)."""
+        names = set()
+        for rule in rules:
+            ifname = _str(rule, "ifname")
+            if ifname is not None:
+                self._ifid(ifname, [])
+            rproc = _str(rule, "rproc")
+            if rproc is not None and (rprocs is None or rproc not in rprocs):
+                raise Fail(errno.EINVAL, "no rule procedure %r" % rproc)
+            if _bin(rule, "code") is not None and _num(rule, "code-type", UINT64_MAX) != NPF_CODE_BPF:
+                raise Fail(ENOTSUP, "rule code is not BPF")
+            name = _str(rule, "name")
+            if tables is None and name is not None:
+                if name in names:
+                    raise Fail(errno.EEXIST, "duplicate rule name")
+                names.add(name)
+            if tables is not None and name is None and "nat-table-id" in rule:
+                if _num(rule, "nat-table-id", UINT64_MAX) not in [_num(table, "id") for table in tables]:
+                    raise Fail(errno.EINVAL, "no table %r" % rule["nat-table-id"])
+
+    @staticmethod
+    def _check_tables(tables):
+        """npf_mk_table per table: a name, then npf_table_check (id, type, name), then const data."""
+        ids, names = set(), set()
         for table in tables:
             name = _str(table, "name")
             if name is None:
                 raise Fail(errno.EINVAL, "table without name")
-            if len(name) >= 32:
+            table_id = _num(table, "id", UINT64_MAX)
+            if table_id >= len(tables):
+                raise Fail(errno.EINVAL, "table id %d not below the %d tables" % (table_id, len(tables)))
+            if table_id in ids:
+                raise Fail(errno.EEXIST, "duplicate table id %d" % table_id)
+            table_type = _num(table, "type", UINT64_MAX)
+            if table_type not in NPF_TABLE_TYPES:
+                raise Fail(errno.EINVAL, "table type %d" % table_type)
+            if len(name.encode()) >= 32:
                 raise Fail(ENAMETOOLONG, "table name too long")
-            if name in seen:
+            if name in names:
                 raise Fail(errno.EEXIST, "duplicate table")
-            seen.add(name)
-            if _num(table, "type") == NPF_TABLE_CONST and _bin(table, "data") is None:
+            if table_type == NPF_TABLE_CONST and _bin(table, "data") is None:
                 raise Fail(errno.EINVAL, "const table without data")
+            ids.add(table_id)
+            names.add(name)
 
     @staticmethod
     def _nat_policies(nat_rules, with_conns):
@@ -364,11 +457,20 @@ class NpfKernel(object):
         self.conns.remove(conn)
         self.conndb.pop(conn.forw, None)
         self.conndb.pop(conn.back, None)
+        self._release(conn)
+
+    def _release(self, conn, pool=None):
+        """npf_conn_destroy: counted, and its NAT entry gives its port back (npf_nat_destroy)."""
         self.stats[CONN_DESTROY] += 1
+        if conn.nat is not None:
+            self._release_nat(conn.nat, self.port_pool if pool is None else pool)
+
+    def _release_nat(self, entry, pool):
+        self.stats[NAT_DESTROY] += 1
+        if entry.reserved_port is not None:
+            pool.discard(entry.reserved_port)
 
     def _import_all(self, conn_list, policies):
-        if not isinstance(conn_list, list) or not all(isinstance(c, dict) for c in conn_list):
-            raise Fail(errno.EINVAL, "conn-list is not a list of nvlists")
         by_policy = dict(policies)
         conns, conndb, pool = [], {}, set(self.port_pool)
         registered = []
@@ -382,6 +484,8 @@ class NpfKernel(object):
                     conndb[key] = conn
             except Fail as exc:
                 self.stats[CONN_DESTROY] += 1
+                for imported in conns:  # the new database is flushed through G/C (npf_mk_connlist)
+                    self._release(imported, pool)
                 raise Fail(errno.EINVAL, "connection %d: %s" % (index, exc.why))
             conn.order = index
             conns.append(conn)
@@ -403,10 +507,15 @@ class NpfKernel(object):
         nat = record.get("nat")
         if isinstance(nat, dict):
             conn.nat = self._import_nat(nat, policies, pool, registered)
-        conn.forw = self._key(record.get("forw-key"), registered)
-        conn.back = self._key(record.get("back-key"), registered)
-        if conn.forw[0] != conn.alen or conn.back[0] != conn.alen:
-            raise Fail(errno.EINVAL, "key address length differs from alen")
+        try:
+            conn.forw = self._key(record.get("forw-key"), registered)
+            conn.back = self._key(record.get("back-key"), registered)
+            if conn.forw[0] != conn.alen or conn.back[0] != conn.alen:
+                raise Fail(errno.EINVAL, "key address length differs from alen")
+        except Fail:
+            if conn.nat is not None:
+                self._release_nat(conn.nat, pool)
+            raise
         if self.strict:
             self._undefined_behaviour(conn)
         return conn
@@ -443,6 +552,7 @@ class NpfKernel(object):
             raise Fail(errno.EINVAL, "NAT addresses are not alen bytes")
         entry.oport = _num(nat, "oport") & 0xFFFF
         entry.tport = _num(nat, "tport") & 0xFFFF
+        entry.reserved_port = None
         if _num(policies[entry.policy], "flags") & NPF_NAT_PORTMAP and entry.tport:
             if self.diagnostic:
                 raise KernelPanic("KASSERT: port map reservation with address length 0")
@@ -452,6 +562,7 @@ class NpfKernel(object):
             if port in pool:
                 raise Fail(errno.EINVAL, "NAT port %d already taken" % port)
             pool.add(port)
+            entry.reserved_port = port
         entry.imported = True  # nt_alen stays 0: the export of this entry fails (3.6)
         self.stats[NAT_CREATE] += 1
         return entry
@@ -474,9 +585,10 @@ class NpfKernel(object):
     # --- SAVE and CONN_LOOKUP (3.3, 3.8) -----------------------------------------------
 
     def _timeout(self, conn):
+        """npf_state_etime: the params in force name the timeout of the connection's state (3.4)."""
         nst_state = struct.unpack_from(self.prefix + "I", conn.state)[0]
-        table = TCP_TIMEOUTS if conn.proto == 6 else GENERIC_TIMEOUTS
-        return table[nst_state] if nst_state < len(table) else 0
+        names = TCP_TIMEOUT_PARAMS if conn.proto == 6 else GENERIC_TIMEOUT_PARAMS
+        return self.params[names[nst_state]] if nst_state < len(names) else 0
 
     def _gc(self):
         now = self.clock.now()
@@ -486,7 +598,10 @@ class NpfKernel(object):
 
     def _ifname(self, ifid):
         """npf_ifmap_copyname: ids left over from before a flush name nothing any more."""
-        return self.ifmap[ifid - 1] if 0 < ifid <= len(self.ifmap) else UNKNOWN_IFNAME
+        slot = ifid - self.ifmap_off - 1
+        if not ifid or not 0 <= slot < MAX_IFMAP:
+            return UNKNOWN_IFNAME
+        return self.ifmap[slot] if slot < len(self.ifmap) else ""  # an unused slot holds an empty name
 
     def _export_key(self, key):
         alen, proto, di, ifid, sport, dport, saddr, daddr = key
@@ -526,8 +641,7 @@ class NpfKernel(object):
         for section in ("rules", "nat", "tables", "rprocs", "algs"):
             items = self.config[section]
             if section == "tables":
-                items = [{"name": t.get("name"), "type": _num(t, "type"), "id": index}
-                         for index, t in enumerate(items)]
+                items = [{"name": t.get("name"), "type": _num(t, "type"), "id": _num(t, "id")} for t in items]
             if items:
                 response[section] = items
         response["active"] = self.active
@@ -539,10 +653,8 @@ class NpfKernel(object):
             kernel_key = self._key(key, [])
         except Fail:
             raise Fail(errno.EINVAL, "bad key")
-        if kernel_key[0] not in (4, 16):
-            raise Fail(errno.EINVAL, "bad key length")
         self._gc()
-        conn = self.conndb.get(kernel_key) if self.tracking else None
+        conn = self.conndb.get(kernel_key)  # the database itself: only packets check the tracking switch
         if conn is None or not conn.flags & CONN_ACTIVE:
             raise Fail(errno.ESRCH, "no connection")
         out = self._export_conn(conn)
@@ -554,16 +666,24 @@ class NpfKernel(object):
     def match_packet(self, ifname, di, proto, saddr, sport, daddr, dport):
         """The connection a packet would find, keyed as the running params compose keys, or None.
 
+        npf_conn_lookup: tracking on, the key found, then npf_conn_check: ACTIVE and not expiring,
+        and for a connection bound to an interface, the packet on that interface, travelling in
+        the flow its direction gives (the first packet's direction, in the flags, is forward).
         Ports are host-order readings of network-order words, as in the nvlists.
         """
-        ifid = 0
-        if self.params["state.key.interface"]:
-            if ifname not in self.ifmap:
+        packet_ifid = self.ifmap_off + self.ifmap.index(ifname) + 1 if ifname in self.ifmap else 0
+        if self.params["state.key.interface"] and not packet_ifid:
+            return None
+        key = (len(saddr), proto, di if self.params["state.key.direction"] else 0,
+               packet_ifid if self.params["state.key.interface"] else 0, sport, dport, bytes(saddr), bytes(daddr))
+        conn = self.conndb.get(key) if self.tracking else None
+        if conn is None or not conn.flags & CONN_ACTIVE:
+            return None
+        if conn.ifid:
+            forward = key == conn.forw
+            if forward != ((conn.flags & PFIL_ALL) == di) or conn.ifid != packet_ifid:
                 return None
-            ifid = self.ifmap.index(ifname) + 1
-        key = (len(saddr), proto, di if self.params["state.key.direction"] else 0, ifid, sport, dport,
-               bytes(saddr), bytes(daddr))
-        return self.conndb.get(key) if self.tracking else None
+        return conn
 
     def add_connections(self, records):
         """Connections made by traffic: LOAD-form records imported beside the existing ones.

@@ -2,9 +2,9 @@
 
 Written independently of plugins/module_utils/npf_nvlist.py so that each checks the other:
 this one follows the C code's shape (nvlist_xpack, nvlist_size's walk, nvlist_xunpack) and
-its leniencies: any header version byte, a buffer that ends inside nested lists, NVLIST
-datasize only checked for 0 and overflow; and its defect: the item count of arrays is not
-byte-swapped, so a foreign-endian buffer holding an array fails.
+its leniencies: any header version byte, a buffer that ends inside nested lists, UP or NEXT
+climbing to any parent list, NVLIST datasize only checked for 0 and overflow; and its defect:
+the item count of arrays is not byte-swapped, so a foreign-endian buffer holding an array fails.
 
 Values: None NULL, bool BOOL, int NUMBER, str STRING, bytes BINARY, dict NVLIST, and lists
 of dict / bool / int / str for the array types.
@@ -216,14 +216,14 @@ def unpack(data, flags=0, host_order="little"):
             offset += namesize
             if datasize > len(data) - offset:
                 raise UnpackError("datasize")
+            # nvlist_xunpack: UP climbs to the parent list; NEXT goes to the next array element,
+            # or climbs like UP when there is none (a nested list, the last element). At the top: fail.
+            if kind in (UP, ARRAY_NEXT) and depth_kind == "top":
+                raise UnpackError("terminator at the top level")
             if kind == UP:
-                if depth_kind != "nested":
-                    raise UnpackError("UP outside a nested list")
                 return result, offset, "up"
             if kind == ARRAY_NEXT:
-                if depth_kind != "element":
-                    raise UnpackError("NEXT outside an array")
-                return result, offset, "next"
+                return result, offset, "next" if depth_kind == "element" else "up"
             if kind in (DESCRIPTOR, DESCRIPTOR_ARRAY):
                 raise DescriptorPanic("descriptor pair %r" % name)
             if name in result:
@@ -245,7 +245,8 @@ def unpack(data, flags=0, host_order="little"):
                     elements.append(element)
                     if ended != "next":
                         break
-                result[name] = elements
+                # the nitems lists exist from the start (nvpair_unpack_nvlist_array): unread ones stay empty
+                result[name] = elements + [{} for dummy_index in range(nitems - len(elements))]
                 continue
             payload = data[offset:offset + datasize]  # only leaves: a nested list's datasize spans the rest
             result[name] = _unpack_leaf(kind, payload, datasize, nitems, state["prefix"])

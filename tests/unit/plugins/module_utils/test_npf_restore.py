@@ -174,6 +174,20 @@ def test_expired_connections_are_dropped_by_their_state_timeout(host):
     assert plan.loaded[0].forw.sport == 1001
 
 
+@pytest.mark.parametrize("established, age, expired", [(600, 700, 1), (7 * 86400, 2 * 86400, 0)])
+def test_expiry_follows_the_timeouts_of_the_host_that_saved(host, established, age, expired):
+    # NPF times connections out by its params (reference 3.4), here `set state.tcp.timeout.established`
+    kernel, device = host
+    kernel.reboot()
+    device.load({"rules": RULES, "params": {"state.tcp.timeout.established": established}, "conn-list": [conn(1000)]})
+    snapshot = save(device)
+    kernel.clock.advance(age)
+    assert len(save(device).connections) == 1 - expired  # what the saving host itself still holds
+    boot_with_config(kernel, device)
+    plan = plan_restore(snapshot, save(device), age=age)
+    assert (plan.counts["expired"], plan.counts["loaded"]) == (expired, 1 - expired) and plan.accounted()
+
+
 def test_nat_connections_are_dropped_by_default_or_kept_on_an_equal_policy(host):
     kernel, device = host
     # (a save of a host holding restored NAT entries fails: the snapshot is one of a NAT box before it)
@@ -229,8 +243,11 @@ def test_keys_follow_the_running_hosts_key_params(host):
     assert report["loaded"] == 1
     loaded = kernel.conns[0]
     assert loaded.forw[2:4] == (0, 0)  # no direction, no interface in the kernel key
-    assert kernel.match_packet("wm1", 1, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+    assert kernel.match_packet("wm0", 2, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
                                port_to_word(443, "little")) is loaded
+    # the connection itself stays bound to wm0 and its first direction (npf_conn_check)
+    assert kernel.match_packet("wm1", 1, 6, INSIDE, port_to_word(1000, "little"), OUTSIDE,
+                               port_to_word(443, "little")) is None
 
 
 @settings(max_examples=40, deadline=None)
