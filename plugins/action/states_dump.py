@@ -9,7 +9,11 @@ where host is the host the module ran on (the delegated host under
 controller user owns it (whoever owns it could swap captures) and set to 0700 on
 every run, the file 0600 from its first byte (umask 077 and a 0600 ``.part``
 file created before the transfer), moved into place only after its SHA-256
-matched the one the module computed on the target.  The transfer is the
+matched the one the module computed on the target.  Every directory above the
+host directory must belong to root or the controller user and be sticky if
+others can write to it (else they could swap the host directory); the host
+directory is then held open and the copy hashed and renamed through that
+descriptor, and a copy replaced after the transfer or after its check is refused.  The transfer is the
 connection's own file copy, checked by that SHA-256 alone: ansible.builtin.fetch
 would first run a stat module on the target for a SHA-1 of the file (one more
 module round trip per host) and hash the copy twice more.  Under become, where the
@@ -35,12 +39,18 @@ from ansible_collections.netbsd.pf.plugins.plugin_utils.host_dir import host_dir
 MODULE = "netbsd.pf.states_dump"
 
 
-def _sha256(path):
+def _sha256_of(handle):
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def _unlink_if_present(name, dir_fd):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _os_error_text(exc):
@@ -55,6 +65,30 @@ def check_private_directory(path):
     if info.st_uid != os.geteuid():
         raise _FetchError("%s is owned by uid %d, not by the controller user (uid %d): whoever owns it could swap "
                           "the captures in it; remove it or choose another fetch_to" % (path, info.st_uid, os.geteuid()))
+
+
+def check_trusted_ancestors(path):
+    """Refuse ``path`` (a real path) if another user could rename or replace a directory on the way to it.
+
+    Each existing directory from ``/`` down to ``path`` must belong to root or the controller user, and
+    one that others can write to must be sticky (like /tmp): otherwise its owner, or anyone, could swap
+    the host directory below it for one of theirs between the checks and the transfer.
+    """
+    current = os.sep
+    for component in [""] + [part for part in path.split(os.sep) if part]:
+        current = os.path.join(current, component)
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(info.st_mode):
+            raise _FetchError("%s: Not a directory (%s is not one)" % (path, current))
+        if info.st_uid not in (0, os.geteuid()):
+            raise _FetchError("%s is owned by uid %d, neither root nor the controller user (uid %d): it could swap the "
+                              "host directories below it; choose another fetch_to" % (current, info.st_uid, os.geteuid()))
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+            raise _FetchError("%s can be written by other users and is not sticky: anyone could swap the host "
+                              "directories below it; choose another fetch_to" % current)
 
 
 class ActionModule(ActionBase):
@@ -96,30 +130,60 @@ class ActionModule(ActionBase):
         # others, not even for a moment.  umask 077 covers whatever the transport creates; the
         # .part file is also created 0600 before the transfer (transports keep an existing file's mode).
         previous_umask = os.umask(0o077)
+        host_fd = None
         created_partial = False
         try:
+            check_trusted_ancestors(base)
             # exist_ok: the workers of other hosts create the same base directory at the same moment.
             os.makedirs(base, 0o700, exist_ok=True)
+            check_trusted_ancestors(base)
             if not os.path.lexists(host_dir):
                 os.mkdir(host_dir, 0o700)
             check_private_directory(host_dir)
-            os.chmod(host_dir, 0o700)
+            # From here on the host directory is the one checked, held open: the names below are
+            # looked up in it, whatever happens to its path.
+            host_fd = os.open(host_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            if os.fstat(host_fd).st_ino != os.lstat(host_dir).st_ino:
+                raise _FetchError("%s was replaced while it was checked" % host_dir)
+            os.fchmod(host_fd, 0o700)
+            partial_name, final_name = os.path.basename(partial), os.path.basename(final)
             if os.path.lexists(partial):
-                os.unlink(partial)
-            os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+                os.unlink(partial_name, dir_fd=host_fd)
+            os.close(os.open(partial_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=host_fd))
             created_partial = True
             self._transfer(remote_path, partial, task_vars)
-            os.chmod(partial, 0o600)
-            actual = _sha256(partial)
-            if actual != expected_sha256:
-                raise _FetchError("SHA-256 mismatch: the target reported %s, the fetched copy is %s" % (expected_sha256, actual))
-            os.rename(partial, final)
+            self._check_and_place(host_fd, partial_name, final_name, expected_sha256)
             created_partial = False
         finally:
             os.umask(previous_umask)
-            if created_partial and os.path.lexists(partial):
-                os.unlink(partial)
+            if created_partial:
+                _unlink_if_present(partial_name, host_fd)
+            if host_fd is not None:
+                os.close(host_fd)
         return final
+
+    @staticmethod
+    def _check_and_place(host_fd, partial_name, final_name, expected_sha256):
+        """Hash the fetched copy through one descriptor and rename exactly that file into place."""
+        try:
+            fd = os.open(partial_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=host_fd)
+        except OSError as exc:
+            raise _FetchError("the fetched copy %s cannot be opened (%s): it was replaced after the transfer"
+                              % (partial_name, exc.strerror))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _FetchError("the fetched copy %s is not a regular file" % partial_name)
+            os.fchmod(handle.fileno(), 0o600)
+            actual = _sha256_of(handle)
+            if actual != expected_sha256:
+                raise _FetchError("SHA-256 mismatch: the target reported %s, the fetched copy is %s" % (expected_sha256, actual))
+            os.rename(partial_name, final_name, src_dir_fd=host_fd, dst_dir_fd=host_fd)
+            placed = os.stat(final_name, dir_fd=host_fd, follow_symlinks=False)
+            if (placed.st_dev, placed.st_ino) != (info.st_dev, info.st_ino):
+                _unlink_if_present(final_name, host_fd)
+                raise _FetchError("the fetched copy was replaced between its SHA-256 check and its move into place; "
+                                  "nothing was kept")
 
     def _transfer(self, remote_path, local_path, task_vars):
         """Copy the target's file to ``local_path``; the caller checks its SHA-256."""

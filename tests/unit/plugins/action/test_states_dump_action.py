@@ -65,6 +65,7 @@ def test_fetched_dump_is_private_from_the_first_byte(tmp_path, open_umask):
     content = b"states" * 1000
     base = tmp_path / "captures"
     (base / "fw1").mkdir(parents=True)
+    os.chmod(str(base), 0o755)      # a directory others can write to is refused (attack round 2)
     os.chmod(str(base / "fw1"), 0o755)
     seen = []
 
@@ -126,7 +127,8 @@ def test_host_directory_owned_by_another_user_is_refused(tmp_path, open_umask, m
 def test_host_directory_that_is_a_symlink_is_refused(tmp_path, open_umask):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    (tmp_path / "captures").mkdir()
+    (tmp_path / "captures").mkdir(mode=0o755)
+    os.chmod(str(tmp_path / "captures"), 0o755)
     os.symlink(str(elsewhere), str(tmp_path / "captures" / "fw1"))
     with pytest.raises(states_dump_action._FetchError, match="fw1 is not a directory"):
         _action(_write(b"x"))._fetch("/var/db/pf.pfstate", hashlib.sha256(b"x").hexdigest(), str(tmp_path / "captures"),
