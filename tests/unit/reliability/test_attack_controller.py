@@ -133,3 +133,114 @@ def test_fetched_copy_replaced_between_checksum_and_rename_is_not_kept(tmp_path,
     with pytest.raises(states_dump_action._FetchError, match="replaced between its SHA-256 check"):
         _fetch(base)
     assert not (base / "fw1" / "s.pfstate").exists()
+
+
+# --- the capture role's retention and latest link (run as the role renders them) ---------------
+
+ROLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "roles")
+
+
+def _task(role, tasks_file, name):
+    import yaml
+    with open(os.path.join(ROLES, role, "tasks", tasks_file)) as handle:
+        return next(task for task in yaml.safe_load(handle) if task.get("name") == name)
+
+
+def _role_vars(role):
+    import yaml
+    path = os.path.join(ROLES, role, "vars", "main.yml")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
+def _render(text, variables):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.template import Templar, trust_as_template
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+    if AnsibleCollectionConfig.collection_finder is None:     # lookups (fileglob) need the plugin loader
+        init_plugin_loader([os.path.join(ROLES, "..", "..", "..", "..")])
+    return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(text))
+
+
+def _sh(command):
+    import subprocess
+    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+
+
+CAPTURES_OF_FW = ["fw-20261201T000000Z.pfstate", "fw-20261202T000000Z.pfstate", "fw-20261203T000000Z.pfstate"]
+NOT_CAPTURES_OF_FW = [
+    "fw-1-20261130T000000Z.pfstate",        # host fw-1, whose encoded name starts with fw's
+    "fw-2-20261130T000000Z.pfs",            # host fw-2
+    "fw-20261130T000000Z-reboot.pfstate",   # the reboot role's dump
+    "fw-2024-keep-before-upgrade-Z.pfs",    # the operator's own file, capture-like
+    "fw-1Z.pfstate",
+]
+
+
+def _fill(directory):
+    for name in CAPTURES_OF_FW + NOT_CAPTURES_OF_FW:
+        (directory / name).write_bytes(b"x")
+
+
+def test_target_retention_removes_only_this_hosts_captures(tmp_path):
+    _fill(tmp_path)
+    task = _task("capture", "retention.yml", "Remove the oldest captures on the target")
+    variables = dict(_role_vars("capture"), capture_state_dir=str(tmp_path), capture_host_name="fw",
+                     capture_keep_on_target=1)
+    ran = _sh(_render(task["ansible.builtin.raw"], variables))
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(os.listdir(str(tmp_path))) == sorted(CAPTURES_OF_FW[-1:] + NOT_CAPTURES_OF_FW)
+
+
+def _controller_step(host_dir, keep=1, name="fw-20261203T000000Z.pfstate"):
+    task = _task("capture", "capture.yml", "Point latest at this capture and remove the oldest captures on the controller")
+    variables = dict(_role_vars("capture"), capture_dir=str(host_dir.parent), capture_host_name=host_dir.name,
+                     capture_name=name, capture_keep=keep)
+    variables["capture_host_dir"] = _render(task["vars"]["capture_host_dir"], variables)
+    variables["capture_oldest"] = _render(task["vars"]["capture_oldest"], variables)
+    return _sh(_render(task["ansible.builtin.raw"], variables))
+
+
+def test_controller_retention_removes_only_this_hosts_captures(tmp_path):
+    host_dir = tmp_path / "fw"
+    host_dir.mkdir()
+    _fill(host_dir)
+    ran = _controller_step(host_dir)
+    assert ran.returncode == 0, ran.stderr
+    assert sorted(os.listdir(str(host_dir))) == sorted(CAPTURES_OF_FW[-1:] + NOT_CAPTURES_OF_FW + ["latest"])
+    assert os.readlink(str(host_dir / "latest")) == CAPTURES_OF_FW[-1]
+
+
+@pytest.mark.parametrize("latest", ["directory", "link to a directory"])
+def test_latest_that_is_not_a_link_to_a_capture_fails_and_changes_nothing(tmp_path, latest):
+    """mv -f onto a directory (or a link to one) moves the new link into it and reports success."""
+    host_dir = tmp_path / "fw"
+    host_dir.mkdir()
+    (host_dir / CAPTURES_OF_FW[-1]).write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if latest == "directory":
+        (host_dir / "latest").mkdir()
+        inside = host_dir / "latest"
+    else:
+        os.symlink(str(elsewhere), str(host_dir / "latest"))
+        inside = elsewhere
+    ran = _controller_step(host_dir, keep=0)
+    assert ran.returncode != 0 and "latest" in ran.stderr and "not a link" in ran.stderr, (ran.returncode, ran.stderr)
+    assert os.listdir(str(inside)) == [], "nothing was put into the directory latest names"
+
+
+def test_latest_moves_over_a_dangling_link_and_a_stale_new_link(tmp_path):
+    """A capture removed by hand leaves latest dangling; a kill between ln and mv leaves .latest.new."""
+    host_dir = tmp_path / "fw"
+    host_dir.mkdir()
+    (host_dir / CAPTURES_OF_FW[-1]).write_bytes(b"x")
+    os.symlink("fw-20200101T000000Z.pfstate", str(host_dir / "latest"))
+    os.symlink(str(tmp_path), str(host_dir / ".latest.new"))
+    ran = _controller_step(host_dir, keep=0)
+    assert ran.returncode == 0, ran.stderr
+    assert os.readlink(str(host_dir / "latest")) == CAPTURES_OF_FW[-1]
+    assert sorted(os.listdir(str(tmp_path))) == ["fw"], "the stale link's target directory is untouched"
