@@ -244,3 +244,71 @@ def test_latest_moves_over_a_dangling_link_and_a_stale_new_link(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert os.readlink(str(host_dir / "latest")) == CAPTURES_OF_FW[-1]
     assert sorted(os.listdir(str(tmp_path))) == ["fw"], "the stale link's target directory is untouched"
+
+
+# --- the fleet reports: values from inventory names and (possibly hostile) targets ------------
+
+HOSTILE_HOST = "<img src=x onerror=alert(1)>|fw`*_[x](javascript:alert(2))"
+HOSTILE_TARGET_ROW = {      # what a compromised target's module could return, copied into the row
+    "host": HOSTILE_HOST, "result": "ok", "firewall": "<script>alert(3)</script>", "states": "<b>7</b>",
+    "bytes": "1|2", "lock_ms": "<i>3</i>", "duration": "0.5", "file": "/c/fw/<svg onload=alert(4)>.pfstate",
+    "sha256": "x", "msg": ""}
+FAILED_ROW = {"host": "fw2", "result": "failed", "states": None, "bytes": None, "lock_ms": None, "duration": None,
+              "file": None, "msg": "cannot open re0\n| <script>alert(5)</script> | `x`"}
+
+
+def _template(role, name, variables):
+    with open(os.path.join(ROLES, role, "templates", name)) as handle:
+        return _render(handle.read(), variables)
+
+
+def _capture_report_variables():
+    hosts = [HOSTILE_HOST, "fw2"]
+    return {"ansible_play_hosts_all": hosts, "capture_dir": "/srv/<caps>|`x`",
+            "hostvars": {HOSTILE_HOST: {"capture_row": HOSTILE_TARGET_ROW}, "fw2": {"capture_row": FAILED_ROW}},
+            "capture_ok_rows": [HOSTILE_TARGET_ROW]}
+
+
+def _table_rows(markdown):
+    return [line for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| Host ")]
+
+
+def _unescaped_pipes(line):
+    import re
+    return len(re.findall(r"(?<!\\)(?:\\\\)*\|", line))      # a | after an even number of backslashes
+
+
+def _unescaped_link(markdown):
+    import re
+    return re.search(r"(?<!\\)(?:\\\\)*\]\(", markdown)
+
+
+def test_html_capture_report_escapes_every_value():
+    html = _template("capture", "capture-report.html.j2", _capture_report_variables())
+    for tag in ("<img", "<script", "<svg onload", "<b>7", "<i>3"):
+        assert tag not in html, tag
+    assert "&lt;script&gt;alert(3)" in html and "&lt;img src=x" in html
+
+
+def test_markdown_capture_report_keeps_one_row_per_host_and_no_html():
+    markdown = _template("capture", "capture-report.md.j2", _capture_report_variables())
+    rows = _table_rows(markdown)
+    assert len(rows) == 2, markdown
+    assert all(_unescaped_pipes(row) == 9 for row in rows), rows
+    for tag in ("<img", "<script", "<svg", "<b>", "<caps>"):
+        assert tag not in markdown, tag
+    assert not _unescaped_link(markdown)
+
+
+def test_markdown_reboot_report_keeps_one_row_per_host_and_no_html():
+    row = {"host": HOSTILE_HOST, "result": "ok", "dumped": "<b>1</b>", "restored": "1|2", "already_present": 0,
+           "expired": 0, "rejected": 0, "table": "\n| x |", "downtime": 3}
+    variables = {"ansible_play_hosts_all": [HOSTILE_HOST, "fw|2"], "ansible_play_hosts": [HOSTILE_HOST],
+                 "hostvars": {HOSTILE_HOST: {"reboot_row": row}, "fw|2": {}}}
+    markdown = _template("reboot", "reboot-report.md.j2", variables)
+    rows = _table_rows(markdown)
+    assert len(rows) == 2, markdown
+    assert all(_unescaped_pipes(line) == 10 for line in rows), rows
+    for tag in ("<img", "<b>"):
+        assert tag not in markdown, tag
+    assert not _unescaped_link(markdown)
