@@ -33,7 +33,7 @@ from array import array
 from contextlib import contextmanager
 
 from ansible_collections.netbsd.pf.plugins.module_utils.abi import (
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, Abi,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PF_LIMIT_STATES, PFTM_UNTIL_PACKET, Abi,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import detect_format, open_dump
@@ -449,7 +449,8 @@ def plan_restore(block, byte_order, live_block, state_filter=None, rename=None, 
         # A record already at 0 is dropped whatever the age: the kernel would read
         # expire 0 as "give it a full default timeout" (reference 5.5 step 4).
         remaining = expire - age_seconds
-        if remaining <= 0:
+        # PFTM_UNTIL_PACKET is accepted, but pf_state_expires() gives it 0: purged at once (reference 5.5 step 4).
+        if remaining <= 0 or block[index * RECORD_SIZE + OFF_TIMEOUT] == PFTM_UNTIL_PACKET:
             counts["expired"] += 1
             continue
         if age_seconds:
@@ -872,6 +873,29 @@ def scaled_timeout(timeout, timeouts, default_rule_states):
     return ((timeout * (end - default_rule_states)) & 0xFFFFFFFF) // (end - start)
 
 
+def cap_remaining_time(block, indexes, byte_order, timeouts):
+    """Cap each record's expire at its default timeout; returns (how many were capped, most seconds removed).
+
+    The import puts a state's last activity at ``now - (timeout - expire)`` in 32-bit unsigned
+    arithmetic (reference 5.5 step 4): an expire past the timeout (a corrupt file, or a source
+    with longer timeouts) wraps, and the state either lives for decades or is dead on arrival.
+    No state can be given more than its timeout from now.
+    """
+    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
+    capped = most = 0
+    for index in indexes:
+        offset = index * RECORD_SIZE
+        timeout_index = block[offset + OFF_TIMEOUT]
+        if timeout_index >= len(timeouts):
+            continue  # PFTM_UNTIL_PACKET: never sent (counted as expired)
+        remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
+        if remaining > timeouts[timeout_index]:
+            capped += 1
+            most = max(most, remaining - timeouts[timeout_index])
+            expire_field.pack_into(block, offset + OFF_EXPIRE, timeouts[timeout_index])
+    return capped, most
+
+
 def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_states):
     """Set the expire field of the records to add so each keeps the remaining time it was dumped with.
 
@@ -1127,6 +1151,11 @@ def restore_file(path, fmt=None, byte_order=None, transforms=None, age="auto", c
                                             on_conflict, limit_policy, chunk_size, fix_mss, check_mode, waiter, progress))
                 if waiter.warning():
                     report["warnings"].append(waiter.warning())
+                if report["expire_capped"]:
+                    report["warnings"].append(
+                        "%d state(s) had more time left than this host's timeout for them (up to %d seconds more: a "
+                        "corrupt file, or a source with longer timeouts); capped at the timeout, which the kernel "
+                        "would otherwise have wrapped" % (report["expire_capped"], report["expire_capped_by_max"]))
                 if report["adaptive"]["shortened"]:
                     report["warnings"].append(_adaptive_warning(report["adaptive"]))
     return report
@@ -1154,11 +1183,13 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
     room = state_limit - (status["states"] - occupancy["awaiting_purge"] if waiter.possible else status["states"])
     plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
     del live_block
+    expire_capped, expire_capped_by_max = cap_remaining_time(plan.block, plan.to_add, kernel_order, timeouts)
     adaptive = compensate_adaptive(plan.block, plan.to_add, kernel_order, timeouts,
                                    occupancy["live_on_default_rule"] + len(plan.to_add))
     if fix_mss and kernel_order == "little":
         swap_mss(plan.block)
     result = {"state_limit": state_limit, "states_before": status["states"], "adaptive": adaptive,
+              "expire_capped": expire_capped, "expire_capped_by_max": expire_capped_by_max,
               "states_awaiting_purge": occupancy["awaiting_purge"]}
     if check_mode:
         plan.outcome.add("restored", len(plan.to_add))

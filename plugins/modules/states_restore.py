@@ -494,6 +494,20 @@ adaptive:
   returned: success
   type: dict
   sample: {"start": 6000, "end": 12000, "default_rule_states_after": 9500, "scaling": true, "compensated": 9500, "shortened": 120, "shortened_by_max": 35}
+expire_capped:
+  description:
+    - States whose remaining time in the file exceeded this host's timeout for them (a corrupt file, or a source with
+      longer timeouts), given that timeout instead; the kernel's import would otherwise wrap the value and keep the
+      state for decades or expire it on arrival. A warning gives the count. C(expire_capped_by_max) is the most seconds
+      a state lost.
+  returned: success
+  type: int
+  sample: 0
+expire_capped_by_max:
+  description: The most seconds of remaining time one capped state lost (see RV(expire_capped)).
+  returned: success
+  type: int
+  sample: 0
 lock:
   description:
     - Whether the table was locked for the restore.

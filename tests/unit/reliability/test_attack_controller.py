@@ -155,13 +155,29 @@ def _role_vars(role):
         return yaml.safe_load(handle) or {}
 
 
+_RENDER_WITH_LOOKUPS = """
+import json, sys
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.loader import init_plugin_loader
+from ansible.template import Templar, trust_as_template
+init_plugin_loader([])
+job = json.load(sys.stdin)
+sys.stdout.write(json.dumps(Templar(loader=DataLoader(), variables=job["variables"]).template(trust_as_template(job["text"]))))
+"""
+
+
 def _render(text, variables):
+    """``text`` rendered by Ansible's templar; lookups need the plugin loader, whose collection finder must not
+    be installed in this test process (later imports of the collection would fail): those render in a child."""
+    if "query(" in text:
+        import json
+        import subprocess
+        import sys
+        child = subprocess.run([sys.executable, "-c", _RENDER_WITH_LOOKUPS], input=json.dumps(
+            {"text": text, "variables": variables}), capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(child.stdout)
     from ansible.parsing.dataloader import DataLoader
-    from ansible.plugins.loader import init_plugin_loader
     from ansible.template import Templar, trust_as_template
-    from ansible.utils.collection_loader import AnsibleCollectionConfig
-    if AnsibleCollectionConfig.collection_finder is None:     # lookups (fileglob) need the plugin loader
-        init_plugin_loader([os.path.join(ROLES, "..", "..", "..", "..")])
     return Templar(loader=DataLoader(), variables=variables).template(trust_as_template(text))
 
 
@@ -312,3 +328,117 @@ def test_markdown_reboot_report_keeps_one_row_per_host_and_no_html():
     for tag in ("<img", "<b>"):
         assert tag not in markdown, tag
     assert not _unescaped_link(markdown)
+
+
+# --- hostile pfs binary records (reference 5.5: what DIOCADDSTATES does with each field) -------
+
+def _hostile_block(index, offset, data, count=10):
+    from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import records
+    block = bytearray(records(count, seed=5, first_stateid=1000))
+    start = index * 240 + offset
+    block[start:start + len(data)] = data
+    return bytes(block)
+
+
+def _restore_block(tmp_path, block):
+    from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import dump_file, run_restore
+    return run_restore(dump_file(tmp_path, block), tmp_path)
+
+
+def _table_records():
+    from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import table
+    block = table()
+    return [block[offset:offset + 240] for offset in range(0, len(block), 240)]
+
+
+def _assert_accounted(report, total=10):
+    from ansible_collections.netbsd.pf.plugins.module_utils.restore import BUCKETS
+    assert report["total"] == total and sum(report[bucket] for bucket in BUCKETS) == total, report
+    assert report["restored"] == len(_table_records()), "restored = what the table holds"
+
+
+def _field(name):
+    from ansible_collections.netbsd.pf.plugins.module_utils import records
+    return getattr(records, name)
+
+
+@pytest.mark.parametrize("field, data, message", [
+    ("OFF_AF", b"\x00", "record 6: address family 0 is neither inet"),
+    ("OFF_AF", b"\x07", "record 6: address family 7 is neither inet"),
+    ("OFF_TIMEOUT", b"\x14", "record 6: timeout index 20 is not one the kernel accepts"),
+    ("OFF_TIMEOUT", b"\xff", "record 6: timeout index 255 is not one the kernel accepts"),
+    ("OFF_IFNAME", b"A" * 16, "record 6: interface name is not NUL-terminated within 16 bytes"),
+], ids=["af 0", "af 7", "timeout 20", "timeout 255", "ifname without NUL"])
+def test_a_record_the_kernel_would_refuse_or_misread_refuses_the_file(pfemu_kernel, tmp_path, field, data, message):
+    from ansible_collections.netbsd.pf.plugins.module_utils.restore import RestoreError
+    with pytest.raises(RestoreError, match="nothing was added: damaged records .*" + message):
+        _restore_block(tmp_path, _hostile_block(5, _field(field), data))
+    assert _table_records() == []
+
+
+@pytest.mark.parametrize("field, offset, data", [
+    ("OFF_PROTO", 0, b"\x00"), ("OFF_PROTO", 0, b"\xff"), ("OFF_SRC", 24, b"\xc8"), ("OFF_DST", 24, b"\xff"),
+], ids=["proto 0", "proto 255", "src state 200", "dst state 255"])
+def test_fields_the_kernel_takes_as_given_are_restored_and_counted(pfemu_kernel, tmp_path, field, offset, data):
+    """Reference 5.5: proto and the peers' states are copied, not validated."""
+    report = _restore_block(tmp_path, _hostile_block(5, _field(field) + offset, data))
+    assert report["restored"] == 10
+    _assert_accounted(report)
+
+
+def test_duplicate_ids_inside_the_file_are_rejected_by_record(pfemu_kernel, tmp_path):
+    block = bytearray(_hostile_block(0, 0, b""))
+    ident = slice(2 * 240, 2 * 240 + 8)
+    creator = slice(2 * 240 + _field("OFF_CREATORID"), 2 * 240 + _field("OFF_CREATORID") + 4)
+    block[5 * 240:5 * 240 + 8] = block[ident]
+    block[5 * 240 + _field("OFF_CREATORID"):5 * 240 + _field("OFF_CREATORID") + 4] = block[creator]
+    report = _restore_block(tmp_path, bytes(block))
+    assert (report["restored"], report["rejected"]) == (9, 1)
+    assert [(entry["record"], entry["category"]) for entry in report["rejected_states"]] == [(6, "conflict")]
+    assert "id and creatorid already used" in report["rejected_states"][0]["reason"]
+    _assert_accounted(report)
+
+
+def test_id_and_creatorid_zero_get_the_kernels_and_a_second_restore_adds_nothing(pfemu_kernel, tmp_path):
+    block = bytearray(_hostile_block(5, 0, b"\0" * 8))
+    block[5 * 240 + _field("OFF_CREATORID"):5 * 240 + _field("OFF_CREATORID") + 4] = b"\0" * 4
+    first = _restore_block(tmp_path, bytes(block))
+    assert first["restored"] == 10
+    second = _restore_block(tmp_path, bytes(block))
+    assert (second["restored"], second["already_present"]) == (0, 10) and len(_table_records()) == 10
+
+
+def _expire_of(record):
+    import struct
+    import sys
+    return struct.unpack_from(("<" if sys.byteorder == "little" else ">") + "I", record, _field("OFF_EXPIRE"))[0]
+
+
+@pytest.mark.parametrize("beyond", [1000, 0xfffffff0 - 86400], ids=["timeout + 1000 s", "near 2**32"])
+def test_expire_beyond_the_timeout_is_capped_at_the_timeout(pfemu_kernel, tmp_path, beyond):
+    """The import puts the last activity at now - (timeout - expire) in 32-bit unsigned arithmetic: an expire past
+    the timeout wraps, and the state lives for decades or is dead on arrival while the report says restored."""
+    import struct
+    import sys
+    from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+    with PfDevice() as device:
+        timeouts = device.get_timeouts()
+    block = bytearray(_hostile_block(0, 0, b""))
+    timeout_index = block[5 * 240 + _field("OFF_TIMEOUT")]
+    struct.pack_into(("<" if sys.byteorder == "little" else ">") + "I", block, 5 * 240 + _field("OFF_EXPIRE"),
+                     timeouts[timeout_index] + beyond)
+    report = _restore_block(tmp_path, bytes(block))
+    assert report["restored"] == 10
+    _assert_accounted(report)
+    for record in _table_records():
+        assert 0 < _expire_of(record) <= timeouts[record[_field("OFF_TIMEOUT")]], "alive, and no longer than its timeout"
+    assert report["expire_capped"] == 1
+    assert any("1 state" in warning and "capped" in warning for warning in report["warnings"]), report["warnings"]
+
+
+def test_until_packet_timeout_is_counted_expired_not_restored(pfemu_kernel, tmp_path):
+    """Timeout 23 (PFTM_UNTIL_PACKET) is accepted, but pf_state_expires() gives 0: purged at once (reference 5.5)."""
+    report = _restore_block(tmp_path, _hostile_block(5, _field("OFF_TIMEOUT"), b"\x17"))
+    assert (report["restored"], report["expired"]) == (9, 1)
+    _assert_accounted(report)
+    assert all(record[_field("OFF_TIMEOUT")] != 23 for record in _table_records())
