@@ -12,8 +12,12 @@ The zip (bundle_module_utils.py) is unpacked into a new folder next to DEST_DIR
 named after its SHA-256 (DEST_DIR-<sha256 prefix>), compiled there, and DEST_DIR,
 a symbolic link, is renamed over to point at it: the command sees the old library
 or the new one, never a half-installed one or none. The same zip again leaves
-everything as it is; folders of earlier bundles are removed. Prints "installed" or
-"unchanged"; on an error, a message naming the file on stderr and exit status 1.
+everything as it is; folders of earlier bundles (DEST_DIR-<16 hex digits>, real
+folders only) and half-unpacked ones of an install that was killed are removed.
+The folder of DEST_DIR must belong to root or the installing user and be sticky if
+others can write to it (root imports the library at boot: whoever could rename
+entries there could swap it). Prints "installed" or "unchanged"; on an error, a
+message naming the file on stderr and exit status 1.
 Python 3.8+, standard library only.
 """
 
@@ -22,7 +26,9 @@ from __future__ import absolute_import, division, print_function
 import compileall
 import hashlib
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -46,10 +52,36 @@ def _unpack(bundle, folder):
         archive.extractall(folder)
 
 
+def _check_parent(parent):
+    """Refuse a folder that another user owns, or that others can write to without the sticky bit."""
+    info = os.lstat(parent)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ValueError("%s is not a directory" % parent)
+    if info.st_uid not in (0, os.geteuid()):
+        raise ValueError("%s is owned by uid %d, neither root nor this user: it could swap the library; "
+                         "choose another reboot_lib_dir" % (parent, info.st_uid))
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise ValueError("%s can be written by other users and is not sticky: anyone could swap the library; "
+                         "choose another reboot_lib_dir" % parent)
+
+
+def _remove_leftovers(parent, link_name, version):
+    """Remove the folders of earlier bundles and the staging folders of killed installs, nothing else."""
+    # DEST_DIR-<sha256 prefix> (an earlier bundle), .DEST_DIR-<sha256 prefix>-XXXX (mkdtemp's staging folder)
+    ours = re.compile(r"(%s-[0-9a-f]{16}|\.%s-[0-9a-f]{16}-.+)\Z" % (re.escape(link_name), re.escape(link_name)))
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        if name == version or not ours.match(name):
+            continue
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+
+
 def install(bundle, dest):
     """Install ``bundle`` behind the symbolic link ``dest``; returns True when something changed."""
     dest = os.path.abspath(dest)
     parent, link_name = os.path.split(dest)
+    _check_parent(parent)
     version = "%s-%s" % (link_name, _sha256(bundle)[:16])
     if os.path.islink(dest) and os.readlink(dest) == version and os.path.isdir(os.path.join(parent, version)):
         return False
@@ -71,9 +103,7 @@ def install(bundle, dest):
         os.unlink(new_link)
     os.symlink(version, new_link)
     os.rename(new_link, dest)
-    for name in os.listdir(parent):
-        if name.startswith(link_name + "-") and name != version:
-            shutil.rmtree(os.path.join(parent, name))
+    _remove_leftovers(parent, link_name, version)
     return True
 
 

@@ -442,3 +442,143 @@ def test_until_packet_timeout_is_counted_expired_not_restored(pfemu_kernel, tmp_
     assert (report["restored"], report["expired"]) == (9, 1)
     _assert_accounted(report)
     assert all(record[_field("OFF_TIMEOUT")] != 23 for record in _table_records())
+
+
+# --- the reboot role on the target: library install and the rc.d script -------------------------
+
+def _small_bundle(tmp_path, text="VALUE = 1\n"):
+    import zipfile
+    path = str(tmp_path / ("bundle-%d.zip" % len(os.listdir(str(tmp_path)))))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("pkg/__init__.py", text)
+    return path
+
+
+def _install_library(bundle_path, dest):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, os.path.join(ROLES, "reboot", "files", "install_library.py"), bundle_path, dest],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_library_install_refuses_a_directory_others_can_write_to(tmp_path):
+    """Anyone who can write to the install directory can swap the unpacked library (run as root at boot)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    os.chmod(str(lib), 0o777)
+    ran = _install_library(_small_bundle(tmp_path), str(lib / "library"))
+    assert ran.returncode == 1 and "can be written by other users and is not sticky" in ran.stderr, ran.stderr
+    assert ran.stderr.count("\n") == 1 and os.listdir(str(lib)) == []
+
+
+@needs_root
+def test_library_install_refuses_a_directory_of_another_user(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    os.chown(str(lib), OTHER_UID, OTHER_UID)
+    ran = _install_library(_small_bundle(tmp_path), str(lib / "library"))
+    assert ran.returncode == 1 and "is owned by uid 65534" in ran.stderr, ran.stderr
+    assert os.listdir(str(lib)) == []
+
+
+def test_library_install_after_a_kill_removes_the_half_unpacked_folder(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    os.chmod(str(lib), 0o755)
+    bundle_path = _small_bundle(tmp_path)
+    assert _install_library(bundle_path, str(lib / "library")).returncode == 0
+    stale = lib / ".library-0123456789abcdef-k1ll3d"      # a kill during unpacking or compiling
+    (stale / "pkg").mkdir(parents=True)
+    ran = _install_library(_small_bundle(tmp_path, "VALUE = 2\n"), str(lib / "library"))
+    assert ran.returncode == 0 and ran.stdout == "installed\n", ran.stderr
+    assert not stale.exists()
+
+
+def test_library_cleanup_removes_only_its_own_folders(tmp_path):
+    """Only <link>-<16 hex> folders of earlier bundles go; a look-alike name, a file or a link stays (a link to a
+    directory made rmtree fail after the switch)."""
+    lib = tmp_path / "lib"
+    lib.mkdir(mode=0o755)
+    os.chmod(str(lib), 0o755)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    (lib / "library-notes").mkdir()
+    (lib / "library-readme.txt").write_text("x")
+    os.symlink(str(elsewhere), str(lib / "library-0123456789abcdef"))
+    first = _install_library(_small_bundle(tmp_path), str(lib / "library"))
+    assert first.returncode == 0, first.stderr
+    old_version = os.readlink(str(lib / "library"))
+    second = _install_library(_small_bundle(tmp_path, "VALUE = 2\n"), str(lib / "library"))
+    assert second.returncode == 0, second.stderr
+    left = sorted(os.listdir(str(lib)))
+    assert old_version not in left and os.readlink(str(lib / "library")) in left
+    assert {"library-notes", "library-readme.txt", "library-0123456789abcdef"} <= set(left)
+    assert (elsewhere / "keep").is_dir()
+
+
+def _rc_script(tmp_path, dump_path):
+    variables = {"ansible_managed": "test", "reboot_boot_firewall": "pf", "reboot_bin_dir": str(tmp_path / "bin"),
+                 "reboot_dump_path": str(dump_path), "reboot_boot_max_age": 3600, "reboot_lease": 600,
+                 "reboot_lease_file": str(tmp_path / "lease")}
+    script = tmp_path / "pfstate.rc"
+    script.write_text(_template("reboot", "pfstate.rc.j2", variables))
+    command = tmp_path / "fake-pfstate"
+    command.write_text("#!/bin/sh\necho \"$@\" >> %s\n" % (tmp_path / "calls"))
+    os.chmod(str(command), 0o755)
+    return script, command
+
+
+def _boot(tmp_path, dump_path):
+    import subprocess
+    script, command = _rc_script(tmp_path, dump_path)
+    ran = subprocess.run(["/bin/sh", str(script), "start"], capture_output=True, text=True, timeout=30,
+                         env=dict(os.environ, pfstate_command=str(command)))
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    return ran, calls
+
+
+def _state_dir(tmp_path):
+    directory = tmp_path / "state"
+    directory.mkdir(mode=0o700)
+    os.chmod(str(directory), 0o700)
+    return directory
+
+
+def test_boot_restores_a_private_dump(tmp_path):
+    dump = _state_dir(tmp_path) / "boot.pfstate"
+    dump.write_bytes(b"x")
+    os.chmod(str(dump), 0o600)
+    ran, calls = _boot(tmp_path, dump)
+    assert ran.returncode == 0 and "restore" in calls and str(dump) in calls, (ran.stderr, calls)
+
+
+def test_boot_without_a_dump_says_so_and_restores_nothing(tmp_path):
+    ran, calls = _boot(tmp_path, _state_dir(tmp_path) / "boot.pfstate")
+    assert ran.returncode == 0 and calls == ""
+    assert "no saved states" in ran.stdout + ran.stderr
+
+
+@pytest.mark.parametrize("attack", ["symlink", "world-writable", "another user", "directory", "fifo"])
+def test_boot_refuses_a_dump_someone_else_could_have_planted(tmp_path, attack):
+    """Root restores the file at boot: a link, a file others could write, a file of another user are not the
+    dump pfstate wrote (0600, root's) and are refused with a message, nothing restored."""
+    if attack == "another user" and os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    dump = _state_dir(tmp_path) / "boot.pfstate"
+    planted = tmp_path / "planted"
+    planted.write_bytes(b"x")
+    os.chmod(str(planted), 0o600)
+    if attack == "symlink":
+        os.symlink(str(planted), str(dump))
+    elif attack == "directory":
+        dump.mkdir()
+    elif attack == "fifo":
+        os.mkfifo(str(dump), 0o600)
+    else:
+        dump.write_bytes(b"x")
+        os.chmod(str(dump), 0o666 if attack == "world-writable" else 0o600)
+        if attack == "another user":
+            os.chown(str(dump), OTHER_UID, OTHER_UID)
+    ran, calls = _boot(tmp_path, dump)
+    assert calls == "", "nothing restored"
+    assert ran.returncode == 0 and "not restored" in ran.stdout + ran.stderr, (ran.stdout, ran.stderr)
