@@ -582,3 +582,60 @@ def test_boot_refuses_a_dump_someone_else_could_have_planted(tmp_path, attack):
     ran, calls = _boot(tmp_path, dump)
     assert calls == "", "nothing restored"
     assert ran.returncode == 0 and "not restored" in ran.stdout + ran.stderr, (ran.stdout, ran.stderr)
+
+
+# --- states_restore src: what the controller pushes ---------------------------------------------
+
+def _restore_action(src, calls):
+    import posixpath
+    from ansible.parsing.dataloader import DataLoader
+    from ansible_collections.netbsd.pf.plugins.action import states_restore as states_restore_action
+    action = states_restore_action.ActionModule.__new__(states_restore_action.ActionModule)
+    action._task = SimpleNamespace(args={"src": src, "age": "none"}, async_val=0, check_mode=False,
+                                   action="netbsd.pf.states_restore")
+    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir=None, join_path=posixpath.join))
+    action._loader = DataLoader()       # the real one: it reads the start of src (vault check)
+    action._find_needle = lambda dirname, needle: needle
+    action._make_tmp_path = lambda: "/tmp/ansible-tmp-test"
+
+    def transfer(local, remote):       # a transport reads the whole file
+        with open(local, "rb") as handle:
+            if len(handle.read(1 << 20)) == 1 << 20 and handle.read(1):
+                raise AssertionError("an endless source was pushed")
+        calls.append("transfer")
+    action._transfer_file = transfer
+    action._remote_chmod = lambda paths, mode: None
+    action._remove_tmp_path = lambda path, force=False: None
+    action._execute_module = lambda module_name, module_args, task_vars: calls.append("module") or {"restored": 0}
+    return action
+
+
+@pytest.fixture
+def alarm():
+    import signal
+
+    def timed_out(signum, frame):
+        raise TimeoutError("hung")
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "character device", "directory"])
+def test_src_that_is_not_a_regular_file_is_refused_at_once(tmp_path, alarm, kind):
+    """Held: a FIFO could hang the play (the vault check reads src), /dev/zero be pushed forever; the loader
+    accepts regular files only, so the task fails at once naming src, nothing pushed."""
+    if kind == "fifo":
+        src = str(tmp_path / "fw1.pfstate")
+        os.mkfifo(src)
+    elif kind == "character device":
+        src = "/dev/zero"
+    else:
+        src = str(tmp_path)
+    calls = []
+    result = _restore_action(src, calls).run(task_vars={})
+    assert result.get("failed") is True and "exception" not in result, result
+    assert result["msg"].startswith("Could not find or access '%s' on the Ansible Controller" % src)
+    assert calls == []
