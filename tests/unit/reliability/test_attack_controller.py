@@ -639,3 +639,35 @@ def test_src_that_is_not_a_regular_file_is_refused_at_once(tmp_path, alarm, kind
     assert result.get("failed") is True and "exception" not in result, result
     assert result["msg"].startswith("Could not find or access '%s' on the Ansible Controller" % src)
     assert calls == []
+
+
+def _reboot_dir_check(capture_dir_stat, host_dir_stat):
+    task = _task("reboot", "restore.yml", "Refuse a capture directory that another user could swap")
+    variables = {"reboot_capture_dir": "/srv/caps", "reboot_host_dir": "/srv/caps/fw1",
+                 "reboot_dir_stats": {"results": [{"stat": capture_dir_stat}, {"stat": host_dir_stat}]},
+                 "reboot_controller_uid": "1000"}
+    for name, expression in task["vars"].items():
+        if name != "reboot_controller_uid":
+            variables[name] = _render(expression, variables)
+    holds = all(_render("{{ %s }}" % condition, variables) for condition in task["ansible.builtin.assert"]["that"])
+    return holds, _render(task["ansible.builtin.assert"]["fail_msg"], variables)
+
+
+def _dir(uid, mode):
+    return {"exists": True, "isdir": True, "uid": uid, "mode": "%04o" % mode, "wgrp": bool(mode & 0o020),
+            "woth": bool(mode & 0o002)}
+
+
+@pytest.mark.parametrize("capture_dir, accepted, message", [
+    (_dir(1000, 0o700), True, ""),
+    (_dir(0, 0o1777), True, ""),
+    ({"exists": False}, True, ""),
+    (_dir(1000, 0o777), False, "/srv/caps can be written by other users and is not sticky"),
+    (_dir(0, 0o775), False, "/srv/caps can be written by other users and is not sticky"),
+    (_dir(65534, 0o755), False, "/srv/caps is owned by uid 65534, neither root nor the controller user"),
+], ids=["own 0700", "root 1777 (/tmp)", "missing", "own 0777", "root 0775", "another user's"])
+def test_reboot_role_refuses_a_capture_dir_that_could_swap_the_host_directory(capture_dir, accepted, message):
+    holds, fail_msg = _reboot_dir_check(capture_dir, {"exists": False})
+    assert holds is accepted
+    if message:
+        assert fail_msg.startswith(message), fail_msg
