@@ -671,3 +671,29 @@ def test_reboot_role_refuses_a_capture_dir_that_could_swap_the_host_directory(ca
     assert holds is accepted
     if message:
         assert fail_msg.startswith(message), fail_msg
+
+
+@pytest.mark.parametrize("content", ["empty", "truncated", "native cut short"])
+def test_boot_restore_of_an_empty_or_truncated_dump_is_one_line_and_restores_nothing(pfemu_kernel, tmp_path, capsys,
+                                                                                      content):
+    """What rc.d start runs (pfstate restore --age auto --max-age ...) on a dump a crash cut short."""
+    from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli
+    from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, write_dump
+    from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import ORDER, dump_file, records
+    block = records(10, seed=5, first_stateid=1000)
+    if content == "native cut short":
+        path = str(tmp_path / "boot.pfstate")
+        write_dump(path, NATIVE, [block], ORDER, count=10)
+    else:
+        path = dump_file(tmp_path, block)
+    size = {"empty": 0, "truncated": 4 + 240 * 6 + 100, "native cut short": os.path.getsize(path) - 300}[content]
+    with open(path, "r+b") as handle:
+        handle.truncate(size)
+    status = pfstate_cli.main(["restore", "--age", "auto", "--max-age", "3600", "--lease-file", str(tmp_path / "lease"),
+                               "--restore-lock-file", str(tmp_path / "restore.lock"), path])
+    err = capsys.readouterr().err
+    assert _table_records() == [], "nothing restored"
+    if content == "empty":
+        assert status == 0, err     # pfs writes a 0-byte file for an empty table: nothing to restore
+    else:
+        assert status == 1 and err.count("\n") == 1 and path in err and "Traceback" not in err, err
