@@ -29,7 +29,8 @@ def _dump_action(transfer):
     action._play_context = SimpleNamespace(remote_addr="192.0.2.1")
     action._task = SimpleNamespace(args={}, async_val=0, check_mode=False, delegate_to=None,
                                    action="netbsd.pf.states_dump")
-    action._connection = SimpleNamespace(become=None, fetch_file=transfer)
+    action._connection = SimpleNamespace(_shell=SimpleNamespace(tmpdir="/tmp/ansible-tmp-test"), become=None,
+                                         fetch_file=transfer)
     return action
 
 
@@ -697,3 +698,13 @@ def test_boot_restore_of_an_empty_or_truncated_dump_is_one_line_and_restores_not
         assert status == 0, err     # pfs writes a 0-byte file for an empty table: nothing to restore
     else:
         assert status == 1 and err.count("\n") == 1 and path in err and "Traceback" not in err, err
+
+
+def test_a_host_name_too_long_for_a_file_name_is_a_message_that_keeps_the_module_result(tmp_path):
+    """Held: 100 x 'ü' is 900 characters once encoded; the task fails with the reason, the module's result kept."""
+    action = _dump_action(_writer(b"x"))
+    action._task.args = {"path": "/var/db/pfstate/s.pfstate", "fetch_to": str(tmp_path)}
+    action._execute_module = lambda module_name, module_args, task_vars: {
+        "changed": True, "path": "/var/db/pfstate/s.pfstate", "count": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+    result = action.run(task_vars={"inventory_hostname": "ü" * 100})
+    assert result["failed"] is True and "File name too long" in result["msg"] and result["count"] == 1, result
