@@ -6,11 +6,18 @@ Controller code and role files: these run on the controller's Python only.
 """
 
 import hashlib
+import json
 import os
-import stat
+import re
+import signal
+import struct
+import subprocess
+import sys
+import zipfile
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from ansible_collections.netbsd.pf.plugins.action import states_dump as states_dump_action
 
@@ -142,13 +149,11 @@ ROLES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "roles")
 
 
 def _task(role, tasks_file, name):
-    import yaml
     with open(os.path.join(ROLES, role, "tasks", tasks_file)) as handle:
         return next(task for task in yaml.safe_load(handle) if task.get("name") == name)
 
 
 def _role_vars(role):
-    import yaml
     path = os.path.join(ROLES, role, "vars", "main.yml")
     if not os.path.exists(path):
         return {}
@@ -171,9 +176,6 @@ def _render(text, variables):
     """``text`` rendered by Ansible's templar; lookups need the plugin loader, whose collection finder must not
     be installed in this test process (later imports of the collection would fail): those render in a child."""
     if "query(" in text:
-        import json
-        import subprocess
-        import sys
         child = subprocess.run([sys.executable, "-c", _RENDER_WITH_LOOKUPS], input=json.dumps(
             {"text": text, "variables": variables}), capture_output=True, text=True, timeout=60, check=True)
         return json.loads(child.stdout)
@@ -183,8 +185,7 @@ def _render(text, variables):
 
 
 def _sh(command):
-    import subprocess
-    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, timeout=30, check=False)
 
 
 CAPTURES_OF_FW = ["fw-20261201T000000Z.pfstate", "fw-20261202T000000Z.pfstate", "fw-20261203T000000Z.pfstate"]
@@ -291,12 +292,10 @@ def _table_rows(markdown):
 
 
 def _unescaped_pipes(line):
-    import re
     return len(re.findall(r"(?<!\\)(?:\\\\)*\|", line))      # a | after an even number of backslashes
 
 
 def _unescaped_link(markdown):
-    import re
     return re.search(r"(?<!\\)(?:\\\\)*\]\(", markdown)
 
 
@@ -410,8 +409,6 @@ def test_id_and_creatorid_zero_get_the_kernels_and_a_second_restore_adds_nothing
 
 
 def _expire_of(record):
-    import struct
-    import sys
     return struct.unpack_from(("<" if sys.byteorder == "little" else ">") + "I", record, _field("OFF_EXPIRE"))[0]
 
 
@@ -419,8 +416,6 @@ def _expire_of(record):
 def test_expire_beyond_the_timeout_is_capped_at_the_timeout(pfemu_kernel, tmp_path, beyond):
     """The import puts the last activity at now - (timeout - expire) in 32-bit unsigned arithmetic: an expire past
     the timeout wraps, and the state lives for decades or is dead on arrival while the report says restored."""
-    import struct
-    import sys
     from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
     with PfDevice() as device:
         timeouts = device.get_timeouts()
@@ -448,7 +443,6 @@ def test_until_packet_timeout_is_counted_expired_not_restored(pfemu_kernel, tmp_
 # --- the reboot role on the target: library install and the rc.d script -------------------------
 
 def _small_bundle(tmp_path, text="VALUE = 1\n"):
-    import zipfile
     path = str(tmp_path / ("bundle-%d.zip" % len(os.listdir(str(tmp_path)))))
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("pkg/__init__.py", text)
@@ -456,10 +450,8 @@ def _small_bundle(tmp_path, text="VALUE = 1\n"):
 
 
 def _install_library(bundle_path, dest):
-    import subprocess
-    import sys
     return subprocess.run([sys.executable, os.path.join(ROLES, "reboot", "files", "install_library.py"), bundle_path, dest],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_library_install_refuses_a_directory_others_can_write_to(tmp_path):
@@ -530,9 +522,8 @@ def _rc_script(tmp_path, dump_path):
 
 
 def _boot(tmp_path, dump_path):
-    import subprocess
     script, command = _rc_script(tmp_path, dump_path)
-    ran = subprocess.run(["/bin/sh", str(script), "start"], capture_output=True, text=True, timeout=30,
+    ran = subprocess.run(["/bin/sh", str(script), "start"], capture_output=True, text=True, timeout=30, check=False,
                          env=dict(os.environ, pfstate_command=str(command)))
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
     return ran, calls
@@ -613,7 +604,6 @@ def _restore_action(src, calls):
 
 @pytest.fixture
 def alarm():
-    import signal
 
     def timed_out(signum, frame):
         raise TimeoutError("hung")
@@ -675,8 +665,8 @@ def test_reboot_role_refuses_a_capture_dir_that_could_swap_the_host_directory(ca
 
 
 @pytest.mark.parametrize("content", ["empty", "truncated", "native cut short"])
-def test_boot_restore_of_an_empty_or_truncated_dump_is_one_line_and_restores_nothing(pfemu_kernel, tmp_path, capsys,
-                                                                                      content):
+def test_boot_restore_of_an_empty_or_truncated_dump_is_one_line_and_restores_nothing(
+        pfemu_kernel, tmp_path, capsys, content):
     """What rc.d start runs (pfstate restore --age auto --max-age ...) on a dump a crash cut short."""
     from ansible_collections.netbsd.pf.plugins.module_utils import pfstate_cli
     from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, write_dump
