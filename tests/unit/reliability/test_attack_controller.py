@@ -698,3 +698,127 @@ def test_a_host_name_too_long_for_a_file_name_is_a_message_that_keeps_the_module
         "changed": True, "path": "/var/db/pfstate/s.pfstate", "count": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
     result = action.run(task_vars={"inventory_hostname": "ü" * 100})
     assert result["failed"] is True and "File name too long" in result["msg"] and result["count"] == 1, result
+
+
+# --- the restore role: which controller file it pushes ------------------------------------------
+
+def _stat_module(path, follow):
+    """What ansible.builtin.stat returns for the fields the roles read."""
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except OSError:
+        return {"exists": False}
+    import stat as stat_module
+    result = {"exists": True, "path": path, "isdir": stat_module.S_ISDIR(info.st_mode),
+              "isreg": stat_module.S_ISREG(info.st_mode), "islnk": stat_module.S_ISLNK(info.st_mode),
+              "uid": info.st_uid, "mode": "%04o" % stat_module.S_IMODE(info.st_mode),
+              "wgrp": bool(info.st_mode & 0o020), "woth": bool(info.st_mode & 0o002)}
+    if result["islnk"]:
+        result["lnk_source"] = os.path.realpath(path)
+    return result
+
+
+_IN_CHILD = """
+import json, sys
+from ansible.plugins.loader import init_plugin_loader
+init_plugin_loader([sys.argv[1]])
+from ansible_collections.netbsd.pf.tests.unit.reliability import test_attack_controller as tests
+sys.stdout.write(json.dumps(getattr(tests, sys.argv[2])(*json.load(sys.stdin))))
+"""
+
+
+def _in_child(function, *args):
+    """``function(*args)`` in a child process whose plugin loader knows this collection (its filters)."""
+    collections_root = os.path.join(ROLES, "..", "..", "..", "..")
+    child = subprocess.run([sys.executable, "-c", _IN_CHILD, collections_root, function.__name__], input=json.dumps(args),
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert child.returncode == 0, child.stderr
+    return json.loads(child.stdout)
+
+
+def _run_restore_role(variables):
+    """The restore role's tasks up to the push: stat, assert, and the src states_restore would push.
+    Returns ("pushed", src) or ("failed", message).  Run it with _in_child (netbsd.pf.host_dir)."""
+    import copy
+    with open(os.path.join(ROLES, "restore", "defaults", "main.yml")) as handle:
+        scope = dict(yaml.safe_load(handle), playbook_dir="/nonexistent", inventory_hostname="fw1")
+    scope.update(_role_vars("restore"), **variables)
+    from ansible.template import trust_as_template
+    scope = {name: trust_as_template(value) if isinstance(value, str) and "{{" in value else value
+             for name, value in scope.items()}       # defaults refer to each other, rendered when used
+    for task in _task_list("restore", "main.yml"):
+        task = copy.deepcopy(task)
+        local = dict(scope)
+        for name, expression in (task.get("vars") or {}).items():
+            local[name] = _render(expression, local) if isinstance(expression, str) else expression
+        if "ansible.builtin.stat" in task:
+            args = task["ansible.builtin.stat"]
+            items = [_render(item, local) for item in task["loop"]] if "loop" in task else [None]
+            results = []
+            for item in items:
+                local["item"] = item
+                follow = args.get("follow", False)
+                follow = _render(follow, local) if isinstance(follow, str) else follow
+                results.append({"item": item, "stat": _stat_module(_render(args["path"], local), follow)})
+            scope[task["register"]] = {"results": results} if "loop" in task else results[0]
+        elif "ansible.builtin.assert" in task:
+            args = task["ansible.builtin.assert"]
+            for condition in args["that"]:
+                if not _render("{{ %s }}" % condition, local):
+                    return "failed", _render(args["fail_msg"], local)
+        elif "netbsd.pf.states_restore" in task:
+            return "pushed", _render(task["netbsd.pf.states_restore"]["src"], local)
+    raise AssertionError("the role never reached the restore")
+
+
+def _task_list(role, tasks_file):
+    with open(os.path.join(ROLES, role, "tasks", tasks_file)) as handle:
+        return yaml.safe_load(handle)
+
+
+def _capture_tree(tmp_path):
+    captures = tmp_path / "captures"
+    host_dir = captures / "fw1"
+    host_dir.mkdir(parents=True, mode=0o700)
+    os.chmod(str(captures), 0o700)
+    os.chmod(str(host_dir), 0o700)
+    (host_dir / "fw1-20261203T000000Z.pfstate").write_bytes(b"dump")
+    os.symlink("fw1-20261203T000000Z.pfstate", str(host_dir / "latest"))
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"controller secret")
+    return captures, host_dir, secret
+
+
+def test_restore_role_pushes_the_latest_capture(tmp_path):
+    captures, host_dir, _ = _capture_tree(tmp_path)
+    outcome, src = _in_child(_run_restore_role, {"restore_capture_dir": str(captures)})
+    assert outcome == "pushed" and os.path.realpath(src) == str(host_dir / "fw1-20261203T000000Z.pfstate")
+
+
+@pytest.mark.parametrize("attack", ["restore_capture ../../secret", "restore_capture absolute",
+                                    "latest links out of the host directory", "restore_source_host ../.."])
+def test_restore_role_never_pushes_a_file_outside_the_host_directory(tmp_path, attack):
+    """An inventory variable or a planted latest must not send a controller file (keys, vault files) to a target."""
+    captures, host_dir, secret = _capture_tree(tmp_path)
+    variables = {"restore_capture_dir": str(captures)}
+    if attack == "restore_capture ../../secret":
+        variables["restore_capture"] = "../../secret"
+    elif attack == "restore_capture absolute":
+        variables["restore_capture"] = str(secret)
+    elif attack == "restore_source_host ../..":
+        variables["restore_source_host"] = "../.."
+        variables["restore_capture"] = "secret"
+    else:
+        os.unlink(str(host_dir / "latest"))
+        os.symlink(str(secret), str(host_dir / "latest"))
+    outcome, message = _in_child(_run_restore_role, variables)
+    assert outcome == "failed", message
+    assert "restore_capture" in message or "latest" in message or "No capture" in message, message
+
+
+@needs_root
+def test_restore_role_refuses_a_host_directory_of_another_user(tmp_path):
+    captures, host_dir, _ = _capture_tree(tmp_path)
+    os.chown(str(host_dir), OTHER_UID, OTHER_UID)
+    outcome, message = _in_child(_run_restore_role, {"restore_capture_dir": str(captures)})
+    assert outcome == "failed" and "owned by uid 65534" in message, message
