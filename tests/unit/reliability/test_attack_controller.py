@@ -509,10 +509,11 @@ def test_library_cleanup_removes_only_its_own_folders(tmp_path):
     assert (elsewhere / "keep").is_dir()
 
 
-def _rc_script(tmp_path, dump_path):
+def _rc_script(tmp_path, dump_path, **overrides):
     variables = {"ansible_managed": "test", "reboot_boot_firewall": "pf", "reboot_bin_dir": str(tmp_path / "bin"),
                  "reboot_dump_path": str(dump_path), "reboot_boot_max_age": 3600, "reboot_lease": 600,
                  "reboot_lease_file": str(tmp_path / "lease")}
+    variables.update(overrides)
     script = tmp_path / "pfstate.rc"
     script.write_text(_template("reboot", "pfstate.rc.j2", variables))
     command = tmp_path / "fake-pfstate"
@@ -521,10 +522,10 @@ def _rc_script(tmp_path, dump_path):
     return script, command
 
 
-def _boot(tmp_path, dump_path):
-    script, command = _rc_script(tmp_path, dump_path)
+def _boot(tmp_path, dump_path, **overrides):
+    script, command = _rc_script(tmp_path, dump_path, **overrides)
     ran = subprocess.run(["/bin/sh", str(script), "start"], capture_output=True, text=True, timeout=30, check=False,
-                         env=dict(os.environ, pfstate_command=str(command)))
+                         env=dict(os.environ, pfstate_command=str(command)), cwd=str(tmp_path))
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
     return ran, calls
 
@@ -822,3 +823,43 @@ def test_restore_role_refuses_a_host_directory_of_another_user(tmp_path):
     os.chown(str(host_dir), OTHER_UID, OTHER_UID)
     outcome, message = _in_child(_run_restore_role, {"restore_capture_dir": str(captures)})
     assert outcome == "failed" and "owned by uid 65534" in message, message
+
+
+HOSTILE_PATH_PART = "x\"$(touch pwned)`touch pwned`'y"       # run in tmp_path: a command would create tmp_path/pwned
+
+
+@pytest.mark.parametrize("firewall", ["pf", "npf"])
+def test_rc_script_takes_inventory_paths_literally(tmp_path, firewall):
+    """netbsd_pf_state_dir / lease file / restore lock file from a hostile inventory, run as root at boot."""
+    state_dir = _state_dir(tmp_path) / HOSTILE_PATH_PART
+    state_dir.mkdir(mode=0o700)
+    dump = state_dir / "boot.pfstate"
+    dump.write_bytes(b"x")
+    os.chmod(str(dump), 0o600)
+    lease = str(tmp_path / HOSTILE_PATH_PART)
+    ran, calls = _boot(tmp_path, dump, reboot_boot_firewall=firewall, reboot_lease_file=lease,
+                       netbsd_pf_restore_lock_file=lease)
+    assert not (tmp_path / "pwned").exists(), "a command of the inventory ran"
+    assert ran.returncode == 0 and str(dump) in calls, (ran.stderr, calls)
+    assert calls.count(lease) == (2 if firewall == "pf" else 1), calls
+
+
+def test_pfstate_launcher_takes_the_library_path_literally(tmp_path):
+    import ast
+    library = str(tmp_path) + '/lib"); import os; os.system("touch pwned"); ("'
+    launcher = _template("reboot", "pfstate.py.j2", {"ansible_managed": "test", "reboot_python": sys.executable,
+                                                      "reboot_lib_path": library})
+    tree = ast.parse(launcher)
+    inserts = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and ast.unparse(node.func) == "sys.path.insert"]
+    assert len(inserts) == 1 and ast.literal_eval(inserts[0].args[1]) == library
+    assert "os.system" not in [ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)]
+
+
+@pytest.mark.parametrize("python", ["/usr/bin/python3\nimport os", "python3", "/usr/bin/env -S python3 -I"])
+def test_reboot_role_refuses_a_python_the_shebang_cannot_carry(python):
+    """The launcher's first line is #!reboot_python: a newline would make the rest a line of the program."""
+    task = _task("reboot", "boot_restore.yml", "Refuse a reboot_python the pfstate command cannot start with")
+    conditions = task["ansible.builtin.assert"]["that"]
+    assert not all(_render("{{ %s }}" % condition, {"reboot_python": python}) for condition in conditions)
+    for accepted in ("/usr/pkg/bin/python3.12", "/usr/bin/env python3"):
+        assert all(_render("{{ %s }}" % condition, {"reboot_python": accepted}) for condition in conditions)
