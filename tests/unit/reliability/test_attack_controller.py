@@ -863,3 +863,31 @@ def test_reboot_role_refuses_a_python_the_shebang_cannot_carry(python):
     assert not all(_render("{{ %s }}" % condition, {"reboot_python": python}) for condition in conditions)
     for accepted in ("/usr/pkg/bin/python3.12", "/usr/bin/env python3"):
         assert all(_render("{{ %s }}" % condition, {"reboot_python": accepted}) for condition in conditions)
+
+
+@pytest.mark.parametrize("side", ["target", "controller"])
+def test_retention_removes_a_capture_named_link_not_its_target(tmp_path, side):
+    """Held: the oldest 'capture' is a link to a file elsewhere: the link goes, the file stays."""
+    host_dir = tmp_path / "fw"
+    host_dir.mkdir()
+    _fill(host_dir)
+    important = tmp_path / "important"
+    important.write_bytes(b"keep me")
+    os.symlink(str(important), str(host_dir / "fw-20261130T000000Z.pfstate"))
+    if side == "target":
+        task = _task("capture", "retention.yml", "Remove the oldest captures on the target")
+        ran = _sh(_render(task["ansible.builtin.raw"], dict(_role_vars("capture"), capture_state_dir=str(host_dir),
+                                                            capture_host_name="fw", capture_keep_on_target=1)))
+    else:
+        ran = _controller_step(host_dir)
+    assert ran.returncode == 0, ran.stderr
+    assert not os.path.lexists(str(host_dir / "fw-20261130T000000Z.pfstate")) and important.read_bytes() == b"keep me"
+
+
+def test_library_install_refuses_a_folder_that_is_a_link(tmp_path):
+    """reboot_lib_dir a link (to a folder others could write to) is refused, nothing unpacked through it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.symlink(str(elsewhere), str(tmp_path / "lib"))
+    ran = _install_library(_small_bundle(tmp_path), str(tmp_path / "lib" / "library"))
+    assert ran.returncode == 1 and "is not a directory" in ran.stderr and os.listdir(str(elsewhere)) == [], ran.stderr
