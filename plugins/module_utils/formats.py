@@ -256,31 +256,45 @@ class _HashingFile:
 
     A writer that seeks back (native with zlib rewrites its prelude once the payload
     length is known) makes the running digest void; the file is then hashed from disk.
+    The hash of a big immutable buffer may still run when write() returns (stage_written
+    fsyncs meanwhile); size_and_sha256() waits for it.
     """
 
     def __init__(self, handle):
         self.handle = handle
         self.digest = hashlib.sha256()
         self.rewritten = False
+        self._hasher = None         # the thread still hashing the last big write, if any
 
     def rewrites_start(self):
         """The writer will write the start of the file again: hash the file once, from disk, when done."""
         self.digest = None
         self.rewritten = True
 
+    def _hashed(self):
+        """Wait until the digest holds everything written so far."""
+        if self._hasher is not None:
+            self._hasher.join()
+            self._hasher = None
+
     def write(self, data):
         view = memoryview(data).cast("B")
+        self._hashed()
         if self.digest is None:
             return self.handle.write(view)
         if len(view) < _PARALLEL_HASH_BYTES:
             self.digest.update(view)
             return self.handle.write(view)
-        hasher = threading.Thread(target=self.digest.update, args=(view,))
-        hasher.start()
+        self._hasher = threading.Thread(target=self.digest.update, args=(view,))
+        self._hasher.start()
         try:
-            return self.handle.write(view)
-        finally:
-            hasher.join()
+            written = self.handle.write(view)
+        except BaseException:
+            self._hashed()
+            raise
+        if not view.readonly:
+            self._hashed()          # its owner may change the buffer once write() returns
+        return written
 
     def tell(self):
         return self.handle.tell()
@@ -291,6 +305,7 @@ class _HashingFile:
         return self.handle.seek(offset, whence)
 
     def size_and_sha256(self):
+        self._hashed()
         if self.rewritten:
             return _file_digest(self.handle)
         return self.handle.tell(), self.digest.hexdigest()
@@ -432,6 +447,8 @@ def stage_written(path, write, mode=0o600):
         sink = _HashingFile(handle)
         written = write(sink)
         handle.flush()
+        # To disk while the last big write is still being hashed: the two overlap on two cores.
+        os.fsync(handle.fileno())
         staged.size, staged.sha256 = sink.size_and_sha256()
     except BaseException:
         staged.discard()

@@ -400,7 +400,11 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
 
 
 def _written_blocks(block, progress):
-    """The one block to write, as slices that report progress when there is a ``progress``."""
+    """The one block to write, as slices that report progress when there is a ``progress``.
+
+    Read-only from here on, which lets the writer's hash of it still run when a write returns.
+    """
+    block = memoryview(block).toreadonly()
     return [block] if progress is None else reported_slices(block, progress, "writing")
 
 
