@@ -1,0 +1,195 @@
+"""Attack round of 2026-12-03 (evening): the rows of docs/reliability.md, "Attack round (2026-12-03 evening)".
+
+Each test here failed on the code before its fix; the attacks that found nothing are listed
+in that section with the test that holds them.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import pytest
+
+from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod, operations, pfstate_cli
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_TEXT, open_dump, write_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
+from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info
+from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
+
+ORDER = sys.byteorder
+
+
+# --- A1: a native dump damaged behind an intact header ---------------------------------------
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_a_damaged_native_dump_is_rewritten_not_kept(pfemu_kernel, tmp_path, compress):
+    path = str(tmp_path / "states.pfstate")
+    lease = str(tmp_path / "lease")
+    pfemu_kernel.fill(200, seed=3)
+    operations.dump_states(path, compress=compress, lease_file=lease)
+    damaged = bytearray(open(path, "rb").read())
+    damaged[-10] ^= 0xff            # bit rot in the last record; header (CRC, SHA-256, sizes) intact
+    with open(path, "wb") as handle:
+        handle.write(bytes(damaged))
+
+    result = operations.dump_states(path, compress=compress, lease_file=lease)
+
+    assert result["changed"] is True
+    with open_dump(path) as reader:
+        assert reader.verify() == 200
+    assert result["sha256"] == operations.file_sha256(path)[1]
+
+
+def test_an_intact_native_dump_of_the_same_table_is_still_unchanged(pfemu_kernel, tmp_path):
+    path = str(tmp_path / "states.pfstate")
+    lease = str(tmp_path / "lease")
+    pfemu_kernel.fill(50, seed=3)
+    first = operations.dump_states(path, lease_file=lease)
+    again = operations.dump_states(path, lease_file=lease)
+    assert (first["changed"], again["changed"]) == (True, False)
+    assert again["sha256"] == first["sha256"]
+
+
+# --- A2: pfs text without line ends (CR-only, one endless line) ------------------------------
+
+def _cr_only_text(path, count):
+    write_dump(path, PFS_TEXT, [generate_records(count, seed=5, byte_order=ORDER)], ORDER)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data.replace(b"\n", b"\r"))
+    return len(data)
+
+
+def test_a_pfs_text_file_without_line_ends_is_refused_in_bounded_memory(tmp_path):
+    path = str(tmp_path / "cr-only.txt")
+    size = _cr_only_text(path, 30000)               # about 8 MB, not one "\n"
+    assert size > 6 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(TextFormatError) as caught:
+            with open_dump(path) as reader:
+                reader.verify()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "no line end" in str(caught.value) and "byte 0" in str(caught.value), caught.value
+    assert peak < 4 << 20, peak
+
+
+def test_pfstate_show_refuses_an_endless_line_in_one_line(tmp_path, capsys):
+    path = str(tmp_path / "endless.txt")
+    with open(path, "wb") as handle:
+        handle.write(b"state in on wm0 proto tcp" + b" " * (3 << 20))
+    assert pfstate_cli.main(["show", path]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and path in err and "no line end" in err and "Traceback" not in err, err
+
+
+def test_a_short_cr_only_file_still_reads(tmp_path):
+    path = str(tmp_path / "short.txt")
+    _cr_only_text(path, 20)
+    with open_dump(path, PFS_TEXT) as reader:
+        assert reader.verify() == 20
+
+
+# --- A3: a lease file edited by hand -----------------------------------------------------------
+
+HAND_EDITED_LEASES = {
+    "deadline-text": {"token": "t", "state": "held", "deadline": "tomorrow", "watchdog_pid": None},
+    "pid-text": {"token": "t", "state": "held", "deadline": 4e9, "watchdog_pid": "abc", "deadline_monotonic": 5},
+    "pid-huge": {"token": "t", "state": "held", "deadline": 1.0, "watchdog_pid": 2 ** 70},
+    "pid-minus-one": {"token": "t", "state": "held", "deadline": 1.0, "watchdog_pid": -1},
+    "pid-true": {"token": "t", "state": "held", "deadline": 1.0, "watchdog_pid": True},
+    "token-list": {"token": ["t"], "state": "held", "deadline": None},
+    "state-list": {"token": "t", "state": ["held"], "deadline": 4e9},
+}
+
+
+def _plant_lease(tmp_path, case):
+    path = str(tmp_path / "lease")
+    with open(path, "w") as handle:
+        json.dump(HAND_EDITED_LEASES[case], handle)
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(HAND_EDITED_LEASES))
+def test_states_info_reads_a_hand_edited_lease_as_no_lease(pfemu_kernel, tmp_path, capsys, case):
+    lease = _plant_lease(tmp_path, case)
+    result = run_module(states_info.main, capsys, tmp_path, lease_file=lease)
+    assert not result.get("failed"), result
+    assert result["lock"]["state"] == "invalid" and result["lock"]["locked_by_lease"] is None, result["lock"]
+    assert "not a valid lease" in result["lock"]["message"]
+
+
+@pytest.mark.parametrize("case", sorted(HAND_EDITED_LEASES))
+def test_dump_and_unlock_work_over_a_hand_edited_lease(pfemu_kernel, tmp_path, capsys, case):
+    lease = _plant_lease(tmp_path, case)
+    pfemu_kernel.fill(5, seed=1)
+    result = run_module(states_dump.main, capsys, tmp_path, path=str(tmp_path / "d.pfstate"), lease_file=lease, lease=5)
+    assert not result.get("failed") and result["count"] == 5, result
+    assert not pfemu_kernel.lock
+    _plant_lease(tmp_path, case)
+    with PfDevice(writable=True) as device:
+        device.set_lock(True)
+    assert pfstate_cli.main(["unlock", "--lease-file", lease]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert not pfemu_kernel.lock
+
+
+def test_process_alive_never_signals_a_process_group():
+    assert lease_mod.process_alive(-1) is False
+    assert lease_mod.process_alive(0) is False
+    assert lease_mod.process_alive(True) is False
+    assert lease_mod.process_alive("1") is False
+    assert lease_mod.process_alive(os.getpid()) is True
+
+
+# --- A4: SIGTERM / SIGHUP to a dump that holds the lock (lock: hold) ---------------------------
+
+_HOLD_DUMP_KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from _pytest.monkeypatch import MonkeyPatch
+    from ansible_collections.netbsd.pf.plugins.module_utils import operations
+    from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter
+    from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
+    from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
+
+    path, lease, signum = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    router = PfDeviceRouter(Kernel(abi=host_abi(), seed=1))
+    router.install(MonkeyPatch())
+    router.kernel.fill(300, seed=2)
+    real_stage = operations.stage_dump
+
+    def stage_dump(*args, **kwargs):
+        print("locked while writing: %s" % router.kernel.lock, flush=True)
+        os.kill(os.getpid(), signum)      # the signal arrives while the dump is written, table locked
+        return real_stage(*args, **kwargs)
+
+    operations.stage_dump = stage_dump
+    try:
+        operations.dump_states(path, lock="hold", lease=30, lease_file=lease)
+    finally:
+        print("locked after: %s" % router.kernel.lock, flush=True)
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_during_a_hold_dump_unlocks_and_still_ends_the_process(tmp_path, signum):
+    path = str(tmp_path / "states.pfstate")
+    lease = str(tmp_path / "lease")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.run([sys.executable, "-c", _HOLD_DUMP_KILLED, path, lease, str(int(signum))], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    out = child.stdout.decode()
+    assert child.returncode == -signum, (child.returncode, out, child.stderr.decode()[-2000:])
+    assert "locked while writing: True" in out and "locked after: False" in out, out
+    assert lease_mod.read_lease(lease)["state"] == lease_mod.RELEASED
+    assert sorted(os.listdir(str(tmp_path))) == ["lease"]       # no dump, no staged file
