@@ -30,7 +30,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked, signals_unwind
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
@@ -302,19 +302,22 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
     if os.path.isdir(path):
         raise OperationError("%s is a directory; path must name the dump file" % path)
 
-    snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
-    try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress,
-                                 summary)
-        if snapshot.lock_mode == "hold":
-            result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
-            result["lock"] = dict(lease_view(lease_file), mode="hold")
-            if run_after:
-                result["run_after_pid"] = start_detached(run_after)
-    except BaseException:
-        if snapshot.lease_token is not None:
-            release_hold(device_path, lease_file, snapshot.lease_token)
-        raise
+    # A termination signal (a module's connection dropped: SIGHUP) unwinds: a hold lock is released and the
+    # staged file removed, as on any failure, before the signal ends the process.
+    with signals_unwind():
+        snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
+        try:
+            result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now,
+                                     progress, summary)
+            if snapshot.lock_mode == "hold":
+                result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
+                result["lock"] = dict(lease_view(lease_file), mode="hold")
+                if run_after:
+                    result["run_after_pid"] = start_detached(run_after)
+        except BaseException:
+            if snapshot.lease_token is not None:
+                release_hold(device_path, lease_file, snapshot.lease_token)
+            raise
     if snapshot.lock_mode != "hold":
         result["lock"] = {"mode": lock if not check_mode else "none", "taken": snapshot.lock_taken}
         result["lock_window_ms"] = snapshot.lock_window_ms

@@ -158,6 +158,7 @@ _HOLD_DUMP_KILLED = textwrap.dedent("""
     import os, signal, sys
     from _pytest.monkeypatch import MonkeyPatch
     from ansible_collections.netbsd.pf.plugins.module_utils import operations
+    from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
     from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter
     from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
     from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
@@ -173,11 +174,15 @@ _HOLD_DUMP_KILLED = textwrap.dedent("""
         os.kill(os.getpid(), signum)      # the signal arrives while the dump is written, table locked
         return real_stage(*args, **kwargs)
 
+    real_set_lock = PfDevice.set_lock
+
+    def set_lock(self, lock):
+        real_set_lock(self, lock)
+        print("kernel lock now: %s" % router.kernel.lock, flush=True)
+
     operations.stage_dump = stage_dump
-    try:
-        operations.dump_states(path, lock="hold", lease=30, lease_file=lease)
-    finally:
-        print("locked after: %s" % router.kernel.lock, flush=True)
+    PfDevice.set_lock = set_lock
+    operations.dump_states(path, lock="hold", lease=30, lease_file=lease)
 """)
 
 
@@ -190,6 +195,6 @@ def test_a_signal_during_a_hold_dump_unlocks_and_still_ends_the_process(tmp_path
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     out = child.stdout.decode()
     assert child.returncode == -signum, (child.returncode, out, child.stderr.decode()[-2000:])
-    assert "locked while writing: True" in out and "locked after: False" in out, out
+    assert out.splitlines() == ["kernel lock now: True", "locked while writing: True", "kernel lock now: False"], out
     assert lease_mod.read_lease(lease)["state"] == lease_mod.RELEASED
     assert sorted(os.listdir(str(tmp_path))) == ["lease"]       # no dump, no staged file
