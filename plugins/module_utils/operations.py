@@ -231,8 +231,10 @@ class _HashingSink:
 def existing_content_digest(path, fmt):
     """content_digest() of the ``fmt`` dump already at ``path``, or None if there is none or it is not such a dump.
 
-    A native file is judged by its header: the CRC-checked prelude and a size
-    that matches it, not a decompression of the payload.
+    A native file is judged by its header (the CRC-checked prelude, with the
+    SHA-256 of its records), and its payload is checked against that header
+    (streamed, nothing spooled): a file damaged behind an intact header is not
+    "unchanged", it is rewritten.
     """
     if not os.path.isfile(path):
         return None
@@ -241,7 +243,10 @@ def existing_content_digest(path, fmt):
             return file_sha256(path)[1]
         with open_dump(path, NATIVE) as reader:
             header = reader.header
-            return native_content_digest(header["byte_order"], header["compression"], header["sha256"])
+            digest = native_content_digest(header["byte_order"], header["compression"], header["sha256"])
+            for _block in reader.checked_blocks():
+                pass
+            return digest
     except DUMP_ERRORS + (OSError,):
         return None
 
@@ -359,7 +364,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     one was made and, for native, its ``header``.  The dump is rendered once: pfs files are written to a temp
     file (hashed while written) and compared with the old one, which stays
     when equal; a native file's identity comes from the records' SHA-256 and
-    the old file's header, so an unchanged native dump is not compressed at all.
+    the old file's verified header, so an unchanged native dump is not compressed at all.
     """
     if fmt == NATIVE:
         records_sha256 = hashlib.sha256(block).hexdigest()
