@@ -24,7 +24,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import canonical_format
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
+    NATIVE, PFS_BINARY, DumpFormatError, check_destination, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
@@ -306,6 +306,7 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
         raise OperationError("directory %s does not exist; create it first (for example with ansible.builtin.file)" % directory)
     if os.path.isdir(path):
         raise OperationError("%s is a directory; path must name the dump file" % path)
+    check_destination(path)     # before the table is locked or read
 
     # A termination signal (a module's connection dropped: SIGHUP) unwinds: a hold lock is released and the
     # staged file removed, as on any failure, before the signal ends the process.

@@ -7,6 +7,8 @@ in that section with the test that holds them.
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -15,7 +17,7 @@ import tracemalloc
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod, operations, pfstate_cli
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_TEXT, open_dump, write_dump
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info
@@ -198,3 +200,45 @@ def test_a_signal_during_a_hold_dump_unlocks_and_still_ends_the_process(tmp_path
     assert out.splitlines() == ["kernel lock now: True", "locked while writing: True", "kernel lock now: False"], out
     assert lease_mod.read_lease(lease)["state"] == lease_mod.RELEASED
     assert sorted(os.listdir(str(tmp_path))) == ["lease"]       # no dump, no staged file
+
+
+# --- A5: a device, a FIFO or a socket as the dump's path or convert's dest ----------------------
+
+def _special_file(tmp_path, kind):
+    path = str(tmp_path / kind)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        listener = socket.socket(socket.AF_UNIX)
+        listener.bind(path)
+        listener.close()
+    else:           # a node of /dev/null's major and minor, as `path: /dev/null` would be
+        os.mknod(path, stat.S_IFCHR | 0o666, os.lstat("/dev/null").st_rdev)
+    return path, stat.S_IFMT(os.lstat(path).st_mode)
+
+
+SPECIAL = ["fifo", "socket"] + (["device"] if os.geteuid() == 0 else [])
+KIND_NAMES = {"fifo": "a FIFO", "socket": "a socket", "device": "a character device"}
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_states_dump_never_replaces_a_device_fifo_or_socket(pfemu_kernel, tmp_path, capsys, kind):
+    path, file_type = _special_file(tmp_path, kind)
+    pfemu_kernel.fill(10, seed=2)
+    result = run_module(states_dump.main, capsys, tmp_path, path=path, lock="hold", lease=5)
+    assert result.get("failed") and result["msg"].count(path) == 1, result
+    assert "%s, not a regular file" % KIND_NAMES[kind] in result["msg"], result["msg"]
+    assert stat.S_IFMT(os.lstat(path).st_mode) == file_type
+    assert not pfemu_kernel.lock
+    assert not [name for name in os.listdir(str(tmp_path)) if name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_pfstate_convert_never_replaces_a_device_fifo_or_socket(tmp_path, capsys, kind):
+    dest, file_type = _special_file(tmp_path, kind)
+    src = str(tmp_path / "src.pfs")
+    write_dump(src, PFS_BINARY, [generate_records(3, seed=1, byte_order=ORDER)], ORDER, count=3)
+    assert pfstate_cli.main(["convert", src, dest]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and KIND_NAMES[kind] in err and "Traceback" not in err, err
+    assert stat.S_IFMT(os.lstat(dest).st_mode) == file_type
