@@ -9,20 +9,23 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
 import tracemalloc
+import zlib
 
 import pytest
 
-from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod, operations, pfstate_cli
-from ansible_collections.netbsd.pf.plugins.module_utils.formats import PFS_BINARY, PFS_TEXT, open_dump, write_dump
+from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod, native, operations, pfstate_cli
+from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
+from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import records as matrix_records
 
 ORDER = sys.byteorder
 
@@ -242,3 +245,118 @@ def test_pfstate_convert_never_replaces_a_device_fifo_or_socket(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and KIND_NAMES[kind] in err and "Traceback" not in err, err
     assert stat.S_IFMT(os.lstat(dest).st_mode) == file_type
+
+
+# --- attacks that held: the tests that hold them -------------------------------------------------
+
+def _native_dump(tmp_path, count=20):
+    path = str(tmp_path / "states.pfstate")
+    write_dump(path, NATIVE, [generate_records(count, seed=9, byte_order=ORDER)], ORDER, count=count, metadata={})
+    return path
+
+
+def _forge_header_sha(path):
+    """Replace the records' SHA-256 in the header and recompute the header CRC: a header that is right on wrong data."""
+    with open(path, "rb") as handle:
+        data = bytearray(handle.read())
+    fields = list(native.PRELUDE.unpack_from(data))
+    fields[8] = bytes(32)
+    head = native.PRELUDE.pack(*fields)
+    meta_len = fields[9]
+    crc = zlib.crc32(head[:-4] + bytes(data[native.PRELUDE_SIZE:native.PRELUDE_SIZE + meta_len])) & 0xffffffff
+    data[:native.PRELUDE_SIZE] = head[:-4] + struct.pack(">I", crc)
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+
+
+NATIVE_DAMAGE = {
+    "trailing-garbage": (lambda path: open(path, "ab").write(b"garbage"), "trailing garbage"),
+    "second-zlib-stream": (lambda path: open(path, "ab").write(zlib.compress(bytes(240))), "trailing garbage"),
+    "forged-header-sha": (_forge_header_sha, "SHA-256 of the records does not match"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NATIVE_DAMAGE))
+def test_held_native_damage_is_refused_in_one_line(tmp_path, capsys, case):
+    damage, reason = NATIVE_DAMAGE[case]
+    path = _native_dump(tmp_path)
+    damage(path)
+    assert pfstate_cli.main(["show", path]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and path in err and reason in err and "Traceback" not in err, err
+
+
+_RESTORE_KILLED = textwrap.dedent("""
+    import os, sys
+    from _pytest.monkeypatch import MonkeyPatch
+    from ansible_collections.netbsd.pf.plugins.module_utils import restore
+    from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+    from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter
+    from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
+    from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
+
+    path, lease, restore_lock, signum = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    router = PfDeviceRouter(Kernel(abi=host_abi(), seed=1))
+    router.install(MonkeyPatch())
+    real_add, real_set_lock, calls = PfDevice.add_states, PfDevice.set_lock, []
+
+    def add_states(self, block, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signum)
+        return real_add(self, block, *args, **kwargs)
+
+    def set_lock(self, lock):
+        real_set_lock(self, lock)
+        print("kernel lock now: %s" % router.kernel.lock, flush=True)
+
+    PfDevice.add_states, PfDevice.set_lock = add_states, set_lock
+    restore.restore_file(path, age="none", chunk_size=10, lease=30, lease_file=lease, restore_lock_file=restore_lock)
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_held_a_signal_during_a_restore_unlocks_and_releases_the_lease(tmp_path, private_restore_lock, signum):
+    path = str(tmp_path / "dump.bin")
+    write_dump(path, PFS_BINARY, [matrix_records(40, 3, first_stateid=1 << 40)], ORDER, count=40)
+    lease = str(tmp_path / "lease")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.run([sys.executable, "-c", _RESTORE_KILLED, path, lease, private_restore_lock, str(int(signum))],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    out = child.stdout.decode().splitlines()
+    assert child.returncode == -signum, (child.returncode, out, child.stderr.decode()[-2000:])
+    assert out[0].startswith("kernel lock now: True") and out[-1].startswith("kernel lock now: False"), out
+    assert lease_mod.read_lease(lease)["state"] == lease_mod.RELEASED
+
+
+_RIVAL_DUMPER = textwrap.dedent("""
+    import json, sys
+    from _pytest.monkeypatch import MonkeyPatch
+    from ansible_collections.netbsd.pf.plugins.module_utils import operations
+    from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter
+    from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
+    from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
+
+    path, lease, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    router = PfDeviceRouter(Kernel(abi=host_abi(), seed=seed, state_limit=100000))
+    router.install(MonkeyPatch())
+    router.kernel.fill(30000, seed=seed)
+    for _round in range(3):
+        result = operations.dump_states(path, fmt="pfs-text", lease_file=lease, summary=False)
+        print(json.dumps([result["sha256"], result["count"]]), flush=True)
+""")
+
+
+def test_held_two_dumps_to_the_same_path_at_once_leave_one_intact_file(tmp_path):
+    path = str(tmp_path / "states.txt")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    children = [subprocess.Popen([sys.executable, "-c", _RIVAL_DUMPER, path, str(tmp_path / ("lease%d" % seed)),
+                                  str(seed)], env=env, stdout=subprocess.PIPE) for seed in (1, 2)]
+    written = [[json.loads(line) for line in child.communicate(timeout=120)[0].splitlines()] for child in children]
+    assert [child.returncode for child in children] == [0, 0]
+    assert [len(results) for results in written] == [3, 3]
+    final = operations.file_sha256(path)[1]
+    assert final in [sha for results in written for sha, _count in results]
+    with open_dump(path) as reader:
+        assert reader.verify() == 30000
+    assert sorted(os.listdir(str(tmp_path))) == ["lease1", "lease2", "states.txt"]     # no staged file left
