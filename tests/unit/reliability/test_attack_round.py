@@ -22,7 +22,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mo
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
-from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info
+from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import records as matrix_records
@@ -360,3 +360,22 @@ def test_held_two_dumps_to_the_same_path_at_once_leave_one_intact_file(tmp_path)
     with open_dump(path) as reader:
         assert reader.verify() == 30000
     assert sorted(os.listdir(str(tmp_path))) == ["lease1", "lease2", "states.txt"]     # no staged file left
+
+
+# --- A6, A7: option values that passed the argspec ---------------------------------------------
+
+@pytest.mark.parametrize("captured_at", ["1e400", "-1e400", "nan", "inf"])
+def test_states_restore_refuses_a_captured_at_that_is_not_a_finite_time(pfemu_kernel, tmp_path, capsys, captured_at):
+    path = _native_dump(tmp_path)
+    result = run_module(states_restore.main, capsys, tmp_path, path=path, captured_at=captured_at)
+    assert result.get("failed") and "captured_at" in result["msg"] and "finite" in result["msg"], result
+    assert len(pfemu_kernel.export_all()) == 0
+
+
+@pytest.mark.parametrize("mode", [-1, 0o10000, "-1", "77777"])
+def test_states_dump_refuses_a_mode_that_is_not_a_file_mode(pfemu_kernel, tmp_path, capsys, mode):
+    path = str(tmp_path / "d.pfstate")
+    pfemu_kernel.fill(5, seed=1)
+    result = run_module(states_dump.main, capsys, tmp_path, path=path, mode=mode)
+    assert result.get("failed") and "mode" in result["msg"] and "07777" in result["msg"], result
+    assert not os.path.exists(path)
