@@ -379,3 +379,16 @@ def test_states_dump_refuses_a_mode_that_is_not_a_file_mode(pfemu_kernel, tmp_pa
     result = run_module(states_dump.main, capsys, tmp_path, path=path, mode=mode)
     assert result.get("failed") and "mode" in result["msg"] and "07777" in result["msg"], result
     assert not os.path.exists(path)
+
+
+@pytest.mark.parametrize("target", ["dangling", "victim"])
+def test_held_a_symlink_at_the_dump_path_is_replaced_never_followed(pfemu_kernel, tmp_path, target):
+    victim = tmp_path / "victim"
+    if target == "victim":
+        victim.write_bytes(b"keep")
+    path = str(tmp_path / "states.pfstate")
+    os.symlink(str(victim), path)
+    pfemu_kernel.fill(5, seed=1)
+    result = operations.dump_states(path, lease_file=str(tmp_path / "lease"))
+    assert result["changed"] and stat.S_ISREG(os.lstat(path).st_mode)
+    assert (victim.read_bytes() == b"keep") if target == "victim" else not victim.exists()
