@@ -265,7 +265,11 @@ def backup_file(path, now=None):
     """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
     now = time.time() if now is None else now
     backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
-    copy_private(path, backup)
+    try:
+        copy_private(path, backup)
+    except OSError as exc:      # a full disk, or something planted at the predictable name
+        raise OperationError("cannot back up %s to %s: %s; nothing was written"
+                             % (path, backup, os.strerror(exc.errno) if exc.errno else exc))
     return backup
 
 

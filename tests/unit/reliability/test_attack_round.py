@@ -4,6 +4,7 @@ Each test here failed on the code before its fix; the attacks that found nothing
 in that section with the test that holds them.
 """
 
+import errno
 import json
 import os
 import signal
@@ -13,12 +14,13 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 import zlib
 
 import pytest
 
-from ansible_collections.netbsd.pf.plugins.module_utils import lease as lease_mod, native, operations, pfstate_cli
+from ansible_collections.netbsd.pf.plugins.module_utils import formats, lease as lease_mod, native, operations, pfstate_cli
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
@@ -392,3 +394,54 @@ def test_held_a_symlink_at_the_dump_path_is_replaced_never_followed(pfemu_kernel
     result = operations.dump_states(path, lease_file=str(tmp_path / "lease"))
     assert result["changed"] and stat.S_ISREG(os.lstat(path).st_mode)
     assert (victim.read_bytes() == b"keep") if target == "victim" else not victim.exists()
+
+
+# --- A8: the backup copy cannot be made ----------------------------------------------------------
+
+class _FullDisk:
+    """A new file on a file system that is full: every write fails with ENOSPC."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.close()
+
+
+@pytest.mark.parametrize("obstacle", ["planted-symlink", "no-space"])
+def test_a_failed_backup_is_a_message_and_keeps_the_old_dump(pfemu_kernel, tmp_path, monkeypatch, obstacle):
+    path = str(tmp_path / "states.pfstate")
+    lease = str(tmp_path / "lease")
+    pfemu_kernel.fill(20, seed=3)
+    operations.dump_states(path, lease_file=lease)
+    old = operations.file_sha256(path)
+    pfemu_kernel.fill(5, seed=4)
+    now = time.time()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    if obstacle == "planted-symlink":      # the backup's name is predictable: path.PID.DATE~
+        os.symlink(str(victim), "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now))))
+    else:
+        real_create = formats.create_private
+
+        def create_on_a_full_disk(name):
+            return _FullDisk(real_create(name))
+        monkeypatch.setattr(formats, "create_private", create_on_a_full_disk)
+    with pytest.raises(operations.OperationError) as caught:
+        operations.dump_states(path, lease_file=lease, backup=True, now=now)
+    message = str(caught.value)
+    assert "cannot back up %s" % path in message and "nothing was written" in message, message
+    assert operations.file_sha256(path) == old
+    assert victim.read_bytes() == b"keep"
+    assert not pfemu_kernel.lock
+    left = [name for name in os.listdir(str(tmp_path)) if name.endswith((".tmp", "~"))]
+    assert len(left) == (1 if obstacle == "planted-symlink" else 0), left     # only the planted link
