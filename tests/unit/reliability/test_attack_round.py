@@ -23,9 +23,11 @@ import pytest
 from ansible_collections.netbsd.pf.plugins.module_utils import formats, lease as lease_mod, native, operations, pfstate_cli
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_native import write_npf_file
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_npf_snapshot import record as npf_record
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import records as matrix_records
 
@@ -445,3 +447,22 @@ def test_a_failed_backup_is_a_message_and_keeps_the_old_dump(pfemu_kernel, tmp_p
     assert not pfemu_kernel.lock
     left = [name for name in os.listdir(str(tmp_path)) if name.endswith((".tmp", "~"))]
     assert len(left) == (1 if obstacle == "planted-symlink" else 0), left     # only the planted link
+
+
+# --- A9: an NPF snapshot file of many tiny connection entries ----------------------------------
+
+def test_an_npf_snapshot_of_empty_connection_entries_is_refused_before_they_are_decoded(tmp_path, capsys):
+    path = str(tmp_path / "empty-entries.pfstate")
+    with open(path, "wb") as handle:        # 50,000 entries of 42 bytes: 2 MB packed, 120 KB compressed
+        write_npf_file(handle, {"version": 22, "conn-list": [{}] * 50000}, ORDER)
+    assert pfstate_cli.main(["show", path]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "50000 connections in" in err and "Traceback" not in err, err
+
+
+def test_an_npf_snapshot_of_real_connections_is_within_the_bound(tmp_path, capsys):
+    path = str(tmp_path / "real.pfstate")
+    with open(path, "wb") as handle:
+        write_npf_file(handle, {"version": 22, "conn-list": [npf_record(sport=1024 + n) for n in range(200)]}, ORDER)
+    assert pfstate_cli.main(["show", path]) == 0
+    assert "connections: 200" in capsys.readouterr().out
