@@ -466,3 +466,39 @@ def test_an_npf_snapshot_of_real_connections_is_within_the_bound(tmp_path, capsy
         write_npf_file(handle, {"version": 22, "conn-list": [npf_record(sport=1024 + n) for n in range(200)]}, ORDER)
     assert pfstate_cli.main(["show", path]) == 0
     assert "connections: 200" in capsys.readouterr().out
+
+
+_PFSTATE_DUMP_SIGNALLED = textwrap.dedent("""
+    import os, sys
+    from _pytest.monkeypatch import MonkeyPatch
+    from ansible_collections.netbsd.pf.plugins.module_utils import operations, pfstate_cli
+    from ansible_collections.netbsd.pf.tests.pfemu.inprocess import PfDeviceRouter
+    from ansible_collections.netbsd.pf.tests.pfemu.kernel import Kernel
+    from ansible_collections.netbsd.pf.tests.pfemu.structs import host_abi
+
+    path, signum, lock = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    router = PfDeviceRouter(Kernel(abi=host_abi(), seed=1))
+    router.install(MonkeyPatch())
+    router.kernel.fill(300, seed=2)
+    real_stage = operations.stage_dump
+
+    def stage_dump(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return real_stage(*args, **kwargs)
+
+    operations.stage_dump = stage_dump
+    status = pfstate_cli.main(["dump", "--lock", lock, "--lease", "30", "--lease-file", path + ".lease", path])
+    print("status %d, locked %s" % (status, router.kernel.lock), flush=True)
+""")
+
+
+@pytest.mark.parametrize("lock", ["hold", "during"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_held_pfstate_dump_interrupted_keeps_its_exit_status_and_unlocks(tmp_path, lock, signum):
+    path = str(tmp_path / "states.pfstate")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.run([sys.executable, "-c", _PFSTATE_DUMP_SIGNALLED, path, str(int(signum)), lock], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    assert child.stdout.decode().strip() == "status %d, locked False" % (128 + signum), child.stderr.decode()[-2000:]
+    assert lease_mod.read_lease(path + ".lease")["state"] == lease_mod.RELEASED
+    assert os.listdir(str(tmp_path)) == ["states.pfstate.lease"]
