@@ -45,6 +45,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import stat
 import syslog
 import time
@@ -289,11 +290,23 @@ def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
                 # Started while we hold the flock: the watchdog cannot act on a
                 # half-written lease, and a concurrent arm waits for us.
                 lease["watchdog_pid"] = _spawn_watchdog(lease_file, token, deadline_monotonic, device_path)
-                locked.write(lease)
+                try:
+                    locked.write(lease)
+                except BaseException:
+                    # The lease is not on record (a full disk): its watchdog would unlock someone's lock later.
+                    _stop_watchdog(lease["watchdog_pid"])
+                    raise
     except OSError as exc:
         raise LeaseError("cannot write lease file %s: %s; choose a writable lease_file"
                          % (lease_file, os.strerror(exc.errno)))
     return token
+
+
+def _stop_watchdog(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass            # already gone
 
 
 def release_lease(lease_file, token=None):

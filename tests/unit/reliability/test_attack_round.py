@@ -502,3 +502,31 @@ def test_held_pfstate_dump_interrupted_keeps_its_exit_status_and_unlocks(tmp_pat
     assert child.stdout.decode().strip() == "status %d, locked False" % (128 + signum), child.stderr.decode()[-2000:]
     assert lease_mod.read_lease(path + ".lease")["state"] == lease_mod.RELEASED
     assert os.listdir(str(tmp_path)) == ["states.pfstate.lease"]
+
+
+# --- A10: the disk fills while the lease is armed --------------------------------------------------
+
+def test_a_lease_that_cannot_be_recorded_leaves_no_watchdog_behind(tmp_path, monkeypatch):
+    lease = str(tmp_path / "lease")
+    real_write, real_spawn = lease_mod._LockedLeaseFile.write, lease_mod._spawn_watchdog
+    writes, spawned = [], []
+
+    def write_on_a_filling_disk(self, record):
+        writes.append(1)
+        if len(writes) == 2:        # the lease with the watchdog's pid, written after the watchdog started
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, record)
+
+    def spawn(*args):
+        spawned.append(real_spawn(*args))
+        return spawned[-1]
+
+    monkeypatch.setattr(lease_mod._LockedLeaseFile, "write", write_on_a_filling_disk)
+    monkeypatch.setattr(lease_mod, "_spawn_watchdog", spawn)
+    with pytest.raises(lease_mod.LeaseError) as caught:
+        lease_mod.arm_lease(lease, 600, "/nonexistent/pf", holder="test")
+    assert "No space left on device" in str(caught.value)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and lease_mod.process_alive(spawned[0]):
+        time.sleep(0.1)
+    assert not lease_mod.process_alive(spawned[0]), "a watchdog of a lease that was never recorded would unlock later"
