@@ -29,7 +29,10 @@ from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_in
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_npf_snapshot import record as npf_record
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
-from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import records as matrix_records
+from ansible_collections.netbsd.pf.tests.unit.reliability.test_concurrency import (
+    before_add_call, records as concurrency_records, run_restore as concurrency_restore,
+)
+from ansible_collections.netbsd.pf.tests.unit.reliability.test_matrix import dump_file, records as matrix_records
 
 ORDER = sys.byteorder
 
@@ -530,3 +533,24 @@ def test_a_lease_that_cannot_be_recorded_leaves_no_watchdog_behind(tmp_path, mon
     while time.monotonic() < deadline and lease_mod.process_alive(spawned[0]):
         time.sleep(0.1)
     assert not lease_mod.process_alive(spawned[0]), "a watchdog of a lease that was never recorded would unlock later"
+
+
+# --- AH10: a flush while a restore runs ------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [2, 3])
+def test_held_a_flush_during_a_restore_is_not_hidden_by_the_counts(pfemu_kernel, tmp_path, monkeypatch, call):
+    block = concurrency_records(30)
+    path = dump_file(tmp_path, block)
+
+    def flush_then_add_one_of_ours(_chunk):
+        """pfctl -F states, then a pfsync peer inserts record 26 (chunk 3) before the restore sends it."""
+        with PfDevice(writable=True) as device:
+            device.clear_states()
+            device.add_states(block[25 * 240:26 * 240])
+
+    before_add_call(monkeypatch, call, flush_then_add_one_of_ours)
+    report = concurrency_restore(path, tmp_path, chunk_size=10)
+    assert (report["restored"], report["already_present"], report["appeared_during_restore"]) == (29, 1, 1)
+    assert report["restored"] + report["already_present"] + report["rejected"] + report["expired"] == 30
+    # What the table holds: the restore's own records sent after the flush, and the peer's copy.
+    assert len(pfemu_kernel.export_all()) // 240 == 30 - 10 * (call - 1)
