@@ -24,9 +24,14 @@ from ansible_collections.netbsd.pf.plugins.module_utils import formats, lease as
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import NATIVE, PFS_BINARY, PFS_TEXT, open_dump, write_dump
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_native import write_npf_file
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import NpfRestoreError, execute_plan, plan_restore
+from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
 from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
+from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_npf_restore import (  # pylint: disable=unused-import
+    boot_with_config, conn as npf_conn, host as npf_host, save,
+)
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_npf_snapshot import record as npf_record
 from ansible_collections.netbsd.pf.tests.unit.plugins.modules.module_runner import run_module
 from ansible_collections.netbsd.pf.tests.unit.reliability.test_concurrency import (
@@ -554,3 +559,27 @@ def test_held_a_flush_during_a_restore_is_not_hidden_by_the_counts(pfemu_kernel,
     assert report["restored"] + report["already_present"] + report["rejected"] + report["expired"] == 30
     # What the table holds: the restore's own records sent after the flush, and the peer's copy.
     assert len(pfemu_kernel.export_all()) // 240 == 30 - 10 * (call - 1)
+
+
+# --- A11: an NPF restore onto more interfaces than one NPF epoch can name ----------------------------
+
+def _snapshot_on_interfaces(count, per_interface=1):
+    return NpfSnapshot({"version": 22, "params": {"state.key.interface": 1},
+                        "conn-list": [npf_conn(1000 + index, ifname="vlan%d" % (index // per_interface))
+                                      for index in range(count * per_interface)]}, "little", "fw1.npf")
+
+
+def test_an_npf_restore_onto_70_interfaces_loads_what_fits_the_interface_map(npf_host):
+    kernel, device = npf_host
+    boot_with_config(kernel, device)                 # npf.conf's rules name wm0
+    snapshot = _snapshot_on_interfaces(70, per_interface=2)
+    with pytest.raises(NpfRestoreError) as caught:
+        plan_restore(snapshot, save(device), limit_policy="refuse")
+    assert "needs 71 interface names" in str(caught.value) and "at most 64" in str(caught.value), caught.value
+    plan = plan_restore(snapshot, save(device))
+    report = execute_plan(device, plan)              # before: EINVAL, nothing restored, 64 names used up
+    assert report["loaded"] == 2 * 63 and report["over_limit"] == 2 * 7, report
+    assert plan.accounted() and kernel.connection_count == 126
+    assert all("64 interface names" in entry["why"] for entry in report["rejected"]), report["rejected"]
+    again = plan_restore(snapshot, save(device))     # the names in use now count as registered: no new room
+    assert (again.counts["already_running"], again.counts["over_limit"], again.changes) == (126, 14, False)
