@@ -303,7 +303,7 @@ invalid:
   returned: when restoring onto NPF
   type: int
 over_limit:
-  description: Connections left out to keep the load under 4 MiB (O(limit_policy=fit)).
+  description: Connections left out to keep the load under 4 MiB, or on interfaces beyond the 64 names NPF registers per boot or flush (O(limit_policy=fit)).
   returned: when restoring onto NPF
   type: int
 repaired:
