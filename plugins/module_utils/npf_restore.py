@@ -184,11 +184,11 @@ def _fit_interface_map(plan, candidates, running, limit_policy):
     if len(new) <= room:
         return candidates
     if limit_policy != "fit":
+        figures = (plan.source, len(registered) + len(new), len(registered), len(new), MAX_INTERFACE_NAMES, room)
         raise NpfRestoreError(
             "%s: the load needs %d interface names (%d registered already, %d new from the snapshot); NPF registers at "
             "most %d per boot or flush and fails the whole load on the next one. Use limit_policy=fit to keep the "
-            "connections of the %d busiest new interfaces" % (plan.source, len(registered) + len(new), len(registered),
-                                                               len(new), MAX_INTERFACE_NAMES, room))
+            "connections of the %d busiest new interfaces" % figures)
     admitted = set(name for name, _count in sorted(new.items(), key=lambda item: (-item[1], item[0]))[:room])
     kept = []
     for conn, from_running in candidates:
