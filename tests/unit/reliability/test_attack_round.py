@@ -27,6 +27,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npf_native import write_
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_restore import NpfRestoreError, execute_plan, plan_restore
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import NpfSnapshot
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import TextFormatError
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import PUSHED_NAME
 from ansible_collections.netbsd.pf.plugins.modules import states_dump, states_info, states_restore
 from ansible_collections.netbsd.pf.tests.pfemu.generate import generate_records
 from ansible_collections.netbsd.pf.tests.unit.plugins.module_utils.test_npf_restore import (  # pylint: disable=unused-import
@@ -583,3 +584,25 @@ def test_an_npf_restore_onto_70_interfaces_loads_what_fits_the_interface_map(npf
     assert all("64 interface names" in entry["why"] for entry in report["rejected"]), report["rejected"]
     again = plan_restore(snapshot, save(device))     # the names in use now count as registered: no new room
     assert (again.counts["already_running"], again.counts["over_limit"], again.changes) == (126, 14, False)
+
+
+# --- A12: pushed_copy set by hand on a dump of one's own ------------------------------------------
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_pushed_copy_never_removes_a_file_the_action_plugin_did_not_push(pfemu_kernel, tmp_path, capsys, check_mode):
+    path = _native_dump(tmp_path)           # the only copy of the dump, in a directory of the operator's
+    before = operations.file_sha256(path)
+    result = run_module(states_restore.main, capsys, tmp_path, check_mode=check_mode, path=path, pushed_copy=True)
+    assert result.get("failed") and "pushed_copy" in result["msg"] and path in result["msg"], result
+    assert operations.file_sha256(path) == before
+    assert len(pfemu_kernel.export_all()) == 0
+
+
+def test_pushed_copy_still_removes_the_copy_the_action_plugin_pushed(pfemu_kernel, tmp_path, capsys):
+    pushed_dir = tmp_path / "remote_tmp" / "ansible-tmp-1764800000.1-4242-123456789"
+    pushed_dir.mkdir(parents=True)
+    pushed = str(pushed_dir / PUSHED_NAME)
+    os.rename(_native_dump(tmp_path), pushed)
+    result = run_module(states_restore.main, capsys, tmp_path, path=pushed, pushed_copy=True, age="none")
+    assert not result.get("failed") and result["restored"] == 20, result
+    assert not os.path.exists(pushed)
