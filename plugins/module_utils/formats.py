@@ -46,6 +46,28 @@ class DumpFormatError(PfStateError, ValueError):
     message_lacks_file = True
 
 
+class DestinationError(PfStateError):
+    """Something at a dump's destination that a dump must not replace (a device, a FIFO, a socket)."""
+
+
+def check_destination(path):
+    """Refuse ``path`` when a device, FIFO, socket or directory is there: the staged file's rename would replace it.
+
+    A regular file is replaced (atomically) and a symbolic link is replaced
+    itself, never followed; as root, ``path: /dev/null`` would otherwise
+    put a dump in place of the device node.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    raise DestinationError("%s is %s, not a regular file: refusing to replace it with a dump; name a file to write"
+                           % (path, kind))
+
+
 def open_regular(path):
     """``path`` opened for binary reading, refused unless it is a regular file.
 
@@ -439,6 +461,7 @@ def stage_written(path, write, mode=0o600):
     only when committed; its name carries this process's pid, and the staged
     files that dead writers left in the directory are removed first.
     """
+    check_destination(path)
     directory = os.path.dirname(os.path.abspath(path))
     remove_stale_staged_files(directory)
     handle, temp_path = _create_staged(directory, os.path.basename(path))

@@ -345,6 +345,38 @@ def _raise_interrupted(signum, frame):
 
 
 @contextlib.contextmanager
+def signals_unwind():
+    """Turn the first SIGTERM/SIGINT/SIGHUP in the body into LockInterrupted, deliver it again afterwards.
+
+    For work that leaves something behind if the process just dies (a table
+    locked under a lease, a staged file): the ``finally`` and ``except``
+    clauses of the body run, then the signal reaches the previous handlers, so
+    the process ends (or not) as it would have.  Further signals while the
+    body unwinds are held back, not raised again in its cleanup.
+    """
+    received = []
+
+    def unwind(signum, frame):
+        if not received:
+            received.append(signum)
+            raise LockInterrupted(signum)
+
+    previous = {}
+    try:
+        for signum in _LOCK_SIGNALS:
+            previous[signum] = signal.signal(signum, unwind)
+    except ValueError:          # not the main thread: signals cannot be caught here
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            os.kill(os.getpid(), received[0])
+
+
+@contextlib.contextmanager
 def locked(device, unlock=None):
     """Lock the state table for the body; always unlock, also on exceptions and SIGTERM/SIGINT/SIGHUP.
 

@@ -26,6 +26,7 @@ __metaclass__ = type
 
 import errno
 import fcntl
+import math
 import os
 import re
 import time
@@ -81,15 +82,24 @@ _ISO_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?$")
 
 
+def _finite(seconds, value):
+    """``seconds`` unless it is NaN or infinite (1e400 parses as infinity), which no age can be computed from."""
+    if not math.isfinite(seconds):
+        raise ValueError("%r is not a finite number of seconds since the epoch" % (value,))
+    return seconds
+
+
 def parse_timestamp(value):
     """Seconds since the epoch from an epoch number or an ISO 8601 date-time (UTC unless an offset is given)."""
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value), value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _finite(seconds, value)
     match = _ISO_RE.match(text)
     if not match:
         raise ValueError("%r is neither seconds since the epoch nor an ISO 8601 date-time such as 2024-05-01T12:30:00Z" % value)
