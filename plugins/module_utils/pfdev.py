@@ -344,6 +344,22 @@ def _raise_interrupted(signum, frame):
     raise LockInterrupted(signum)
 
 
+def _catch_lock_signals(handler):
+    """Put ``handler`` on the termination signals; returns the handlers it replaced.
+
+    A signal the process ignores (nohup's SIGHUP) stays ignored: it would not have
+    ended the process, so it must not end the work either.
+    """
+    previous = {}
+    try:
+        for signum in _LOCK_SIGNALS:
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+    except ValueError:          # not the main thread: signals cannot be caught here
+        pass
+    return previous
+
+
 @contextlib.contextmanager
 def signals_unwind():
     """Turn the first SIGTERM/SIGINT/SIGHUP in the body into LockInterrupted, deliver it again afterwards.
@@ -361,12 +377,7 @@ def signals_unwind():
             received.append(signum)
             raise LockInterrupted(signum)
 
-    previous = {}
-    try:
-        for signum in _LOCK_SIGNALS:
-            previous[signum] = signal.signal(signum, unwind)
-    except ValueError:          # not the main thread: signals cannot be caught here
-        pass
+    previous = _catch_lock_signals(unwind)
     try:
         yield
     finally:
@@ -386,12 +397,7 @@ def locked(device, unlock=None):
     if given, is called instead of a plain unlock (with the signals still held
     off): a holder under a lease unlocks only while the lease is still its own.
     """
-    previous = {}
-    try:
-        for signum in _LOCK_SIGNALS:
-            previous[signum] = signal.signal(signum, _raise_interrupted)
-    except ValueError:          # not the main thread: signals cannot be caught here
-        pass
+    previous = _catch_lock_signals(_raise_interrupted)
     try:
         try:
             device.set_lock(True)

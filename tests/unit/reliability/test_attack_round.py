@@ -218,6 +218,23 @@ def test_a_signal_during_a_hold_dump_unlocks_and_still_ends_the_process(tmp_path
     assert sorted(os.listdir(str(tmp_path))) == ["lease"]       # no dump, no staged file
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_the_process_ignores_does_not_stop_a_hold_dump(tmp_path, signum):
+    """nohup (SIGHUP ignored), or a parent that ignores SIGTERM: the dump goes on as the process asked."""
+    path = str(tmp_path / "states.pfstate")
+    lease = str(tmp_path / "lease")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    ignoring = "import signal, sys; signal.signal(int(sys.argv[3]), signal.SIG_IGN)\n" + _HOLD_DUMP_KILLED
+    child = subprocess.run([sys.executable, "-c", ignoring, path, lease, str(int(signum))], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    out = child.stdout.decode()
+    assert child.returncode == 0, (child.returncode, out, child.stderr.decode()[-2000:])
+    assert out.splitlines() == ["kernel lock now: True", "locked while writing: True"], out
+    assert lease_mod.read_lease(lease)["state"] == lease_mod.HELD
+    with open_dump(path) as reader:
+        assert reader.count == 300
+
+
 # --- A5: a device, a FIFO or a socket as the dump's path or convert's dest ----------------------
 
 def _special_file(tmp_path, kind):
@@ -511,6 +528,18 @@ def test_held_pfstate_dump_interrupted_keeps_its_exit_status_and_unlocks(tmp_pat
     assert child.stdout.decode().strip() == "status %d, locked False" % (128 + signum), child.stderr.decode()[-2000:]
     assert lease_mod.read_lease(path + ".lease")["state"] == lease_mod.RELEASED
     assert os.listdir(str(tmp_path)) == ["states.pfstate.lease"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_pfstate_dump_under_nohup_goes_on_through_the_ignored_signal(tmp_path, signum):
+    path = str(tmp_path / "states.pfstate")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    ignoring = "import signal, sys; signal.signal(int(sys.argv[2]), signal.SIG_IGN)\n" + _PFSTATE_DUMP_SIGNALLED
+    child = subprocess.run([sys.executable, "-c", ignoring, path, str(int(signum)), "during"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
+    assert child.stdout.decode().splitlines()[-1] == "status 0, locked False", child.stderr.decode()[-2000:]
+    with open_dump(path) as reader:
+        assert reader.count == 300
 
 
 # --- A10: the disk fills while the lease is armed --------------------------------------------------
