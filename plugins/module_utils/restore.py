@@ -189,32 +189,14 @@ class _KeyIndex:
                 slot = 0
 
     def setdefault(self, key, holder, replace=False):
-        """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder.
-
-        find() and place() in one probe: the whole live table goes through here.
-        """
-        hashed = self._key_hash(key)
-        holders, tags = self._holders, self._tags
-        capacity = len(holders)
-        tag = hashed >> 24 & 0xFF
-        slot = hashed % capacity
-        while True:
-            found = holders[slot]
-            if found == _NO_HOLDER:
-                break
-            if tags[slot] == tag and self._key_of(found) == key:
-                if replace:
-                    holders[slot] = holder
-                return found
-            slot += 1
-            if slot == capacity:
-                slot = 0
-        holders[slot] = holder
-        tags[slot] = tag
-        self._count += 1
-        if self._count > self._most:
-            self._grow()
-        return holder
+        """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder."""
+        found, spot = self.find(key)
+        if found is None:
+            self.place(spot, holder)
+            return holder
+        if replace:
+            self._holders[spot >> 8] = holder
+        return found
 
     def place(self, spot, holder):
         """Add a key that find() did not find, at the spot it returned."""
