@@ -67,11 +67,16 @@ def creation_mode(mode):
     0600 and is applied by set_fs_attributes_if_different afterwards.
     """
     if isinstance(mode, int):
-        return mode
-    try:
-        return int(str(mode), 8)
-    except ValueError:
-        return 0o600
+        numeric = mode
+    else:
+        try:
+            numeric = int(str(mode), 8)
+        except ValueError:
+            return 0o600
+    # fchmod would take -1 as 07777 (world-writable, setuid) and drop bits above 07777 silently.
+    if not 0 <= numeric <= 0o7777:
+        raise OptionError("mode %r is not a file mode (0 to 07777 in octal, or symbolic such as u=rw,g=r)" % (mode,))
+    return numeric
 
 
 class OptionError(PfStateError, ValueError):

@@ -46,6 +46,28 @@ class DumpFormatError(PfStateError, ValueError):
     message_lacks_file = True
 
 
+class DestinationError(PfStateError):
+    """Something at a dump's destination that a dump must not replace (a device, a FIFO, a socket)."""
+
+
+def check_destination(path):
+    """Refuse ``path`` when a device, FIFO, socket or directory is there: the staged file's rename would replace it.
+
+    A regular file is replaced (atomically) and a symbolic link is replaced
+    itself, never followed; as root, ``path: /dev/null`` would otherwise
+    put a dump in place of the device node.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    raise DestinationError("%s is %s, not a regular file: refusing to replace it with a dump; name a file to write"
+                           % (path, kind))
+
+
 def open_regular(path):
     """``path`` opened for binary reading, refused unless it is a regular file.
 
@@ -256,31 +278,45 @@ class _HashingFile:
 
     A writer that seeks back (native with zlib rewrites its prelude once the payload
     length is known) makes the running digest void; the file is then hashed from disk.
+    The hash of a big immutable buffer may still run when write() returns (stage_written
+    fsyncs meanwhile); size_and_sha256() waits for it.
     """
 
     def __init__(self, handle):
         self.handle = handle
         self.digest = hashlib.sha256()
         self.rewritten = False
+        self._hasher = None         # the thread still hashing the last big write, if any
 
     def rewrites_start(self):
         """The writer will write the start of the file again: hash the file once, from disk, when done."""
         self.digest = None
         self.rewritten = True
 
+    def _hashed(self):
+        """Wait until the digest holds everything written so far."""
+        if self._hasher is not None:
+            self._hasher.join()
+            self._hasher = None
+
     def write(self, data):
         view = memoryview(data).cast("B")
+        self._hashed()
         if self.digest is None:
             return self.handle.write(view)
         if len(view) < _PARALLEL_HASH_BYTES:
             self.digest.update(view)
             return self.handle.write(view)
-        hasher = threading.Thread(target=self.digest.update, args=(view,))
-        hasher.start()
+        self._hasher = threading.Thread(target=self.digest.update, args=(view,))
+        self._hasher.start()
         try:
-            return self.handle.write(view)
-        finally:
-            hasher.join()
+            written = self.handle.write(view)
+        except BaseException:
+            self._hashed()
+            raise
+        if not view.readonly:
+            self._hashed()          # its owner may change the buffer once write() returns
+        return written
 
     def tell(self):
         return self.handle.tell()
@@ -291,6 +327,7 @@ class _HashingFile:
         return self.handle.seek(offset, whence)
 
     def size_and_sha256(self):
+        self._hashed()
         if self.rewritten:
             return _file_digest(self.handle)
         return self.handle.tell(), self.digest.hexdigest()
@@ -301,23 +338,36 @@ class StagedDump:
 
     ``size``, ``sha256`` (of the file), ``count`` and, for native, ``records_sha256``
     describe it.  commit() fsyncs it and renames it over ``path``; discard() removes
-    it.  Used as a context manager it is discarded unless committed.
+    it.  Used as a context manager it is discarded unless committed.  Every step goes
+    through the directory opened when the dump began (``directory_fd``), so a parent
+    symlink re-pointed meanwhile can neither strand the temp file nor redirect the rename.
     """
 
-    def __init__(self, path, temp_path, handle, mode):
+    def __init__(self, path, directory_fd, temp_name, handle, mode):
         self.path = path
-        self.temp_path = temp_path
+        self._name = os.path.basename(path)
+        self._directory_fd = directory_fd
+        self._temp_name = temp_name
         self._handle = handle
         self.mode = mode
         self.size = self.sha256 = self.count = self.records_sha256 = None
 
+    @property
+    def temp_path(self):
+        """Where the temp file is (as ``path``'s directory names it now), None once committed or discarded."""
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), self._temp_name) if self._temp_name else None
+
+    def _open_in_directory(self, name):
+        return os.fdopen(os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0), dir_fd=self._directory_fd), "rb")
+
     def same_as_existing(self):
         """True if ``path`` already holds exactly these bytes (compared in 1 MiB steps, stopping at the first difference)."""
         try:
-            if not os.path.isfile(self.path) or os.path.getsize(self.path) != self.size:
+            existing = os.stat(self._name, dir_fd=self._directory_fd)
+            if not stat.S_ISREG(existing.st_mode) or existing.st_size != self.size:
                 return False
             self._handle.flush()
-            with open(self.path, "rb") as old, open(self.temp_path, "rb") as new:
+            with self._open_in_directory(self._name) as old, self._open_in_directory(self._temp_name) as new:
                 for chunk in iter(lambda: new.read(1 << 20), b""):
                     if old.read(len(chunk)) != chunk:
                         return False
@@ -332,19 +382,24 @@ class StagedDump:
             os.fchmod(self._handle.fileno(), self.mode)
             os.fsync(self._handle.fileno())
             self._handle.close()
-            os.rename(self.temp_path, self.path)
-            self.temp_path = None
-            _fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+            os.rename(self._temp_name, self._name, src_dir_fd=self._directory_fd, dst_dir_fd=self._directory_fd)
+            self._temp_name = None
+            os.fsync(self._directory_fd)
         finally:
             self.discard()
 
     def discard(self):
         if not self._handle.closed:
             self._handle.close()
-        if self.temp_path is not None:
-            if os.path.lexists(self.temp_path):
-                os.unlink(self.temp_path)
-            self.temp_path = None
+        if self._temp_name is not None:
+            try:
+                os.unlink(self._temp_name, dir_fd=self._directory_fd)
+            except FileNotFoundError:
+                pass
+            self._temp_name = None
+        if self._directory_fd is not None:
+            os.close(self._directory_fd)
+            self._directory_fd = None
 
     def __enter__(self):
         return self
@@ -353,19 +408,18 @@ class StagedDump:
         self.discard()
 
 
-def _create_staged(directory, name):
-    """A new staged file beside ``name``: (binary read-write handle, path)."""
+def _create_staged(directory_fd, name):
+    """A new staged file beside ``name`` in the directory ``directory_fd``: (binary read-write handle, its name)."""
     for _attempt in range(100):
-        temp_path = os.path.join(directory, ".%s.pfstate-%d-%s.tmp" % (
-            name, os.getpid(), binascii.hexlify(os.urandom(4)).decode("ascii")))
+        temp_name = ".%s.pfstate-%d-%s.tmp" % (name, os.getpid(), binascii.hexlify(os.urandom(4)).decode("ascii"))
         try:
-            fd = os.open(temp_path, os.O_RDWR | _PRIVATE_CREATE, 0o600)
+            fd = os.open(temp_name, os.O_RDWR | _PRIVATE_CREATE, 0o600, dir_fd=directory_fd)
         except OSError as exc:
             if exc.errno == errno.EEXIST:
                 continue
             raise
-        return os.fdopen(fd, "w+b"), temp_path
-    raise OSError(errno.EEXIST, "no unused staged file name", directory)
+        return os.fdopen(fd, "w+b"), temp_name
+    raise OSError(errno.EEXIST, "no unused staged file name", name)
 
 
 def _slices(blocks, records):
@@ -424,14 +478,22 @@ def stage_written(path, write, mode=0o600):
     only when committed; its name carries this process's pid, and the staged
     files that dead writers left in the directory are removed first.
     """
+    check_destination(path)
     directory = os.path.dirname(os.path.abspath(path))
     remove_stale_staged_files(directory)
-    handle, temp_path = _create_staged(directory, os.path.basename(path))
-    staged = StagedDump(path, temp_path, handle, mode)
+    directory_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        handle, temp_name = _create_staged(directory_fd, os.path.basename(path))
+    except BaseException:
+        os.close(directory_fd)
+        raise
+    staged = StagedDump(path, directory_fd, temp_name, handle, mode)
     try:
         sink = _HashingFile(handle)
         written = write(sink)
         handle.flush()
+        # To disk while the last big write is still being hashed: the two overlap on two cores.
+        os.fsync(handle.fileno())
         staged.size, staged.sha256 = sink.size_and_sha256()
     except BaseException:
         staged.discard()
@@ -449,11 +511,3 @@ def write_dump(path, fmt, blocks, byte_order, count=None, metadata=None, compres
     with stage_dump(path, fmt, blocks, byte_order, count, metadata, compress, mode) as staged:
         staged.commit()
         return staged.size, staged.sha256, staged.count
-
-
-def _fsync_directory(directory):
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -43,7 +43,9 @@ import binascii
 import errno
 import fcntl
 import json
+import math
 import os
+import signal
 import stat
 import syslog
 import time
@@ -159,6 +161,10 @@ class _LockedLeaseFile:
 
     def read(self):
         """The lease dict, or None if the file is empty or not a lease (a crash mid-write, a stray file)."""
+        return self.read_checked()[0]
+
+    def read_checked(self):
+        """(lease dict or None, why the file's content is not a valid lease or None)."""
         os.lseek(self.fd, 0, os.SEEK_SET)
         chunks = []
         while True:
@@ -166,11 +172,15 @@ class _LockedLeaseFile:
             if not chunk:
                 break
             chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return None, None
         try:
-            lease = json.loads(b"".join(chunks).decode("utf-8"))
+            lease = json.loads(raw.decode("utf-8"))
         except ValueError:
-            return None
-        return lease if isinstance(lease, dict) and "token" in lease else None
+            return None, "not JSON"
+        problem = lease_problem(lease)
+        return (None, problem) if problem else (lease, None)
 
     def write(self, lease):
         data = json.dumps(lease, sort_keys=True).encode("utf-8") + b"\n"
@@ -181,14 +191,51 @@ class _LockedLeaseFile:
         os.fsync(self.fd)
 
 
+_PID_FIELDS = ("holder_pid", "watchdog_pid")
+_TIME_FIELDS = ("locked_at", "seconds", "deadline", "deadline_monotonic", "released_at", "unlocked_at")
+_MAX_PID = 2 ** 31 - 1       # pid_t is a 32-bit int
+
+
+def _is_pid(value):
+    return type(value) is int and 0 < value <= _MAX_PID     # pylint: disable=unidiomatic-typecheck
+
+
+def lease_problem(lease):
+    """Why decoded JSON is not a lease this code wrote (a file edited by hand), or None.
+
+    Only the fields whose type the code relies on are checked: a pid that is
+    not a positive int would make os.kill signal a process group (-1: every
+    process) or raise, a time that is not a number would raise in arithmetic.
+    """
+    if not isinstance(lease, dict):
+        return "not a JSON object"
+    for key in ("token", "state"):
+        if not isinstance(lease.get(key), str):
+            return "%s is not a string" % key
+    for key in _PID_FIELDS:
+        if lease.get(key) is not None and not _is_pid(lease[key]):
+            return "%s %r is not a process id" % (key, lease[key])
+    for key in _TIME_FIELDS:
+        value = lease.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            return "%s %r is not a number of seconds" % (key, value)
+    return None
+
+
 def read_lease(lease_file):
     """The lease recorded in ``lease_file``: a dict, or None if there is no (readable) lease."""
+    return read_lease_checked(lease_file)[0]
+
+
+def read_lease_checked(lease_file):
+    """(lease or None, why the file holds no valid lease or None): read_lease() that tells garbage from nothing."""
     try:
         with _LockedLeaseFile(lease_file, exclusive=False) as locked:
-            return locked.read()
+            return locked.read_checked()
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            return None
+            return None, None
         raise LeaseError("cannot read lease file %s: %s" % (lease_file, os.strerror(exc.errno)))
 
 
@@ -243,11 +290,23 @@ def arm_lease(lease_file, seconds, device_path="/dev/pf", holder="netbsd.pf"):
                 # Started while we hold the flock: the watchdog cannot act on a
                 # half-written lease, and a concurrent arm waits for us.
                 lease["watchdog_pid"] = _spawn_watchdog(lease_file, token, deadline_monotonic, device_path)
-                locked.write(lease)
+                try:
+                    locked.write(lease)
+                except BaseException:
+                    # The lease is not on record (a full disk): its watchdog would unlock someone's lock later.
+                    _stop_watchdog(lease["watchdog_pid"])
+                    raise
     except OSError as exc:
         raise LeaseError("cannot write lease file %s: %s; choose a writable lease_file"
                          % (lease_file, os.strerror(exc.errno)))
     return token
+
+
+def _stop_watchdog(pid):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass            # already gone
 
 
 def release_lease(lease_file, token=None):
@@ -335,9 +394,13 @@ def lease_view(lease_file, now=None):
     """
     now = time.time() if now is None else now
     try:
-        lease = read_lease(lease_file)
+        lease, problem = read_lease_checked(lease_file)
     except LeaseError as exc:
         return {"source": "lease_file", "lease_file": lease_file, "state": "unreadable", "locked_by_lease": None, "message": str(exc)}
+    if problem:
+        return {"source": "lease_file", "lease_file": lease_file, "state": "invalid", "locked_by_lease": None,
+                "message": "%s is not a valid lease (%s): edited or damaged; a new lock or dump replaces it"
+                           % (lease_file, problem)}
     if lease is None:
         return {"source": "lease_file", "lease_file": lease_file, "state": "none", "locked_by_lease": False,
                 "message": "no lease recorded; a lock set by other tools (pfs -l) cannot be seen"}
@@ -371,8 +434,8 @@ def lease_view(lease_file, now=None):
 
 def process_alive(pid):
     """Whether process ``pid`` exists (a watchdog recorded in a lease); False for no pid."""
-    if not pid:
-        return False
+    if not _is_pid(pid):
+        return False        # never os.kill(0 or -N, 0): that asks about a process group or every process
     try:
         os.kill(pid, 0)
     except OSError as exc:

@@ -22,7 +22,7 @@ import copy
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_nvlist import encode
 from ansible_collections.netbsd.pf.plugins.module_utils.npf_snapshot import (
-    CONN_DIRECTION_MASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PFIL_IN, PFIL_OUT,
+    CONN_DIRECTION_MASK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PFIL_IN, PFIL_OUT, UNKNOWN_IFNAME,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NPF_REQUEST_LIMIT, NPF_VERSION, NpfError
 
@@ -40,6 +40,9 @@ GENERIC_TIMEOUTS = tuple(("state.generic.timeout." + name, seconds)
 # Reasons a connection is not loaded; each has its count in the plan.
 DROP_REASONS = ("invalid", "expired", "nat", "duplicate", "over_limit")
 REJECTED_LIST_LIMIT = 100
+# NPF_MAX_IFMAP: interface names NPF registers from one boot or flush to the next (reference 3.9); a load
+# that brings the 65th fails whole with EINVAL, and the names it registered stay taken.
+MAX_INTERFACE_NAMES = 64
 # Connections looked up after the load (reference 5.1 step 7); NAT ones cannot be (3.6: ENOMEM).
 VERIFY_SAMPLE = 16
 # The element header and NVLIST_ARRAY_NEXT pair that each conn-list element adds to its own packing.
@@ -165,6 +168,48 @@ def _check_running_config(running):
                 running.source, ", ".join(str(name) for name in const)))
 
 
+def _interface_names(conn):
+    names = {conn.ifname, conn.forw.ifname, conn.back.ifname, conn.nat.ifname if conn.nat is not None else None}
+    names.discard(None)
+    names.discard(UNKNOWN_IFNAME)       # what a SAVE prints for a key's interface id, not a registered name
+    return names
+
+
+def _fit_interface_map(plan, candidates, running, limit_policy):
+    """The candidates whose interface names fit NPF's map of MAX_INTERFACE_NAMES, with those already registered.
+
+    The running configuration's and running connections' names are registered already; the names the
+    snapshot adds take what is left.  ``fit`` keeps the names that carry the most connections and drops
+    the others' connections as over_limit; ``refuse`` raises.  Names registered earlier by connections
+    that are gone cannot be seen, so the kernel may still refuse (EINVAL).
+    """
+    registered = set(rule.get("ifname") for section in ("rules", "nat") for rule in running.config[section]
+                     if isinstance(rule.get("ifname"), str))
+    for conn in running.connections:
+        registered |= _interface_names(conn)
+    new = collections.Counter(name for conn, from_running in candidates if not from_running
+                              for name in _interface_names(conn) - registered)
+    room = max(MAX_INTERFACE_NAMES - len(registered), 0)
+    if len(new) <= room:
+        return candidates
+    if limit_policy != "fit":
+        figures = (plan.source, len(registered) + len(new), len(registered), len(new), MAX_INTERFACE_NAMES, room)
+        raise NpfRestoreError(
+            "%s: the load needs %d interface names (%d registered already, %d new from the snapshot); NPF registers at "
+            "most %d per boot or flush and fails the whole load on the next one. Use limit_policy=fit to keep the "
+            "connections of the %d busiest new interfaces" % figures)
+    admitted = set(name for name, _count in sorted(new.items(), key=lambda item: (-item[1], item[0]))[:room])
+    kept = []
+    for conn, from_running in candidates:
+        beyond = sorted(_interface_names(conn) - registered - admitted) if not from_running else []
+        if beyond:
+            plan.drop(conn, "over_limit", "interface %s is beyond the %d interface names NPF registers per boot or flush"
+                      % (beyond[0], MAX_INTERFACE_NAMES))
+        else:
+            kept.append((conn, from_running))
+    return kept
+
+
 def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", running_conns="merge",
                  limit=NPF_REQUEST_LIMIT):
     """Plan the load of ``snapshot``'s connections into the host whose SAVE is ``running``.
@@ -272,6 +317,7 @@ def plan_restore(snapshot, running, age=None, nat="drop", limit_policy="fit", ru
             "%s: the running table has %d connections that the snapshot does not hold (newer than it); the load "
             "would destroy them. Use running_conns=merge to keep them" % (running.source, newer))
 
+    candidates = _fit_interface_map(plan, candidates, running, limit_policy)
     base = dict((section, items) for section, items in running.config.items() if items)
     base["params"] = dict(running.params)
     base["version"] = NPF_VERSION

@@ -35,6 +35,10 @@ NPF_TCP_STATE_NAMES = ("CLOSED", "SYN_SENT", "SIMSYN_SENT", "SYN_RECEIVED", "EST
 NPF_GENERIC_STATE_NAMES = ("CLOSED", "NEW", "ESTABLISHED")
 # What the N20 exporter writes instead of a key's interface whenever the key has a direction (3.6).
 UNKNOWN_IFNAME = "???"
+# A connection the kernel saves packs into about 650 bytes at least (state, both keys with their
+# addresses, flags, proto, alen: reference 3.9). Fewer packed bytes per conn-list entry mean a damaged
+# or forged file whose tiny entries would each become a Connection of about 1.2 KB: 30 times its size.
+MIN_SAVED_CONNECTION_BYTES = 256
 
 
 def exported_key_proto(proto, di):
@@ -395,6 +399,11 @@ class NpfSnapshot:
             reply = decode(data, source=source)
         except NvlistError as exc:
             raise NpfSnapshotError(str(exc))
+        conn_list = reply.get("conn-list") if isinstance(reply, dict) else None
+        if isinstance(conn_list, list) and len(conn_list) > len(data) // MIN_SAVED_CONNECTION_BYTES:
+            raise NpfSnapshotError("%s: %d connections in %d packed bytes, but every connection NPF saves takes more "
+                                   "than %d: damaged or forged, refused before decoding them"
+                                   % (source, len(conn_list), len(data), MIN_SAVED_CONNECTION_BYTES))
         return cls(reply, order, source)
 
     def summary(self):

@@ -65,8 +65,9 @@ _REQUEST_MESSAGES = {
     ("open", EACCES): "permission denied opening /dev/npf (run as root)",
     ("open", EPERM): "refused opening /dev/npf by kauth: run as root, at securelevel 1 or lower",
     ("IOC_NPF_LOAD", E2BIG): "the request is 4 MiB or larger, or has too many rules, tables or procedures",
-    ("IOC_NPF_LOAD", EINVAL): "the kernel refused the configuration or one connection record; one bad record "
-                              "fails the whole load and nothing was changed",
+    ("IOC_NPF_LOAD", EINVAL): "the kernel refused the configuration or one connection record (or a 65th interface "
+                              "name since the last boot or flush); one bad record fails the whole load and nothing "
+                              "was changed",
     ("IOC_NPF_LOAD", EEXIST): "the configuration has two rules or two tables of the same name",
     ("IOC_NPF_LOAD", ENOTSUP): "a rule carries code of a type other than BPF",
     ("IOC_NPF_LOAD", ENAMETOOLONG): "a table name is 32 characters or longer",

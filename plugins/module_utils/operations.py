@@ -24,13 +24,13 @@ from ansible_collections.netbsd.pf.plugins.module_utils.abi import RECORD_SIZE
 from ansible_collections.netbsd.pf.plugins.module_utils.argspec import canonical_format
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
 from ansible_collections.netbsd.pf.plugins.module_utils.formats import (
-    NATIVE, PFS_BINARY, DumpFormatError, copy_private, open_dump, stage_dump,
+    NATIVE, PFS_BINARY, DumpFormatError, check_destination, copy_private, open_dump, stage_dump,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.lease import (
     LeaseError, arm_lease, end_lease, lease_view, release_lease, set_table_lock, unlock_and_release,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.native import NativeFormatError
-from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked
+from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, locked, signals_unwind
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_binary import BinaryFormatError, PfsBinaryWriter
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import reported_blocks, reported_slices
 from ansible_collections.netbsd.pf.plugins.module_utils.pfs_text import PfsTextWriter, TextFormatError
@@ -231,8 +231,10 @@ class _HashingSink:
 def existing_content_digest(path, fmt):
     """content_digest() of the ``fmt`` dump already at ``path``, or None if there is none or it is not such a dump.
 
-    A native file is judged by its header: the CRC-checked prelude and a size
-    that matches it, not a decompression of the payload.
+    A native file is judged by its header (the CRC-checked prelude, with the
+    SHA-256 of its records), and its payload is checked against that header
+    (streamed, nothing spooled): a file damaged behind an intact header is not
+    "unchanged", it is rewritten.
     """
     if not os.path.isfile(path):
         return None
@@ -241,7 +243,10 @@ def existing_content_digest(path, fmt):
             return file_sha256(path)[1]
         with open_dump(path, NATIVE) as reader:
             header = reader.header
-            return native_content_digest(header["byte_order"], header["compression"], header["sha256"])
+            digest = native_content_digest(header["byte_order"], header["compression"], header["sha256"])
+            for _block in reader.checked_blocks():
+                pass
+            return digest
     except DUMP_ERRORS + (OSError,):
         return None
 
@@ -260,7 +265,11 @@ def backup_file(path, now=None):
     """Copy ``path`` to ``path.PID.YYYY-MM-DD@HH:MM:SS~`` (ansible's backup_local naming); returns the copy's path."""
     now = time.time() if now is None else now
     backup = "%s.%d.%s~" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S", time.localtime(now)))
-    copy_private(path, backup)
+    try:
+        copy_private(path, backup)
+    except OSError as exc:      # a full disk, or something planted at the predictable name
+        raise OperationError("cannot back up %s to %s: %s; nothing was written"
+                             % (path, backup, os.strerror(exc.errno) if exc.errno else exc))
     return backup
 
 
@@ -301,20 +310,24 @@ def dump_states(path, fmt=NATIVE, compress=True, transforms=None, lock="during",
         raise OperationError("directory %s does not exist; create it first (for example with ansible.builtin.file)" % directory)
     if os.path.isdir(path):
         raise OperationError("%s is a directory; path must name the dump file" % path)
+    check_destination(path)     # before the table is locked or read
 
-    snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
-    try:
-        result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now, progress,
-                                 summary)
-        if snapshot.lock_mode == "hold":
-            result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
-            result["lock"] = dict(lease_view(lease_file), mode="hold")
-            if run_after:
-                result["run_after_pid"] = start_detached(run_after)
-    except BaseException:
-        if snapshot.lease_token is not None:
-            release_hold(device_path, lease_file, snapshot.lease_token)
-        raise
+    # A termination signal (a module's connection dropped: SIGHUP) unwinds: a hold lock is released and the
+    # staged file removed, as on any failure, before the signal ends the process.
+    with signals_unwind():
+        snapshot = take_snapshot(device_path, "none" if check_mode else lock, lease, lease_file)
+        try:
+            result = _write_snapshot(snapshot, path, fmt, compression, transforms, backup, mode, check_mode, now,
+                                     progress, summary)
+            if snapshot.lock_mode == "hold":
+                result["lock_window_ms"] = round((time.time() - snapshot.locked_at) * 1000.0, 3)
+                result["lock"] = dict(lease_view(lease_file), mode="hold")
+                if run_after:
+                    result["run_after_pid"] = start_detached(run_after)
+        except BaseException:
+            if snapshot.lease_token is not None:
+                release_hold(device_path, lease_file, snapshot.lease_token)
+            raise
     if snapshot.lock_mode != "hold":
         result["lock"] = {"mode": lock if not check_mode else "none", "taken": snapshot.lock_taken}
         result["lock_window_ms"] = snapshot.lock_window_ms
@@ -356,7 +369,7 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
     one was made and, for native, its ``header``.  The dump is rendered once: pfs files are written to a temp
     file (hashed while written) and compared with the old one, which stays
     when equal; a native file's identity comes from the records' SHA-256 and
-    the old file's header, so an unchanged native dump is not compressed at all.
+    the old file's verified header, so an unchanged native dump is not compressed at all.
     """
     if fmt == NATIVE:
         records_sha256 = hashlib.sha256(block).hexdigest()
@@ -400,7 +413,11 @@ def store_dump(path, fmt, block, byte_order, count, compression, metadata=None, 
 
 
 def _written_blocks(block, progress):
-    """The one block to write, as slices that report progress when there is a ``progress``."""
+    """The one block to write, as slices that report progress when there is a ``progress``.
+
+    Read-only from here on, which lets the writer's hash of it still run when a write returns.
+    """
+    block = memoryview(block).toreadonly()
     return [block] if progress is None else reported_slices(block, progress, "writing")
 
 

@@ -344,6 +344,49 @@ def _raise_interrupted(signum, frame):
     raise LockInterrupted(signum)
 
 
+def _catch_lock_signals(handler):
+    """Put ``handler`` on the termination signals; returns the handlers it replaced.
+
+    A signal the process ignores (nohup's SIGHUP) stays ignored: it would not have
+    ended the process, so it must not end the work either.
+    """
+    previous = {}
+    try:
+        for signum in _LOCK_SIGNALS:
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+    except ValueError:          # not the main thread: signals cannot be caught here
+        pass
+    return previous
+
+
+@contextlib.contextmanager
+def signals_unwind():
+    """Turn the first SIGTERM/SIGINT/SIGHUP in the body into LockInterrupted, deliver it again afterwards.
+
+    For work that leaves something behind if the process just dies (a table
+    locked under a lease, a staged file): the ``finally`` and ``except``
+    clauses of the body run, then the signal reaches the previous handlers, so
+    the process ends (or not) as it would have.  Further signals while the
+    body unwinds are held back, not raised again in its cleanup.
+    """
+    received = []
+
+    def unwind(signum, frame):
+        if not received:
+            received.append(signum)
+            raise LockInterrupted(signum)
+
+    previous = _catch_lock_signals(unwind)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            os.kill(os.getpid(), received[0])
+
+
 @contextlib.contextmanager
 def locked(device, unlock=None):
     """Lock the state table for the body; always unlock, also on exceptions and SIGTERM/SIGINT/SIGHUP.
@@ -354,12 +397,7 @@ def locked(device, unlock=None):
     if given, is called instead of a plain unlock (with the signals still held
     off): a holder under a lease unlocks only while the lease is still its own.
     """
-    previous = {}
-    try:
-        for signum in _LOCK_SIGNALS:
-            previous[signum] = signal.signal(signum, _raise_interrupted)
-    except ValueError:          # not the main thread: signals cannot be caught here
-        pass
+    previous = _catch_lock_signals(_raise_interrupted)
     try:
         try:
             device.set_lock(True)

@@ -570,6 +570,9 @@ class _Lines:
 
     CHUNK_BYTES = 1 << 20
     CHUNK_LINES = 4096
+    # pfs writes one state per line, about 400 bytes; without this bound a file with no "\n"
+    # (CR-only line ends, one endless line) would be gathered whole in memory, and in O(n^2) copies.
+    MAX_LINE_BYTES = 1 << 16
 
     def __init__(self, source):
         self._chunks = self._read(source) if hasattr(source, "read") else self._join(source)
@@ -577,6 +580,7 @@ class _Lines:
 
     def _read(self, fileobj):
         rest = b""
+        rest_offset = 0             # where ``rest``, the unfinished line, starts in the file
         while True:
             data = fileobj.read(self.CHUNK_BYTES)
             if not data:
@@ -588,6 +592,10 @@ class _Lines:
             if end:
                 yield data[:end]
             rest = data[end:]
+            rest_offset += end
+            if len(rest) > self.MAX_LINE_BYTES:
+                raise TextFormatError("no line end in the %d bytes from byte %d: not pfs text (pfs ends every state's "
+                                      "line with \\n; convert CR-only line ends first)" % (self.MAX_LINE_BYTES, rest_offset))
 
     def _join(self, lines):
         lines = iter(lines)

@@ -445,6 +445,8 @@ def main(argv=None):
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            continue            # nohup: the command goes on, as the caller asked
         try:
             previous[signum] = signal.signal(signum, _terminate)
         except ValueError:      # not the main thread (tests): the defaults stay

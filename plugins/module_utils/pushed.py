@@ -29,6 +29,12 @@ TEMP_DIR_PREFIX = "ansible-tmp-"
 STALE_SECONDS = 120
 
 
+def is_pushed_copy(path):
+    """Whether ``path`` is named as the action plugin names its push: ``.../ansible-tmp-*/PUSHED_NAME``."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return name == PUSHED_NAME and os.path.basename(directory).startswith(TEMP_DIR_PREFIX)
+
+
 def remove_quietly(path):
     try:
         os.unlink(path)

@@ -26,6 +26,7 @@ __metaclass__ = type
 
 import errno
 import fcntl
+import math
 import os
 import re
 import time
@@ -81,15 +82,24 @@ _ISO_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?\s*(Z|[+-]\d{2}:?\d{2})?$")
 
 
+def _finite(seconds, value):
+    """``seconds`` unless it is NaN or infinite (1e400 parses as infinity), which no age can be computed from."""
+    if not math.isfinite(seconds):
+        raise ValueError("%r is not a finite number of seconds since the epoch" % (value,))
+    return seconds
+
+
 def parse_timestamp(value):
     """Seconds since the epoch from an epoch number or an ISO 8601 date-time (UTC unless an offset is given)."""
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite(float(value), value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        return _finite(seconds, value)
     match = _ISO_RE.match(text)
     if not match:
         raise ValueError("%r is neither seconds since the epoch nor an ISO 8601 date-time such as 2024-05-01T12:30:00Z" % value)
@@ -179,32 +189,14 @@ class _KeyIndex:
                 slot = 0
 
     def setdefault(self, key, holder, replace=False):
-        """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder.
-
-        find() and place() in one probe: the whole live table goes through here.
-        """
-        hashed = self._key_hash(key)
-        holders, tags = self._holders, self._tags
-        capacity = len(holders)
-        tag = hashed >> 24 & 0xFF
-        slot = hashed % capacity
-        while True:
-            found = holders[slot]
-            if found == _NO_HOLDER:
-                break
-            if tags[slot] == tag and self._key_of(found) == key:
-                if replace:
-                    holders[slot] = holder
-                return found
-            slot += 1
-            if slot == capacity:
-                slot = 0
-        holders[slot] = holder
-        tags[slot] = tag
-        self._count += 1
-        if self._count > self._most:
-            self._grow()
-        return holder
+        """The holder of ``key`` (and ``holder`` replaces it if ``replace``), or ``holder``, now its holder."""
+        found, spot = self.find(key)
+        if found is None:
+            self.place(spot, holder)
+            return holder
+        if replace:
+            self._holders[spot >> 8] = holder
+        return found
 
     def place(self, spot, holder):
         """Add a key that find() did not find, at the spot it returned."""

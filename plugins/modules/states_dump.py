@@ -118,8 +118,9 @@ notes:
     same the file is not rewritten. On a live firewall the records themselves change all the time (expiry, counters, sequence numbers),
     so expect C(changed=true) there.
   - >-
-    An existing V(native) file is judged by its header alone (CRC-checked, with the SHA-256 of its records), without decompressing it;
-    a file whose payload was damaged behind an intact header therefore counts as unchanged and is kept. Inspecting a dump
+    An existing V(native) file is judged by its header (CRC-checked, with the SHA-256 of its records), and its payload is read
+    back against that header (decompressed as a stream, nothing stored); a file whose payload was damaged behind an intact
+    header counts as changed and is rewritten. Inspecting a dump
     (M(netbsd.pf.states_convert) without O(netbsd.pf.states_convert#module:dest), or C(pfstate show FILE)) verifies it end to end.
     pfs files are compared byte by byte with the new dump.
   - O(owner), O(group) and the other file attributes are applied after the atomic rename.
@@ -231,7 +232,7 @@ content_sha256:
   description:
     - Identity of the content, the basis of C(changed).
     - For pfs formats the SHA-256 of the file. For V(native) a SHA-256 over byte order, compression and the SHA-256 of the records
-      (the one in the header), so it can be compared with an existing file without decompressing it.
+      (the one in the header), so it can be compared with an existing file without compressing the new dump.
   returned: always
   type: str
   sample: 290ac202f2e599361268ee5781fd3beb5f0d41648057c6f1b958cb7251d90a7c

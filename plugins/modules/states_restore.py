@@ -71,7 +71,8 @@ options:
     type: str
   pushed_copy:
     description:
-      - Set by the action plugin with O(src); there is no reason to set it by hand.
+      - Set by the action plugin with O(src); there is no reason to set it by hand. A O(path) not named as the action plugin
+        names its copy (C(ansible-tmp-*/netbsd-pf-restore-src.dump)) is refused, so a dump of one's own is never removed.
       - O(path) is the private copy the action plugin pushed into Ansible's remote temporary directory. The module removes
         it as soon as it has opened it (and reads on from the open descriptor), also when it is not a valid dump.
       - It also removes the copies that earlier pushes, interrupted before the module ran, left in other C(ansible-tmp-*)
@@ -303,7 +304,7 @@ invalid:
   returned: when restoring onto NPF
   type: int
 over_limit:
-  description: Connections left out to keep the load under 4 MiB (O(limit_policy=fit)).
+  description: Connections left out to keep the load under 4 MiB, or on interfaces beyond the 64 names NPF registers per boot or flush (O(limit_policy=fit)).
   returned: when restoring onto NPF
   type: int
 repaired:
@@ -532,7 +533,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.firewall import (
     DEFAULT_NPF_DEVICE, FIREWALL_CHOICES, NAT_CHOICES, RUNNING_CHOICES, detect_firewall,
 )
 from ansible_collections.netbsd.pf.plugins.module_utils.progress import timing
-from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_stale_copies
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import PUSHED_NAME, is_pushed_copy, remove_stale_copies
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     DEFAULT_CHUNK_SIZE, DEFAULT_PURGE_WAIT, restore_file,
 )
@@ -599,6 +600,10 @@ def _check_options(module):
     if params["src"] and not params["path"]:
         module.fail_json(msg="src is handled by the netbsd.pf.states_restore action plugin, which was bypassed; "
                              "use path for a file on the target")
+    if params["pushed_copy"] and params["path"] and not is_pushed_copy(params["path"]):
+        # The copy is removed once opened: never a dump of the operator's, whatever the task says.
+        module.fail_json(msg="pushed_copy is for the copy the states_restore action plugin pushes (ansible-tmp-*/%s); "
+                             "%s is not one and would be removed: leave pushed_copy unset" % (PUSHED_NAME, params["path"]))
     age = params["age"]
     if age not in ("auto", "none") and not (age.isdigit()):
         module.fail_json(msg="age must be auto, none or a whole number of seconds, not %r" % age)
@@ -619,12 +624,12 @@ def main():
     started = time.monotonic()
     params = module.params
     stale_copies = []
+    _check_options(module)
     if params["pushed_copy"] and params["path"]:
         try:
             stale_copies = remove_stale_copies(params["path"])
         except OSError as exc:
             module.warn("could not look for copies left by interrupted pushes: %s" % exc)
-    _check_options(module)
     try:
         check_lease(params["lease"])
         transforms = transforms_from_params(params)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Reliability cases that need real processes (docs/reliability.md, rows K1, K2, D4 and D6):
+# Reliability cases that need real processes (docs/reliability.md, rows K1, K2, D4, D6 and A4):
 #   K1  the process holding the state lock is killed with SIGKILL: the lease watchdog unlocks;
 #   K2  the controller dies while a play holds the lock (ansible-playbook killed): the lease unlocks;
 #   D4  `pfstate lock` takes the lease over during a restore: the table stays locked under the new lease;
 #   D6  two restores with different lease files at once: serialised, counts add up to what the table gained.
+#   A4  SIGHUP to a dump holding the lock (lock=hold, as in a module whose connection dropped) while it writes:
+#       unlocked and the lease released at once, no staged file left.
 # Local-flavour fleet of one emulated host (no root needed); torn down on exit.
 #
 #   tests/integration/run-reliability.sh [COLLECTIONS_PATH]
@@ -124,3 +126,38 @@ gained=$(table_size)
 grep -q "^0 restored, $gained already present" "$fleet_dir/d6-b.out" \
     || fail "D6: the second restore did not wait for the first: $(cat "$fleet_dir/d6-b.out")"
 echo "D6 ok: $a + $b restored = $gained states gained; the second restore waited for the first"
+
+echo "--- A4: SIGHUP to a lock=hold dump while it writes"
+lease_file=$run_dir/A4.lease
+dump_dir=$fleet_dir/hosts/fw1/var/db/pfstate/a4
+mkdir -p "$dump_dir"
+writing=$dump_dir/writing
+# The module's code with the default signal actions, as in a module process (pfstate has handlers of its own);
+# the write is held up so that the signal surely arrives while the table is locked and the file staged.
+PYTHONPATH=$collections "$host_python" - "$dump_dir/hold.pfstate" "$lease_file" "$writing" <<'PY' &
+import sys, time
+from ansible_collections.netbsd.pf.plugins.module_utils import operations
+real_stage = operations.stage_dump
+def slow_stage(path, fmt, blocks, *args, **kwargs):
+    def slow_blocks():
+        for block in blocks:
+            yield block
+            open(sys.argv[3], "w").close()
+            time.sleep(60)
+    return real_stage(path, fmt, slow_blocks(), *args, **kwargs)
+operations.stage_dump = slow_stage
+operations.dump_states(sys.argv[1], lock="hold", lease=300, lease_file=sys.argv[2])
+PY
+dumper=$!
+deadline=$((SECONDS + 60))
+while [ ! -e "$writing" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+[ -e "$writing" ] || fail "A4: the dump never started writing"
+locked || fail "A4: the table is not locked while the hold dump writes"
+kill -HUP "$dumper"
+started=$SECONDS
+if wait "$dumper" 2>/dev/null; then fail "A4: the dump was not ended by SIGHUP"; fi
+wait_for unlocked 5 || fail "A4: still locked 5 s after SIGHUP (lease 300 s): $(cat "$lease_file")"
+grep -q '"state": "released"' "$lease_file" || fail "A4: the lease is not released: $(cat "$lease_file")"
+left=$(find "$dump_dir" -name '*.tmp' | wc -l)
+[ "$left" -eq 0 ] || fail "A4: $left staged file(s) left in $dump_dir"
+echo "A4 ok: unlocked $((SECONDS - started)) s after SIGHUP, lease released, no staged file (lease 300 s)"

@@ -1,3 +1,4 @@
+import errno
 import os
 import stat
 
@@ -174,3 +175,51 @@ def test_text_is_formatted_in_slices(tmp_path, monkeypatch):
     monkeypatch.setitem(formats._SLICE_RECORDS, PFS_TEXT, 4)
     write_dump(str(tmp_path / "t"), PFS_TEXT, [random_block(10, "little", seed=14)], "little", count=10)
     assert seen == [4, 4, 2]
+
+
+def test_a_parent_symlink_repointed_during_the_dump_changes_nothing_but_the_directory_it_began_in(tmp_path):
+    """The staged file is created, renamed and removed through the directory opened when the dump began.
+
+    A symlinked parent re-pointed between staging and rename must neither strand the staged file nor
+    let the rename reach into the new target: the dump lands whole in the directory it began in.
+    """
+    began, other = tmp_path / "began", tmp_path / "other"
+    began.mkdir()
+    other.mkdir()
+    link = tmp_path / "dumps"
+    link.symlink_to(began)
+    block = random_block(20, "little", seed=14)
+
+    def write_and_repoint(sink):
+        writer = formats.PfsBinaryWriter(sink, "little", 20)
+        writer.write_block(block)
+        link.unlink()
+        link.symlink_to(other)
+        return writer
+
+    staged, _writer = formats.stage_written(str(link / "states.pfs"), write_and_repoint)
+    with staged:
+        staged.commit()
+    assert os.listdir(str(other)) == []
+    assert os.listdir(str(began)) == ["states.pfs"]
+    with open_dump(str(began / "states.pfs")) as reader:
+        assert b"".join(reader.blocks()) == block
+    assert staged.sha256 == _sha256_of(str(began / "states.pfs"))
+
+
+def test_a_parent_symlink_repointed_before_a_discard_leaves_no_staged_file(tmp_path):
+    began, other = tmp_path / "began", tmp_path / "other"
+    began.mkdir()
+    other.mkdir()
+    link = tmp_path / "dumps"
+    link.symlink_to(began)
+
+    def write_then_fail(sink):
+        sink.write(b"partial")
+        link.unlink()
+        link.symlink_to(other)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError):
+        formats.stage_written(str(link / "states.pfs"), write_then_fail)
+    assert os.listdir(str(began)) == [] and os.listdir(str(other)) == []
