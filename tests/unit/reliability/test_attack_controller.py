@@ -791,7 +791,7 @@ def _capture_tree(tmp_path):
 
 
 def test_restore_role_pushes_the_latest_capture(tmp_path):
-    captures, host_dir, _ = _capture_tree(tmp_path)
+    captures, host_dir = _capture_tree(tmp_path)[:2]
     outcome, src = _in_child(_run_restore_role, {"restore_capture_dir": str(captures)})
     assert outcome == "pushed" and os.path.realpath(src) == str(host_dir / "fw1-20261203T000000Z.pfstate")
 
@@ -819,7 +819,7 @@ def test_restore_role_never_pushes_a_file_outside_the_host_directory(tmp_path, a
 
 @needs_root
 def test_restore_role_refuses_a_host_directory_of_another_user(tmp_path):
-    captures, host_dir, _ = _capture_tree(tmp_path)
+    captures, host_dir = _capture_tree(tmp_path)[:2]
     os.chown(str(host_dir), OTHER_UID, OTHER_UID)
     outcome, message = _in_child(_run_restore_role, {"restore_capture_dir": str(captures)})
     assert outcome == "failed" and "owned by uid 65534" in message, message
@@ -847,8 +847,8 @@ def test_rc_script_takes_inventory_paths_literally(tmp_path, firewall):
 def test_pfstate_launcher_takes_the_library_path_literally(tmp_path):
     import ast
     library = str(tmp_path) + '/lib"); import os; os.system("touch pwned"); ("'
-    launcher = _template("reboot", "pfstate.py.j2", {"ansible_managed": "test", "reboot_python": sys.executable,
-                                                      "reboot_lib_path": library})
+    variables = {"ansible_managed": "test", "reboot_python": sys.executable, "reboot_lib_path": library}
+    launcher = _template("reboot", "pfstate.py.j2", variables)
     tree = ast.parse(launcher)
     inserts = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and ast.unparse(node.func) == "sys.path.insert"]
     assert len(inserts) == 1 and ast.literal_eval(inserts[0].args[1]) == library
