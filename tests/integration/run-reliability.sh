@@ -134,7 +134,7 @@ mkdir -p "$dump_dir"
 writing=$dump_dir/writing
 # The module's code with the default signal actions, as in a module process (pfstate has handlers of its own);
 # the write is held up so that the signal surely arrives while the table is locked and the file staged.
-PYTHONPATH=$collections "$host_python" - "$dump_dir/hold.pfstate" "$lease_file" "$writing" <<'PY' &
+PYTHONPATH=$collections env --default-signal=HUP,TERM,INT "$host_python" - "$dump_dir/hold.pfstate" "$lease_file" "$writing" <<'PY' &
 import sys, time
 from ansible_collections.netbsd.pf.plugins.module_utils import operations
 real_stage = operations.stage_dump

@@ -170,6 +170,12 @@ def test_process_alive_never_signals_a_process_group():
     assert lease_mod.process_alive(os.getpid()) is True
 
 
+def _default_signals():
+    """The child starts with the default signal actions, whatever the test run inherited (nohup ignores SIGHUP)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 # --- A4: SIGTERM / SIGHUP to a dump that holds the lock (lock: hold) ---------------------------
 
 _HOLD_DUMP_KILLED = textwrap.dedent("""
@@ -209,7 +215,7 @@ def test_a_signal_during_a_hold_dump_unlocks_and_still_ends_the_process(tmp_path
     path = str(tmp_path / "states.pfstate")
     lease = str(tmp_path / "lease")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.run([sys.executable, "-c", _HOLD_DUMP_KILLED, path, lease, str(int(signum))], env=env,
+    child = subprocess.run(preexec_fn=_default_signals, args=[sys.executable, "-c", _HOLD_DUMP_KILLED, path, lease, str(int(signum))], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     out = child.stdout.decode()
     assert child.returncode == -signum, (child.returncode, out, child.stderr.decode()[-2000:])
@@ -225,7 +231,7 @@ def test_a_signal_the_process_ignores_does_not_stop_a_hold_dump(tmp_path, signum
     lease = str(tmp_path / "lease")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     ignoring = "import signal, sys; signal.signal(int(sys.argv[3]), signal.SIG_IGN)\n" + _HOLD_DUMP_KILLED
-    child = subprocess.run([sys.executable, "-c", ignoring, path, lease, str(int(signum))], env=env,
+    child = subprocess.run(preexec_fn=_default_signals, args=[sys.executable, "-c", ignoring, path, lease, str(int(signum))], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     out = child.stdout.decode()
     assert child.returncode == 0, (child.returncode, out, child.stderr.decode()[-2000:])
@@ -351,7 +357,7 @@ def test_held_a_signal_during_a_restore_unlocks_and_releases_the_lease(tmp_path,
     write_dump(path, PFS_BINARY, [matrix_records(40, 3, first_stateid=1 << 40)], ORDER, count=40)
     lease = str(tmp_path / "lease")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.run([sys.executable, "-c", _RESTORE_KILLED, path, lease, private_restore_lock, str(int(signum))],
+    child = subprocess.run(preexec_fn=_default_signals, args=[sys.executable, "-c", _RESTORE_KILLED, path, lease, private_restore_lock, str(int(signum))],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     out = child.stdout.decode().splitlines()
     assert child.returncode == -signum, (child.returncode, out, child.stderr.decode()[-2000:])
@@ -523,7 +529,7 @@ _PFSTATE_DUMP_SIGNALLED = textwrap.dedent("""
 def test_held_pfstate_dump_interrupted_keeps_its_exit_status_and_unlocks(tmp_path, lock, signum):
     path = str(tmp_path / "states.pfstate")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.run([sys.executable, "-c", _PFSTATE_DUMP_SIGNALLED, path, str(int(signum)), lock], env=env,
+    child = subprocess.run(preexec_fn=_default_signals, args=[sys.executable, "-c", _PFSTATE_DUMP_SIGNALLED, path, str(int(signum)), lock], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     assert child.stdout.decode().strip() == "status %d, locked False" % (128 + signum), child.stderr.decode()[-2000:]
     assert lease_mod.read_lease(path + ".lease")["state"] == lease_mod.RELEASED
@@ -535,7 +541,7 @@ def test_pfstate_dump_under_nohup_goes_on_through_the_ignored_signal(tmp_path, s
     path = str(tmp_path / "states.pfstate")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     ignoring = "import signal, sys; signal.signal(int(sys.argv[2]), signal.SIG_IGN)\n" + _PFSTATE_DUMP_SIGNALLED
-    child = subprocess.run([sys.executable, "-c", ignoring, path, str(int(signum)), "during"], env=env,
+    child = subprocess.run(preexec_fn=_default_signals, args=[sys.executable, "-c", ignoring, path, str(int(signum)), "during"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, check=False)
     assert child.stdout.decode().splitlines()[-1] == "status 0, locked False", child.stderr.decode()[-2000:]
     with open_dump(path) as reader:
