@@ -1,5 +1,7 @@
 """Shared fixtures: the pf emulator (tests/pfemu) plugged into the test process."""
 
+import signal
+
 import pytest
 
 from ansible_collections.netbsd.pf.plugins.module_utils import restore
@@ -35,3 +37,15 @@ def private_restore_lock(tmp_path, monkeypatch):
     path = str(tmp_path / "netbsd_pf_restore.lock")
     monkeypatch.setattr(restore, "DEFAULT_RESTORE_LOCK_FILE", path, raising=False)
     return path
+
+
+@pytest.fixture
+def deadline():
+    """Turn a hang (a FIFO opened, a device read forever) into a failure after 5 s."""
+    def hung(signum, frame):
+        raise TimeoutError("no answer within 5 s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(5)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -603,20 +602,8 @@ def _restore_action(src, calls):
     return action
 
 
-@pytest.fixture
-def alarm():
-
-    def timed_out(signum, frame):
-        raise TimeoutError("hung")
-    previous = signal.signal(signal.SIGALRM, timed_out)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize("kind", ["fifo", "character device", "directory"])
-def test_src_that_is_not_a_regular_file_is_refused_at_once(tmp_path, alarm, kind):
+def test_src_that_is_not_a_regular_file_is_refused_at_once(tmp_path, deadline, kind):
     """Held: a FIFO could hang the play (the vault check reads src), /dev/zero be pushed forever; the loader
     accepts regular files only, so the task fails at once naming src, nothing pushed."""
     if kind == "fifo":

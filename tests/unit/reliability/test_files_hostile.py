@@ -132,22 +132,6 @@ def test_states_info_reports_staged_files_of_dead_writers(pfemu_kernel, tmp_path
 
 # --- D11: a FIFO, a device or a directory as the source -----------------------------------
 
-class _Hung(Exception):
-    pass
-
-
-@pytest.fixture
-def deadline():
-    """Turn a hang into a failure after 5 s."""
-    def hung(signum, frame):
-        raise _Hung()
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(5)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
 @pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
 def test_show_refuses_a_source_that_is_not_a_regular_file(tmp_path, capsys, deadline, kind):
     if kind == "fifo":
