@@ -147,8 +147,7 @@ class ActionModule(ActionBase):
                 raise _FetchError("%s was replaced while it was checked" % host_dir)
             os.fchmod(host_fd, 0o700)
             partial_name, final_name = os.path.basename(partial), os.path.basename(final)
-            if os.path.lexists(partial):
-                os.unlink(partial_name, dir_fd=host_fd)
+            _unlink_if_present(partial_name, host_fd)
             os.close(os.open(partial_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=host_fd))
             created_partial = True
             self._transfer(remote_path, partial, task_vars)
