@@ -865,63 +865,53 @@ def scaled_timeout(timeout, timeouts, default_rule_states):
     return ((timeout * (end - default_rule_states)) & 0xFFFFFFFF) // (end - start)
 
 
-def cap_remaining_time(block, indexes, byte_order, timeouts):
-    """Cap each record's expire at its default timeout; returns (how many were capped, most seconds removed).
+def fit_remaining_times(block, indexes, byte_order, timeouts, default_rule_states):
+    """Set the expire field of the records to add so each lives as long as it was dumped with, and no longer.
 
-    The import puts a state's last activity at ``now - (timeout - expire)`` in 32-bit unsigned
-    arithmetic (reference 5.5 step 4): an expire past the timeout (a corrupt file, or a source
-    with longer timeouts) wraps, and the state either lives for decades or is dead on arrival.
-    No state can be given more than its timeout from now.
+    Returns (states capped, most seconds a cap removed, the adaptive report).
+
+    First the cap: the import puts a state's last activity at ``now - (timeout - expire)`` in
+    32-bit unsigned arithmetic (reference 5.5 step 4), so an expire past the timeout (a corrupt
+    file, or a source with longer timeouts) wraps, and the state either lives for decades or is
+    dead on arrival; no state can be given more than its timeout from now.
+
+    Then the adaptive timeouts: the import sets the last activity with the full timeout, and
+    pf_state_expires() then scales the timeout, so a state near the limit dies ``timeout -
+    scaled`` seconds earlier than the dump said, already expired when that exceeds its
+    remaining time.  Adding that amount to ``expire`` cancels the scaling at the table's size
+    after the restore.  No state gets more than its scaled timeout from now (that would put its
+    last activity in the future): those are capped and counted as ``shortened``
+    (``shortened_by_max``: the most seconds a capped state lost).
     """
+    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
+    adaptive = {"start": start, "end": end, "default_rule_states_after": default_rule_states,
+                "scaling": scaled_timeout(1000000, timeouts, default_rule_states) != 1000000,
+                "compensated": 0, "shortened": 0, "shortened_by_max": 0}
     expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
-    capped = most = 0
+    capped = capped_by_max = 0
     for index in indexes:
         offset = index * RECORD_SIZE
         timeout_index = block[offset + OFF_TIMEOUT]
         if timeout_index >= len(timeouts):
             continue  # PFTM_UNTIL_PACKET: never sent (counted as expired)
-        remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
-        if remaining > timeouts[timeout_index]:
-            capped += 1
-            most = max(most, remaining - timeouts[timeout_index])
-            expire_field.pack_into(block, offset + OFF_EXPIRE, timeouts[timeout_index])
-    return capped, most
-
-
-def compensate_adaptive(block, indexes, byte_order, timeouts, default_rule_states):
-    """Set the expire field of the records to add so each keeps the remaining time it was dumped with.
-
-    The import sets a state's last activity to ``now - (timeout - expire)`` with the full
-    timeout, and pf_state_expires() then scales the timeout, so a state near the limit dies
-    ``timeout - scaled`` seconds earlier than the dump said, already expired when that exceeds
-    its remaining time.  Adding that amount to ``expire`` cancels the scaling at the table's
-    size after the restore.  No state gets more than its scaled timeout from now (that would
-    put its last activity in the future): those are capped and counted as ``shortened``.
-    Returns the figures for the report (``shortened_by_max``: the most seconds a capped state lost).
-    """
-    start, end = timeouts[PFTM_ADAPTIVE_START], timeouts[PFTM_ADAPTIVE_END]
-    report = {"start": start, "end": end, "default_rule_states_after": default_rule_states,
-              "scaling": scaled_timeout(1000000, timeouts, default_rule_states) != 1000000,
-              "compensated": 0, "shortened": 0, "shortened_by_max": 0}
-    if not report["scaling"]:
-        return report
-    expire_field = partial_struct(byte_order, ("expire",), whole_record=False)
-    for index in indexes:
-        offset = index * RECORD_SIZE
-        timeout_index = block[offset + OFF_TIMEOUT]
-        if timeout_index >= len(timeouts):
-            continue  # PFTM_UNTIL_PACKET: never scaled
         timeout = timeouts[timeout_index]
-        remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
-        wanted = remaining + timeout - scaled_timeout(timeout, timeouts, default_rule_states)
-        if wanted > timeout:
-            report["shortened"] += 1
-            report["shortened_by_max"] = max(report["shortened_by_max"], wanted - timeout)
-            wanted = timeout
-        if wanted != remaining:
+        dumped = remaining = expire_field.unpack_from(block, offset + OFF_EXPIRE)[0]
+        if remaining > timeout:
+            capped += 1
+            capped_by_max = max(capped_by_max, remaining - timeout)
+            remaining = timeout
+        wanted = remaining
+        if adaptive["scaling"]:
+            wanted = remaining + timeout - scaled_timeout(timeout, timeouts, default_rule_states)
+            if wanted > timeout:
+                adaptive["shortened"] += 1
+                adaptive["shortened_by_max"] = max(adaptive["shortened_by_max"], wanted - timeout)
+                wanted = timeout
+            if wanted != remaining:
+                adaptive["compensated"] += 1
+        if wanted != dumped:
             expire_field.pack_into(block, offset + OFF_EXPIRE, wanted)
-            report["compensated"] += 1
-    return report
+    return capped, capped_by_max, adaptive
 
 
 # --- serialisation of concurrent restores -------------------------------------------
@@ -1175,9 +1165,8 @@ def _restore_into(device, block, kernel_order, state_filter, rename, age_seconds
     room = state_limit - (status["states"] - occupancy["awaiting_purge"] if waiter.possible else status["states"])
     plan = plan_restore(block, kernel_order, live_block, state_filter, rename, age_seconds, on_conflict, limit_policy, room)
     del live_block
-    expire_capped, expire_capped_by_max = cap_remaining_time(plan.block, plan.to_add, kernel_order, timeouts)
-    adaptive = compensate_adaptive(plan.block, plan.to_add, kernel_order, timeouts,
-                                   occupancy["live_on_default_rule"] + len(plan.to_add))
+    expire_capped, expire_capped_by_max, adaptive = fit_remaining_times(
+        plan.block, plan.to_add, kernel_order, timeouts, occupancy["live_on_default_rule"] + len(plan.to_add))
     if fix_mss and kernel_order == "little":
         swap_mss(plan.block)
     result = {"state_limit": state_limit, "states_before": status["states"], "adaptive": adaptive,
