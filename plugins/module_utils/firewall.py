@@ -11,7 +11,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 import struct
 
 from ansible_collections.netbsd.pf.plugins.module_utils.errors import PfStateError
@@ -19,6 +18,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.formats import open_regu
 from ansible_collections.netbsd.pf.plugins.module_utils.native import MAGIC, NPF_FORMAT_VERSION
 from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import ENOENT, ENXIO, NpfDevice, NpfError, NpfUnsupported
 from ansible_collections.netbsd.pf.plugins.module_utils.pfdev import PfDevice, PfError
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 
 FIREWALL_CHOICES = ("auto", "pf", "npf")
 DEFAULT_NPF_DEVICE = "/dev/npf"
@@ -69,7 +69,7 @@ def detect_firewall(firewall="auto", pf_device="/dev/pf", npf_device=DEFAULT_NPF
         return _detect_firewall(firewall, pf_device, npf_device)
     except FirewallError:
         if discard_on_error:
-            _remove_quietly(discard_on_error)
+            remove_quietly(discard_on_error)
         raise
 
 
@@ -103,10 +103,3 @@ def file_kind(path):
     except (OSError, ValueError) as exc:
         raise FirewallError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
     return "npf" if magic == MAGIC and version == NPF_FORMAT_VERSION else "pf"
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

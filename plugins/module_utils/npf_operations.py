@@ -36,6 +36,7 @@ from ansible_collections.netbsd.pf.plugins.module_utils.npfdev import NpfDevice
 from ansible_collections.netbsd.pf.plugins.module_utils.operations import (
     apply_transforms, backup_file, capture_metadata, file_sha256, start_detached,
 )
+from ansible_collections.netbsd.pf.plugins.module_utils.pushed import remove_quietly
 from ansible_collections.netbsd.pf.plugins.module_utils.restore import (
     RestoreError, exclusive_restore, load_dump, parse_timestamp, resolve_age,
 )
@@ -196,7 +197,7 @@ def _read_snapshot(path, remove_after_open, refusal="refusing to restore %s, not
         raise NpfOperationError("cannot read %s: %s" % (path, getattr(exc, "strerror", None) or exc))
     finally:
         if remove_after_open:
-            _remove_quietly(path)
+            remove_quietly(path)
     with handle:
         try:
             return read_npf_file(handle, os.fstat(handle.fileno()).st_size, path)
@@ -212,13 +213,6 @@ def inspect_npf_file(path):
             "connections": len(snapshot.connections)}
     info.update((key, metadata[key]) for key in ("captured_at", "hostname") if key in metadata)
     return info, snapshot
-
-
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class _Source:
@@ -294,12 +288,12 @@ def restore_npf(path, device_path=DEFAULT_NPF_DEVICE, age="auto", captured_at=No
         kind = file_kind(path)
     except NpfOperationError:
         if remove_after_open:
-            _remove_quietly(path)
+            remove_quietly(path)
         raise
     if kind == "npf":
         if transforms and any(transforms.values()):
             if remove_after_open:
-                _remove_quietly(path)
+                remove_quietly(path)
             raise NpfOperationError("%s is an NPF snapshot: filters and rename apply to pf dumps only" % path)
         header, snapshot = _read_snapshot(path, remove_after_open)
         source = _Source("npf", snapshot, len(snapshot.connections), age_of(_captured_at(header), None))
